@@ -1,0 +1,5 @@
+import sys
+
+from doormat.cli import main
+
+sys.exit(main())

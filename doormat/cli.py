@@ -1,0 +1,63 @@
+"""The ``doormat`` command.
+
+Each subcommand lives in its own module under ``doormat.commands`` and exposes
+``register(subparsers)``; this module only wires them together and turns expected
+failures into one-line errors (exit 2 for usage, 1 for a failed check), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Modules under doormat.commands, in the order --help lists them.
+COMMANDS = ("demo", "chat", "relay", "broker", "ledger")
+
+
+class CommandError(Exception):
+    """An expected failure: bad input, a missing file, a refused check. Printed in one line."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doormat",
+        description=(
+            "A lab on end-to-end encryption and lawful intercept: see who can read what, "
+            "with real cryptography and a real MQTT broker."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"doormat.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"doormat.commands.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except CommandError as exc:
+        print(f"doormat {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"doormat {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""MQTT topic layout.
+
+Every device (and every service account) talks on two subtrees keyed by its broker
+username, so one ACL ``pattern`` pair covers all of them:
+
+    doormat/out/<id>/<kind>   written by <id> only, read by the relay
+    doormat/in/<id>/<kind>    written by the relay only, read by <id>
+
+Because the broker only lets ``<id>`` publish under ``doormat/out/<id>/``, the relay
+takes the sender's identity from the topic a message arrived on, never from its body.
+
+Kinds:
+    msg   an envelope (device -> relay; relay -> device)
+    ack   the device has durably processed an envelope (device -> relay)
+    dir   a key-directory request (device -> relay) or its answer (relay -> device)
+"""
+
+from __future__ import annotations
+
+ROOT = "doormat"
+OUT = f"{ROOT}/out"
+IN = f"{ROOT}/in"
+
+MSG = "msg"
+ACK = "ack"
+DIR = "dir"
+KINDS = (MSG, ACK, DIR)
+
+
+def outbound(owner: str, kind: str) -> str:
+    return f"{OUT}/{owner}/{kind}"
+
+
+def inbox(owner: str, kind: str) -> str:
+    return f"{IN}/{owner}/{kind}"
+
+
+# What the relay subscribes to: everything every account sends.
+RELAY_SUBSCRIPTION = f"{OUT}/+/+"
+
+
+def parse_outbound(topic: str) -> tuple[str, str] | None:
+    """``doormat/out/alice@acme.phone/msg`` -> ``("alice@acme.phone", "msg")``.
+
+    Returns None for anything that is not exactly an outbound topic.
+    """
+    parts = topic.split("/")
+    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != OUT or parts[3] not in KINDS:
+        return None
+    if not parts[2]:
+        return None
+    return parts[2], parts[3]
