@@ -1,0 +1,104 @@
+"""Fixtures for the relay's tests: envelope and request builders, a relay on a temp store.
+
+Test files here have relay-specific names (test_relay_*.py) and there is no
+``__init__.py``: a package named ``tests.relay`` / ``relay`` would shadow the real
+``relay`` package.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.router import Relay
+from relay.store import Store
+from wire.envelope import Envelope
+from wire.events import EventLog
+
+EnvelopeFactory = Callable[..., Envelope]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def make_envelope() -> EnvelopeFactory:
+    """Hand-made envelopes with random bytes as ciphertext: the relay does not care."""
+
+    def make(
+        sender: str,
+        recipient: str,
+        *,
+        msg_id: str | None = None,
+        body_len: int = 256,
+        ts: int = 1_764_400_000_000,
+    ) -> Envelope:
+        return Envelope(
+            id=msg_id or os.urandom(16).hex(),
+            sender=sender,
+            recipient=recipient,
+            ts=ts,
+            header=os.urandom(40),
+            body=os.urandom(body_len),
+        )
+
+    return make
+
+
+def dir_request(op: str, req: str = "r1", **fields: Any) -> bytes:
+    return json.dumps({"req": req, "op": op, **fields}).encode()
+
+
+@pytest.fixture
+def dir_req() -> Callable[..., bytes]:
+    """dir_req(op, req="r1", **fields) -> the bytes of a directory request."""
+    return dir_request
+
+
+@pytest.fixture
+def publish_req() -> Callable[..., bytes]:
+    """publish_req(n_otpks=3, identity=..., spk_id=1, first_otpk_id=1) -> request bytes."""
+    return publish_request
+
+
+def publish_request(
+    n_otpks: int = 3,
+    *,
+    identity: bytes = b"I" * 64,
+    spk_id: int = 1,
+    first_otpk_id: int = 1,
+    req: str = "p1",
+) -> bytes:
+    return dir_request(
+        "publish",
+        req=req,
+        identity=b64(identity),
+        signed_prekey={"id": spk_id, "key": b64(os.urandom(32)), "sig": b64(os.urandom(64))},
+        one_time_prekeys=[
+            {"id": first_otpk_id + i, "key": b64(os.urandom(32))} for i in range(n_otpks)
+        ],
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "relay.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def events() -> EventLog:
+    return EventLog()
+
+
+@pytest.fixture
+def relay(store: Store, events: EventLog) -> Relay:
+    return Relay(store, events)
