@@ -89,6 +89,7 @@ class Limits:
     max_key_chars: int = 1024  # one base64 key, identity or signature
     max_otpks_per_publish: int = 200
     max_otpks_held: int = 1000
+    max_devices_per_request: int = 64  # the optional 'devices' of a bundles request
     excerpt_bytes: int = 16  # of ciphertext shown in relay.accepted
 
 
@@ -361,14 +362,25 @@ class Relay:
         return {"devices": devices}
 
     def _op_bundles(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
-        _fields(obj, {"user"})
+        _fields(obj, {"user"}, {"devices"})
         self._require_enrolled_device(owner)
         user = obj["user"]
         if not isinstance(user, str) or not USER_RE.match(user):
             raise Rejected("'user' is not a user id")
+        only: set[str] | None = None
+        if obj.get("devices") is not None:
+            wanted = obj["devices"]
+            if not isinstance(wanted, list) or len(wanted) > self.limits.max_devices_per_request:
+                raise Rejected(
+                    f"'devices' must be a list of at most "
+                    f"{self.limits.max_devices_per_request} device ids"
+                )
+            if not all(is_device(d) and user_of(d) == user for d in wanted):
+                raise Rejected(f"'devices' must list devices of {user}")
+            only = set(wanted)
         # The requester never needs a session with itself; leaving it out also keeps
         # it from spending its own one-time prekeys when it fans out to its own user.
-        bundles = self.store.take_bundles(user, self.clock(), exclude=owner)
+        bundles = self.store.take_bundles(user, self.clock(), exclude=owner, only=only)
         for b in bundles:
             self._event(
                 out,

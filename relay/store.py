@@ -41,7 +41,7 @@ Key material is opaque base64 text to the relay.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -435,9 +435,17 @@ class Store:
         rows = self._db.execute(query + " ORDER BY device", (user,))
         return [r[0] for r in rows]
 
-    def take_bundles(self, user: str, now_ms: int, *, exclude: str | None = None) -> list[Bundle]:
-        """A prekey bundle for every published device of ``user`` (except ``exclude``),
-        each with one one-time prekey if any is left. The one-time prekeys handed out
+    def take_bundles(
+        self,
+        user: str,
+        now_ms: int,
+        *,
+        exclude: str | None = None,
+        only: Collection[str] | None = None,
+    ) -> list[Bundle]:
+        """A prekey bundle for every published device of ``user`` (except ``exclude``;
+        if ``only`` is given, just those devices), each with one one-time prekey if any
+        is left. The one-time prekeys handed out
         are deleted (and recorded as spent) in this same transaction, so each is handed
         out once even if the relay dies right after."""
         bundles: list[Bundle] = []
@@ -449,7 +457,7 @@ class Store:
                 (user,),
             ).fetchall()
             for device, identity, spk_id, spk_key, spk_sig in rows:
-                if device == exclude:
+                if device == exclude or (only is not None and device not in only):
                     continue
                 otpk_row = db.execute(
                     "SELECT n, key_id, key FROM one_time_prekeys WHERE device = ?"

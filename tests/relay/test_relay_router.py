@@ -456,3 +456,15 @@ def test_handle_never_raises(enrolled: Relay, owner: str, kind: str, payload: by
         isinstance(a, Event) and str(a.fields.get("reason", "")).startswith("internal error")
         for a in acts
     )
+
+
+def test_bundles_for_chosen_devices(enrolled: Relay, publish_req: Req, dir_req: Req) -> None:
+    enrolled.handle(out(A, "dir"), publish_req(2, identity=b"phone"))
+    enrolled.handle(out(A2, "dir"), publish_req(2, identity=b"laptop"))
+    enrolled.handle(out(B, "dir"), publish_req(0, identity=b"bob"))
+    acts = enrolled.handle(out(B, "dir"), dir_req("bundles", user="alice@acme", devices=[A2]))
+    assert [b["device"] for b in replies(acts, B)[0]["bundles"]] == [A2]
+    assert enrolled.store.otpk_count(A) == 2 and enrolled.store.otpk_count(A2) == 1
+    for bad in (["bob@globex.phone"], "x", [A] * 65, [1]):
+        acts = enrolled.handle(out(B, "dir"), dir_req("bundles", user="alice@acme", devices=bad))
+        assert rejection(acts)["reason"].startswith("'devices' must")

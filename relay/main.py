@@ -1,0 +1,203 @@
+"""Running the relay as its own process: ``python -m relay`` (and ``doormat relay``).
+
+    python -m relay --broker mqtt://127.0.0.1:1883 --password-file relay.pw --db relay.sqlite
+
+It runs in the foreground until SIGINT or SIGTERM, writing every event as one JSON line
+to stdout (or ``--events FILE``, appended). Problems with the arguments or files are
+``ConfigError``s with a one-line message; ``doormat relay`` turns them into its own
+one-line errors and adds ``--accounts FILE`` (the broker's accounts file, which the
+relay package does not parse itself: it imports nothing from the umbrella).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from relay.service import JsonLinesLog, RelayError, RelayService
+from wire.ids import RELAY_ID
+
+
+class ConfigError(ValueError):
+    """A bad argument or file; the message is one line naming the problem."""
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """``mqtt://HOST:PORT`` (port defaults to 1883) -> (host, port)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"bad --broker URL {url!r}: {exc}") from None
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConfigError(f"bad --broker URL {url!r}: expected mqtt://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
+        raise ConfigError(f"bad --broker URL {url!r}: expected only mqtt://HOST:PORT")
+    return parts.hostname, port or 1883
+
+
+def read_password_file(path: str) -> str:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"password file not found: {p}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"password file is a directory: {p}") from None
+    except PermissionError:
+        raise ConfigError(f"password file not readable: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read password file {p}: {exc}") from None
+    lines = text.splitlines()
+    password = lines[0].strip() if lines else ""
+    if not password:
+        raise ConfigError(f"password file is empty: {p}")
+    return password
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, password_required: bool = True) -> None:
+    parser.add_argument(
+        "--broker",
+        default="mqtt://127.0.0.1:1883",
+        metavar="URL",
+        help="the broker, mqtt://HOST:PORT (default %(default)s)",
+    )
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        required=password_required,
+        help="file whose first line is the relay account's broker password",
+    )
+    parser.add_argument("--db", required=True, metavar="PATH", help="the relay's SQLite store")
+    parser.add_argument(
+        "--events",
+        default="-",
+        metavar="FILE",
+        help="where to write events as JSON lines (appended; default: stdout)",
+    )
+    parser.add_argument(
+        "--username",
+        default=RELAY_ID,
+        help="broker account to log in as (default %(default)s)",
+    )
+    parser.add_argument(
+        "--identifier",
+        default=None,
+        help="MQTT client id (default: the username); give each relay worker its own",
+    )
+    parser.add_argument(
+        "--subscription",
+        default=None,
+        help="topic filter to consume (default doormat/out/+/+; workers sharing the "
+        "load use $share/relay/doormat/out/+/+)",
+    )
+    parser.add_argument(
+        "--synchronous",
+        choices=("normal", "full"),
+        default="normal",
+        help="SQLite durability: normal survives a killed process, full also a power "
+        "loss, at a cost in throughput (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-keep-captured",
+        action="store_true",
+        help="clear an envelope's bytes once it is acknowledged (default: keep them, as "
+        "an operator that keeps everything would)",
+    )
+    parser.add_argument("--log-level", default="warning", help="Python logging level")
+
+
+async def run_foreground(
+    *,
+    host: str,
+    port: int,
+    password: str,
+    db: str,
+    events_out: TextIO,
+    options: dict[str, Any],
+) -> None:
+    logging_events = JsonLinesLog(events_out)
+    try:
+        service = RelayService(host, port, password, db, logging_events, **options)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the store {db}: {exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.run(stop)
+    except RelayError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def run_from_args(args: argparse.Namespace, password: str | None = None) -> int:
+    """Run the relay as the parsed arguments say. Raises ConfigError (one line)."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    host, port = parse_broker_url(args.broker)
+    if password is None:
+        if not args.password_file:
+            raise ConfigError("give the relay's broker password with --password-file FILE")
+        password = read_password_file(args.password_file)
+    db = Path(args.db)
+    if db.is_dir():
+        raise ConfigError(f"--db {db} is a directory")
+    if not db.parent.is_dir():
+        raise ConfigError(f"--db {db}: directory {db.parent} does not exist")
+    options: dict[str, Any] = {
+        "username": args.username,
+        "identifier": args.identifier,
+        "synchronous": str(args.synchronous).upper(),
+        "keep_captured": not args.no_keep_captured,
+    }
+    if args.subscription:
+        options["subscription"] = args.subscription
+    with contextlib.ExitStack() as stack:
+        if args.events == "-":
+            out: TextIO = sys.stdout
+        else:
+            try:
+                out = stack.enter_context(open(args.events, "a", encoding="utf-8"))
+            except OSError as exc:
+                raise ConfigError(f"cannot open --events {args.events}: {exc.strerror}") from None
+        asyncio.run(
+            run_foreground(
+                host=host,
+                port=port,
+                password=password,
+                db=str(db),
+                events_out=out,
+                options=options,
+            )
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m relay",
+        description="The doormat relay: routes sealed envelopes, holds no keys.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except ConfigError as exc:
+        print(f"relay: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,361 @@
+"""The relay as a running service: the thin asyncio shell around ``relay.router.Relay``.
+
+It logs in to the broker as ``relay`` with a persistent session (fixed client id,
+clean_session=False), subscribes to every account's outbound topics at QoS 1, feeds
+each message to ``Relay.handle`` and performs the returned actions in order: publishes
+at QoS 1, then the broker-level acknowledgement of the input.
+
+Manual acknowledgements. paho (under aiomqtt) sends the PUBACK for a QoS 1 message as
+soon as it has read it off the socket, before our code has looked at it. A relay that
+died between that PUBACK and its database commit would have lost the envelope for good:
+the broker has forgotten it (it was acknowledged) and the sender has forgotten it (the
+broker acknowledged the sender's publish). So we switch paho to manual acks before
+connecting (queued messages arrive the moment the persistent session resumes) and send
+each PUBACK only after ``Relay.handle`` returned, i.e. after the store committed. If we
+die before that, the broker still holds the message in flight for our session and
+resends it when we reconnect; the store's de-duplication makes that harmless.
+
+Publishes are pipelined: each runs in its own task, at most ``publish_window`` at a
+time (backpressure: when the broker stops confirming, we stop reading input). The input
+is acknowledged without waiting for our output's PUBACK, because the envelope is already
+durable and is republished on every (re)connect and on the recipient's ``sync``.
+
+Running it in-process (the demo, tests)::
+
+    service = RelayService(host, port, password, db_path, events)
+    await service.start()      # returns once connected and subscribed
+    ...
+    await service.stop()       # clean: drains publishes, disconnects, closes the store
+
+or in the foreground: ``await run_relay(host, port, password, db_path, events, stop)``
+returns when ``stop`` (an asyncio.Event) is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+
+from relay.router import Ack, Action, Limits, Publish, Relay
+from relay.store import Store
+from wire import topics
+from wire.events import Event, EventLog, now_ms
+from wire.ids import RELAY_ID
+
+log = logging.getLogger(__name__)
+ACTOR = RELAY_ID
+
+# CONNACK codes that will not get better by retrying with the same credentials.
+_AUTH_REFUSED = {4, 5, 134, 135}
+
+
+class RelayError(Exception):
+    """The relay cannot run: bad credentials, refused subscription, no broker in time."""
+
+
+class RelayService:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        password: str,
+        db_path: str | Path,
+        events: EventLog,
+        *,
+        username: str = RELAY_ID,
+        identifier: str | None = None,
+        subscription: str = topics.RELAY_SUBSCRIPTION,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        keep_captured: bool = True,
+        limits: Limits | None = None,
+        publish_window: int = 256,
+        keepalive: int = 30,
+        backoff: tuple[float, float] = (0.1, 5.0),
+        maintenance_interval: float = 600.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._password = password
+        self.username = username
+        # Several workers sharing the load (MQTT shared subscriptions, issue 7) each
+        # need their own client id and session: pass identifier="relay-2" and
+        # subscription="$share/relay/doormat/out/+/+".
+        self.identifier = identifier or username
+        self.subscription = subscription
+        self.events = events
+        self.publish_window = publish_window
+        self.keepalive = keepalive
+        self.backoff = backoff
+        self.maintenance_interval = maintenance_interval
+        self.store = Store(db_path, synchronous=synchronous, keep_captured=keep_captured)
+        self.relay = Relay(self.store, events, limits=limits)
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._connected = False
+        self._connections = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, timeout: float = 15.0) -> None:
+        """Run in the background; return once connected and subscribed. Raises
+        RelayError if the broker refuses the login or is not reachable in time."""
+        if self._task is not None:
+            raise RuntimeError("relay service already started")
+        self._task = asyncio.create_task(self.run(), name="relay")
+        ready = asyncio.create_task(self._ready.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {ready, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            ready.cancel()
+        if self._task in done:
+            self._task.result()  # raises what run() raised
+            raise RelayError("relay stopped before it connected")
+        if not self._ready.is_set():
+            await self.stop()
+            raise RelayError(
+                f"no connection to the broker at {self.host}:{self.port} in {timeout} s"
+            )
+
+    async def stop(self) -> None:
+        """Stop cleanly: finish the message in hand, drain publishes, disconnect, close."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def captured(self) -> Iterator[bytes]:
+        """The raw bytes of every envelope the relay accepted and still retains, in
+        arrival order: what the operator holds (the exposure report's 'captured')."""
+        for c in self.store.captured():
+            if c.raw is not None:
+                yield c.raw
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` (or ``self.stop()``); reconnect with backoff meanwhile."""
+        watcher = asyncio.create_task(_relay_event(stop, self._stop)) if stop is not None else None
+        maintenance = asyncio.create_task(self._maintenance())
+        delay = self.backoff[0]
+        try:
+            while not self._stop.is_set():
+                reason = "stopped"
+                try:
+                    await self._session()
+                    delay = self.backoff[0]
+                except MqttConnectError as exc:
+                    if (
+                        exc.rc is not None
+                        and _code(exc.rc) in _AUTH_REFUSED
+                        and self._connections == 0
+                    ):
+                        raise RelayError(
+                            f"broker at {self.host}:{self.port} refused the login "
+                            f"of {self.username!r}: {exc}"
+                        ) from None
+                    reason = f"connect refused: {exc}"
+                except aiomqtt.MqttError as exc:
+                    reason = f"broker connection lost: {exc}"
+                except sqlite3.Error as exc:
+                    # The disk failed under us. The input in hand was not acknowledged;
+                    # dropping the connection makes the broker resend it later.
+                    log.exception("relay: store failure")
+                    self._emit("relay.error", reason=f"store failure: {exc}")
+                    reason = "store failure"
+                finally:
+                    if self._connected:
+                        self._connected = False
+                        self._emit("relay.disconnected", reason=reason)
+                if self._stop.is_set():
+                    break
+                log.info("relay: %s; reconnecting in %.1f s", reason, delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop.wait()
+                delay = min(delay * 2, self.backoff[1])
+        finally:
+            maintenance.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            with contextlib.suppress(sqlite3.Error):
+                self._emit("relay.stopped", pending=self.store.pending_count())
+            self.store.close()
+
+    async def _session(self) -> None:
+        """One broker connection, from CONNECT to disconnect."""
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self._password,
+            identifier=self.identifier,
+            clean_session=False,
+            keepalive=self.keepalive,
+        )
+        # Before connecting: a resumed session's queued messages arrive right after the
+        # CONNACK, and paho would acknowledge each on receipt (see the module doc).
+        client._client.manual_ack_set(True)
+        client.pending_calls_threshold = self.publish_window + 16  # our window bounds it
+        publisher = _Publisher(client, self.publish_window)
+        async with client:
+            granted = await client.subscribe(self.subscription, qos=1)
+            if any(_code(g) >= 0x80 for g in granted):
+                raise RelayError(f"the broker refused the subscription {self.subscription!r}")
+            self._connected = True
+            self._connections += 1
+            self._emit(
+                "relay.connected",
+                broker=f"{self.host}:{self.port}",
+                subscription=self.subscription,
+                connection=self._connections,
+            )
+            # Whatever was in flight when we last lost the broker (or died) may be lost;
+            # republish everything pending. Recipients de-duplicate.
+            reason = "startup" if self._connections == 1 else "reconnect"
+            await self._perform(client, publisher, self.relay.startup(reason), None)
+            self._ready.set()
+            messages = client.messages
+            stop_wait = asyncio.create_task(self._stop.wait())
+            try:
+                while True:
+                    # Wait for the next message or stop, whichever first, so that a stop
+                    # lands between messages, never inside one.
+                    nxt = asyncio.create_task(anext(messages))
+                    done, _ = await asyncio.wait(
+                        {nxt, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if nxt not in done:
+                        nxt.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                            await nxt
+                        break
+                    message = nxt.result()  # raises MqttError when the connection drops
+                    payload = message.payload
+                    data = (
+                        bytes(payload)
+                        if isinstance(payload, bytes | bytearray)
+                        else str(payload).encode()  # paho always gives bytes; typing says more
+                    )
+                    actions = self.relay.handle(str(message.topic), data)
+                    await self._perform(client, publisher, actions, message)
+            finally:
+                stop_wait.cancel()
+                await publisher.drain(timeout=5.0)
+
+    async def _perform(
+        self,
+        client: aiomqtt.Client,
+        publisher: _Publisher,
+        actions: list[Action],
+        message: aiomqtt.Message | None,
+    ) -> None:
+        for action in actions:
+            if isinstance(action, Publish):
+                await publisher.publish(action.topic, action.payload)
+            elif isinstance(action, Ack) and message is not None:
+                # Only now, after handle() committed (module doc). Same client that
+                # received it: a message id means nothing on another connection.
+                client._client.ack(message.mid, message.qos)
+            # Event actions were emitted by the router when it decided.
+
+    async def _maintenance(self) -> None:
+        while True:
+            try:
+                self.relay.maintenance()
+            except sqlite3.Error:
+                log.exception("relay: maintenance failed")
+            await asyncio.sleep(self.maintenance_interval)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self.events.emit(ACTOR, kind, **fields)
+
+
+class _Publisher:
+    """QoS 1 publishes in flight concurrently, at most ``window`` at a time, in order
+    (tasks start in creation order and each hands its packet to paho before its first
+    await)."""
+
+    def __init__(self, client: aiomqtt.Client, window: int) -> None:
+        self._client = client
+        self._sem = asyncio.Semaphore(window)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self._sem.acquire()
+        task = asyncio.create_task(self._one(topic, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, topic: str, payload: bytes) -> None:
+        try:
+            await self._client.publish(topic, payload, qos=1, timeout=30)
+        except aiomqtt.MqttError as exc:
+            # The envelope is still pending in the store: it goes out again on the
+            # next connect or the recipient's sync. A lost directory answer makes the
+            # requester time out and ask again.
+            log.info("relay: publish to %s not confirmed: %s", topic, exc)
+        finally:
+            self._sem.release()
+
+    async def drain(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _code(rc: Any) -> int:
+    value = getattr(rc, "value", rc)
+    return int(value)
+
+
+async def _relay_event(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+async def run_relay(
+    host: str,
+    port: int,
+    password: str,
+    db_path: str | Path,
+    events: EventLog,
+    stop: asyncio.Event,
+    **options: Any,
+) -> None:
+    """Run a relay in the foreground until ``stop`` is set (see RelayService)."""
+    service = RelayService(host, port, password, db_path, events, **options)
+    await service.run(stop)
+
+
+class JsonLinesLog(EventLog):
+    """An EventLog for a long-running process: writes each event as one JSON line and
+    keeps none in memory (EventLog keeps them all, which a relay running for days
+    cannot afford)."""
+
+    def __init__(self, sink: TextIO) -> None:
+        super().__init__(sink=None)
+        self._out = sink
+
+    def emit(self, actor: str, kind: str, **fields: Any) -> Event:
+        event: Event = {"t": now_ms(), "actor": actor, "kind": kind, **fields}
+        with self._lock:
+            self._out.write(json.dumps(event, sort_keys=True) + "\n")
+            self._out.flush()
+        return event
