@@ -214,9 +214,6 @@ class RelayService:
         client.pending_calls_threshold = self.publish_window + 16  # our window bounds it
         publisher = _Publisher(client, self.publish_window)
         async with client:
-            granted = await client.subscribe(self.subscription, qos=1)
-            if any(_code(g) >= 0x80 for g in granted):
-                raise RelayError(f"the broker refused the subscription {self.subscription!r}")
             self._connected = True
             self._connections += 1
             self._emit(
@@ -225,37 +222,56 @@ class RelayService:
                 subscription=self.subscription,
                 connection=self._connections,
             )
+            # Subscribe without waiting for the SUBACK before reading: a resumed session
+            # already has the subscription, and amqtt answers a SUBSCRIBE only after the
+            # client acknowledged every message it resends on reconnect, which we do
+            # only as we read them.
+            subscribing = asyncio.create_task(client.subscribe(self.subscription, qos=1))
             # Whatever was in flight when we last lost the broker (or died) may be lost;
             # republish everything pending. Recipients de-duplicate.
             reason = "startup" if self._connections == 1 else "reconnect"
             await self._perform(client, publisher, self.relay.startup(reason), None)
-            self._ready.set()
             messages = client.messages
             stop_wait = asyncio.create_task(self._stop.wait())
+            nxt: asyncio.Task[aiomqtt.Message] | None = None
+            subscribed = False
             try:
                 while True:
                     # Wait for the next message or stop, whichever first, so that a stop
                     # lands between messages, never inside one.
-                    nxt = asyncio.create_task(anext(messages))
-                    done, _ = await asyncio.wait(
-                        {nxt, stop_wait}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if nxt not in done:
-                        nxt.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await nxt
+                    if nxt is None:
+                        nxt = asyncio.create_task(anext(messages))
+                    waiting: set[asyncio.Future[Any]] = {nxt, stop_wait}
+                    if not subscribed:
+                        waiting.add(subscribing)
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if subscribing in done and not subscribed:
+                        subscribed = True
+                        granted = subscribing.result()  # MqttError if the connection dropped
+                        if any(_code(g) >= 0x80 for g in granted):
+                            raise RelayError(
+                                f"the broker refused the subscription {self.subscription!r}"
+                            )
+                        self._ready.set()
+                    if nxt in done:
+                        message = nxt.result()  # raises MqttError when the connection drops
+                        nxt = None
+                        payload = message.payload
+                        data = (
+                            bytes(payload)
+                            if isinstance(payload, bytes | bytearray)
+                            else str(payload).encode()  # paho gives bytes; the type says more
+                        )
+                        actions = self.relay.handle(str(message.topic), data)
+                        await self._perform(client, publisher, actions, message)
+                    elif stop_wait in done:
                         break
-                    message = nxt.result()  # raises MqttError when the connection drops
-                    payload = message.payload
-                    data = (
-                        bytes(payload)
-                        if isinstance(payload, bytes | bytearray)
-                        else str(payload).encode()  # paho always gives bytes; typing says more
-                    )
-                    actions = self.relay.handle(str(message.topic), data)
-                    await self._perform(client, publisher, actions, message)
             finally:
-                stop_wait.cancel()
+                for task in (nxt, stop_wait, subscribing):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                            await task
                 await publisher.drain(timeout=5.0)
 
     async def _perform(
