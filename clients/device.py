@@ -1,0 +1,257 @@
+"""A device: the async agent around the E2EE core.
+
+It publishes its prekeys to the relay's directory, opens sessions from prekey
+bundles, seals every message separately for each device of the recipient and for its
+own user's other devices (Sesame-lite fan-out), opens what arrives, and acknowledges
+only after the result is durably stored. The crypto is ``clients.crypto`` (sans-I/O);
+this module only moves bytes and records events.
+
+Events (actor = the device id): ``device.sent`` (id, to_user, devices, text),
+``device.received`` (id, from, from_user, text), ``device.unreadable`` (id, from,
+reason), ``device.rejected`` (reason), ``device.bad_bundle`` (device, reason).
+A device's events carry its own plaintext: that is what its user sees on screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clients.crypto import DeviceCrypto, Sealed
+from clients.crypto.errors import CryptoError
+from clients.enterprise import Credentials
+from clients.link import Link
+from clients.store import DeviceStore, HistoryEntry
+from wire import envelope as wire_envelope
+from wire.envelope import Envelope, EnvelopeError
+from wire.events import EventLog, now_ms
+from wire.ids import user_of
+
+log = logging.getLogger(__name__)
+
+ONE_TIME_PREKEYS = 20  # published at first start; refilled when half are used
+
+
+@dataclass(frozen=True)
+class Sent:
+    id: str
+    devices: list[str]  # every device an envelope was sealed for
+
+
+class Device:
+    def __init__(
+        self,
+        creds: Credentials,
+        host: str,
+        port: int,
+        store_path: str | Path,
+        events: EventLog,
+        *,
+        one_time_prekeys: int = ONE_TIME_PREKEYS,
+        device_list_ttl: float = 2.0,
+    ) -> None:
+        self.id = creds.device
+        self.user = creds.user
+        self._events = events
+        self._n_otk = one_time_prekeys
+        self._store = DeviceStore(store_path)
+        state = self._store.load_crypto()
+        if state is None:
+            self.crypto = DeviceCrypto.create(self.id, one_time_prekeys=one_time_prekeys)
+            self._store.save_crypto(self.crypto.to_bytes())
+        else:
+            self.crypto = DeviceCrypto.from_bytes(state)
+        self._link = Link(
+            self.id,
+            creds.password,
+            host,
+            port,
+            on_envelope=self._on_envelope,
+            on_connect=self._on_connect,
+        )
+        self._ready = asyncio.Event()
+        self._device_lists: dict[str, tuple[float, list[str]]] = {}
+        self._device_list_ttl = device_list_ttl
+        self._prekeys_used = 0
+        self._refill: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._link.start()
+        async with asyncio.timeout(20):
+            await self._ready.wait()
+
+    async def stop(self) -> None:
+        await self._link.stop()
+        if self._refill is not None:
+            self._refill.cancel()
+        self._store.close()
+
+    async def __aenter__(self) -> Device:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _on_connect(self) -> None:
+        """After every (re)connection: make sure our keys are published, ask the relay to
+        re-send what it holds for us, and re-send our own unconfirmed envelopes."""
+        try:
+            if self._store.get_meta("published") is None:
+                await self._link.request("publish", **self.crypto.publish_material())
+                self._store.set_meta("published", str(now_ms()))
+            await self._link.request("sync")
+            for msg_id, recipient, env in self._store.outbox():
+                await self._link.publish("msg", env)
+                self._store.sent(msg_id, recipient)
+        except Exception as exc:  # logged, retried on the next connection
+            log.warning("%s: start-up exchange with the relay failed: %s", self.id, exc)
+            return
+        self._ready.set()
+
+    # -- sending -------------------------------------------------------------------
+
+    async def _devices_of(self, user: str) -> list[str]:
+        cached = self._device_lists.get(user)
+        if cached is not None and time.monotonic() - cached[0] < self._device_list_ttl:
+            return cached[1]
+        answer = await self._link.request("devices", user=user)
+        devices = [str(d) for d in answer["devices"]]
+        self._device_lists[user] = (time.monotonic(), devices)
+        return devices
+
+    async def _open_sessions(self, user: str, devices: list[str]) -> None:
+        missing = [d for d in devices if not self.crypto.has_session(d)]
+        if not missing:
+            return
+        answer = await self._link.request("bundles", user=user, devices=missing)
+        for bundle in answer["bundles"]:
+            dev = str(bundle.get("device"))
+            if dev not in missing or self.crypto.has_session(dev):
+                continue
+            try:
+                self.crypto.start_session(dev, bundle)
+            except CryptoError as exc:
+                # A bundle whose signature does not verify is not used: no session, no
+                # envelope for that device, and an event saying why.
+                self._events.emit(self.id, "device.bad_bundle", device=dev, reason=str(exc))
+
+    async def send(self, to_user: str, text: str | bytes) -> Sent:
+        """Seal ``text`` for every device of ``to_user`` and our own other devices."""
+        data = text.encode() if isinstance(text, str) else text
+        theirs = await self._devices_of(to_user)
+        ours = [d for d in await self._devices_of(self.user) if d != self.id]
+        await self._open_sessions(to_user, theirs)
+        if ours and to_user != self.user:
+            await self._open_sessions(self.user, ours)
+        # From here to the commit nothing awaits, so no incoming message can interleave
+        # with the ratchet steps and the state we store.
+        msg_id = secrets.token_hex(16)
+        ts = now_ms()
+        envelopes: list[tuple[str, bytes]] = []
+        for dev in dict.fromkeys(theirs + ours):
+            if dev == self.id or not self.crypto.has_session(dev):
+                continue
+            sealed = self.crypto.encrypt(dev, data)
+            env = Envelope(
+                id=msg_id,
+                sender=self.id,
+                recipient=dev,
+                ts=ts,
+                header=sealed.header,
+                body=sealed.body,
+                prekey=sealed.prekey,
+            )
+            envelopes.append((dev, env.encode()))
+        self._store.commit_outgoing(
+            self.crypto.to_bytes(), msg_id, to_user, self.id, ts, data, envelopes
+        )
+        devices = [d for d, _ in envelopes]
+        self._events.emit(
+            self.id,
+            "device.sent",
+            id=msg_id,
+            to_user=to_user,
+            devices=devices,
+            text=data.decode(errors="replace"),
+        )
+        for dev, env_bytes in envelopes:
+            await self._link.publish("msg", env_bytes)
+            self._store.sent(msg_id, dev)
+        return Sent(id=msg_id, devices=devices)
+
+    # -- receiving -----------------------------------------------------------------
+
+    async def _on_envelope(self, payload: bytes) -> None:
+        try:
+            env = wire_envelope.parse(payload)
+        except EnvelopeError as exc:
+            self._events.emit(self.id, "device.rejected", reason=str(exc))
+            return
+        if env.recipient != self.id:
+            self._events.emit(
+                self.id, "device.rejected", reason=f"envelope addressed to {env.recipient}"
+            )
+            return
+        if not self._store.is_processed(env.sender, env.id):
+            self._open(env)
+        # Acknowledge after the commit: if we die before this line the relay re-sends,
+        # and the processed-table above turns the repeat into a no-op.
+        await self._link.publish("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
+
+    def _open(self, env: Envelope) -> None:
+        sealed = Sealed(header=env.header, body=env.body, prekey=env.prekey)
+        try:
+            text: bytes | None = self.crypto.decrypt(env.sender, sealed)
+            reason = None
+        except CryptoError as exc:
+            text, reason = None, f"{type(exc).__name__}: {exc}"
+        self._store.commit_incoming(
+            self.crypto.to_bytes(), env.sender, user_of(env.sender), env.id, env.ts, text
+        )
+        if text is None:
+            self._events.emit(
+                self.id, "device.unreadable", id=env.id, reason=reason, **{"from": env.sender}
+            )
+            return
+        self._events.emit(
+            self.id,
+            "device.received",
+            id=env.id,
+            from_user=user_of(env.sender),
+            text=text.decode(errors="replace"),
+            **{"from": env.sender},
+        )
+        if env.prekey is not None:
+            self._note_prekey_used()
+
+    def _note_prekey_used(self) -> None:
+        self._prekeys_used += 1
+        if self._prekeys_used >= max(1, self._n_otk // 2) and self._refill is None:
+            self._refill = asyncio.get_running_loop().create_task(self._refill_prekeys())
+
+    async def _refill_prekeys(self) -> None:
+        try:
+            fresh = self.crypto.new_one_time_prekeys(self._n_otk // 2 or 1)
+            material: dict[str, Any] = dict(self.crypto.publish_material())
+            material["one_time_prekeys"] = fresh
+            self._store.save_crypto(self.crypto.to_bytes())
+            await self._link.request("publish", **material)
+            self._prekeys_used = 0
+        except Exception as exc:
+            log.warning("%s: prekey refill failed: %s", self.id, exc)
+        finally:
+            self._refill = None
+
+    # -- what the user sees ------------------------------------------------------------
+
+    def history(self) -> list[HistoryEntry]:
+        return self._store.history()

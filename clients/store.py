@@ -1,0 +1,152 @@
+"""A device's durable state: its crypto state, what it has processed, its chat history
+and its outbox, in one SQLite file.
+
+Every state change that must survive a crash happens in one transaction with the
+thing it depends on: a received message's plaintext, the fact that it was processed,
+and the ratchet state that decrypted it are committed together, and only then is the
+relay told (acknowledged). A device killed at any point therefore either has not
+processed a message (the relay still holds it and re-sends it) or has processed it
+exactly once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS crypto (one INTEGER PRIMARY KEY CHECK (one = 1), state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS processed (
+    sender TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (sender, id));
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    id TEXT NOT NULL, peer_user TEXT NOT NULL, device TEXT NOT NULL,
+    ts INTEGER NOT NULL, text BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT NOT NULL, recipient TEXT NOT NULL, envelope BLOB NOT NULL,
+    PRIMARY KEY (id, recipient));
+"""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    direction: str  # "in" or "out"
+    id: str
+    peer_user: str  # the other user (sender for "in", addressee for "out")
+    device: str  # the sending device
+    ts: int
+    text: bytes
+
+
+class DeviceStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we acknowledge to the relay.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load_crypto(self) -> bytes | None:
+        row = self._db.execute("SELECT state FROM crypto WHERE one = 1").fetchone()
+        return None if row is None else bytes(row[0])
+
+    def save_crypto(self, state: bytes) -> None:
+        with self._tx():
+            self._put_crypto(state)
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def is_processed(self, sender: str, msg_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM processed WHERE sender = ? AND id = ?", (sender, msg_id)
+        ).fetchone()
+        return row is not None
+
+    def commit_incoming(
+        self, state: bytes, sender: str, peer_user: str, msg_id: str, ts: int, text: bytes | None
+    ) -> None:
+        """Record a processed envelope (with its plaintext, or None if it could not be
+        read) and the crypto state after it, atomically."""
+        with self._tx():
+            self._put_crypto(state)
+            self._db.execute("INSERT INTO processed (sender, id) VALUES (?, ?)", (sender, msg_id))
+            if text is not None:
+                self._db.execute(
+                    "INSERT INTO history (direction, id, peer_user, device, ts, text)"
+                    " VALUES ('in', ?, ?, ?, ?, ?)",
+                    (msg_id, peer_user, sender, ts, text),
+                )
+
+    def commit_outgoing(
+        self,
+        state: bytes,
+        msg_id: str,
+        peer_user: str,
+        device: str,
+        ts: int,
+        text: bytes,
+        envelopes: list[tuple[str, bytes]],
+    ) -> None:
+        """Record a sent message, its envelopes (the outbox) and the crypto state that
+        sealed them, atomically: a crash after this re-sends the same envelopes."""
+        with self._tx():
+            self._put_crypto(state)
+            self._db.execute(
+                "INSERT INTO history (direction, id, peer_user, device, ts, text)"
+                " VALUES ('out', ?, ?, ?, ?, ?)",
+                (msg_id, peer_user, device, ts, text),
+            )
+            self._db.executemany(
+                "INSERT INTO outbox (id, recipient, envelope) VALUES (?, ?, ?)",
+                [(msg_id, rcpt, env) for rcpt, env in envelopes],
+            )
+
+    def outbox(self) -> list[tuple[str, str, bytes]]:
+        rows = self._db.execute("SELECT id, recipient, envelope FROM outbox").fetchall()
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def sent(self, msg_id: str, recipient: str) -> None:
+        self._db.execute("DELETE FROM outbox WHERE id = ? AND recipient = ?", (msg_id, recipient))
+
+    def history(self) -> list[HistoryEntry]:
+        rows = self._db.execute(
+            "SELECT direction, id, peer_user, device, ts, text FROM history ORDER BY seq"
+        ).fetchall()
+        return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+
+    def _put_crypto(self, state: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO crypto (one, state) VALUES (1, ?)"
+            " ON CONFLICT (one) DO UPDATE SET state = excluded.state",
+            (state,),
+        )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -1,0 +1,102 @@
+"""``doormat demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from doormat.cli import CommandError
+from doormat.demo import DemoOptions, run_demo
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _broker(text: str) -> str:
+    if text in ("embedded", "mosquitto") or text.startswith("mqtt://"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown broker {text!r}: use 'embedded', 'mosquitto' or mqtt://HOST:PORT"
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole system in one process and narrate who can read what",
+        description=(
+            "Start a broker, the relay, two enterprises and their devices in one process, "
+            "run a seeded end-to-end encrypted conversation, narrate what each party "
+            "sees, and end with the exposure report."
+        ),
+    )
+    p.add_argument(
+        "--broker",
+        type=_broker,
+        default="embedded",
+        help="embedded (amqtt, in-process; default), mosquitto (started locally), "
+        "or mqtt://HOST:PORT (an already running broker)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed of the conversation (default 1)")
+    p.add_argument(
+        "--messages",
+        type=_positive,
+        default=12,
+        metavar="N",
+        help="how many messages the users send (default 12)",
+    )
+    p.add_argument(
+        "--users",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="a generated cast of N single-device users instead of the default cast",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the exposure report as JSON to FILE",
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the relay's and devices' stores in DIR (default: a temp dir)",
+    )
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument("--quiet", action="store_true", help="print only the exposure report")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.users is not None and args.users < 2:
+        raise CommandError("--users needs at least 2")
+    if args.report is not None and not args.report.parent.exists():
+        raise CommandError(f"--report: folder {args.report.parent} does not exist")
+    opts = DemoOptions(
+        broker=args.broker,
+        seed=args.seed,
+        messages=args.messages,
+        users=args.users,
+        report=args.report,
+        state=args.state,
+        color=args.color,
+        quiet=args.quiet,
+    )
+    try:
+        result = asyncio.run(run_demo(opts))
+    except OSError as exc:
+        raise CommandError(str(exc), 1) from exc
+    ok = result["messages_delivered"] == result["messages_sent"]
+    return 0 if ok else 1

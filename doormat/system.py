@@ -1,0 +1,184 @@
+"""The whole system in one process: broker, relay, enterprise servers and devices.
+
+``System`` is what the demo narrates, and what tests, the dashboard and benchmarks
+drive. Each part is the same code that runs as a separate service in docker-compose;
+only the wiring (one asyncio loop, one event log) is shared here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clients.device import Device, Sent
+from clients.enterprise import Credentials, Enterprise, enrol_at_relay
+from clients.link import Link
+from doormat.broker import start_broker
+from doormat.broker.accounts import Account, generate_password
+from doormat.cast import Cast
+from relay.service import RelayService
+from wire.events import Event, EventLog
+from wire.ids import RELAY_ID
+
+
+@dataclass
+class Delivery:
+    """One message as a user sent it, and which devices have shown it to their user."""
+
+    sent: Sent
+    sender: str  # device
+    to_user: str
+    text: str
+    delivered_to: set[str]
+
+    @property
+    def complete(self) -> bool:
+        return set(self.sent.devices) <= self.delivered_to
+
+
+class System:
+    def __init__(
+        self,
+        cast: Cast,
+        *,
+        broker: str = "embedded",
+        state_dir: str | Path | None = None,
+        events: EventLog | None = None,
+    ) -> None:
+        self.cast = cast
+        self.broker_kind = broker
+        self.events = events if events is not None else EventLog()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if state_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="doormat-")
+            state_dir = self._tmp.name
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.enterprises = {e.name: Enterprise(e.name, archive=e.archive) for e in cast.enterprises}
+        self.credentials: dict[str, Credentials] = {}
+        self.accounts: list[Account] = []
+        self.devices: dict[str, Device] = {}
+        self.deliveries: dict[tuple[str, str], Delivery] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self.events.subscribe(self._on_event)
+        self.broker: Any = None
+        self.relay: RelayService | None = None
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def _enrol_cast(self) -> None:
+        """Each enterprise issues activation codes and each device redeems its own."""
+        for spec in self.cast.enterprises:
+            ent = self.enterprises[spec.name]
+            for user in spec.users:
+                for name in user.devices:
+                    creds = ent.activate(ent.issue_activation(user.user, name))
+                    self.credentials[creds.device] = creds
+        self.accounts = [Account(RELAY_ID, generate_password(), "relay")]
+        self.accounts += [Account(e, generate_password(), "enterprise") for e in self.enterprises]
+        self.accounts += [
+            Account(c.device, c.password, "device") for c in self.credentials.values()
+        ]
+
+    def account(self, username: str) -> Account:
+        return next(a for a in self.accounts if a.username == username)
+
+    async def start(self) -> None:
+        self._enrol_cast()
+        self.broker = await self._stack.enter_async_context(
+            start_broker(self.broker_kind, self.accounts, self.state_dir / "broker")
+        )
+        self.relay = RelayService(
+            host=self.broker.host,
+            port=self.broker.port,
+            password=self.account(RELAY_ID).password,
+            db_path=self.state_dir / "relay.sqlite",
+            events=self.events,
+        )
+        await self.relay.start()
+        self._stack.push_async_callback(self._stop_relay)
+        for name, ent in self.enterprises.items():
+            link = Link(name, self.account(name).password, self.broker.host, self.broker.port)
+            async with link:
+                await enrol_at_relay(link, ent)
+            self.events.emit(name, "enterprise.enrolled", devices=sorted(ent.devices))
+        await asyncio.gather(*(self.start_device(d) for d in self.credentials))
+
+    async def _stop_relay(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+
+    async def start_device(self, device: str) -> Device:
+        dev = Device(
+            self.credentials[device],
+            self.broker.host,
+            self.broker.port,
+            self.state_dir / f"{device}.sqlite",
+            self.events,
+        )
+        await dev.start()
+        self.devices[device] = dev
+        return dev
+
+    async def stop_device(self, device: str) -> None:
+        await self.devices.pop(device).stop()
+
+    async def stop(self) -> None:
+        for dev in list(self.devices):
+            await self.stop_device(dev)
+        await self._stack.aclose()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    async def __aenter__(self) -> System:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- traffic -----------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if event["kind"] == "device.received":
+            delivery = self.deliveries.get((event["from"], event["id"]))
+            if delivery is not None:
+                delivery.delivered_to.add(event["actor"])
+
+    async def send(self, device: str, to_user: str, text: str) -> Delivery:
+        sent = await self.devices[device].send(to_user, text)
+        delivery = Delivery(sent, device, to_user, text, set())
+        # Events from a fast delivery may already be in; count them.
+        for e in self.events.events(kind="device.received"):
+            if e["from"] == device and e["id"] == sent.id:
+                delivery.delivered_to.add(e["actor"])
+        self.deliveries[(device, sent.id)] = delivery
+        return delivery
+
+    async def wait_delivered(self, delivery: Delivery, timeout: float = 10.0) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not delivery.complete:
+                    await asyncio.sleep(0.005)
+        return delivery.complete
+
+    @property
+    def messages_sent(self) -> int:
+        return len(self.deliveries)
+
+    @property
+    def messages_delivered(self) -> int:
+        return sum(1 for d in self.deliveries.values() if d.complete)
+
+    def relay_capture(self) -> AsyncIterator[bytes] | Any:
+        assert self.relay is not None
+        return self.relay.captured()
