@@ -1,0 +1,354 @@
+"""The embedded broker: amqtt 0.12.1 in the caller's asyncio loop, on a loopback port.
+
+Authentication and the topic ACL are amqtt plugins over an in-memory account table that
+``add_account`` updates while the broker runs (enrolment adds devices on the fly). The
+ACL is the one in ``doormat.broker.acl``, shared with Mosquitto.
+
+amqtt 0.12.1 needs a few repairs to behave like the Mosquitto configuration we ship
+(``doormat.broker.mosquitto``); each is small and marked below:
+
+* Credentials are checked as soon as CONNECT is read. Stock amqtt first looks up,
+  takes over or, for clean_session=1, *deletes* the session named by the client id and
+  only then asks the auth plugins, so anyone could wipe a device's queued messages.
+* The client id is forced to the username (Mosquitto: ``use_username_as_clientid``),
+  so one account can neither resume nor disturb another account's session.
+* A will topic must pass the publish ACL (amqtt publishes wills unchecked).
+* Retained messages are not stored (Mosquitto: ``retain_available false``): stock amqtt
+  sends every retained message matching *anyone's* subscription to each connecting
+  client, bypassing the ACL.
+* A QoS 1 message sent to a client stays in flight until that client's PUBACK. Stock
+  amqtt forgets it after 5 s or when the client drops, so a relay that acknowledges
+  only after a durable write (manual acks) and dies first would lose it; now it is
+  resent, with DUP, when the session reconnects.
+* Subscriptions are granted at QoS 1 at most; a QoS 2 PUBLISH is accepted and
+  forwarded at QoS <= 1 (Mosquitto, with ``max_qos 1``, disconnects the client instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+# amqtt ships no type information: its names are Any to mypy, hence the ignores.
+from amqtt.broker import Broker  # type: ignore[import-untyped]
+from amqtt.contexts import (  # type: ignore[import-untyped]
+    Action,
+    BrokerConfig,
+    ListenerConfig,
+    ListenerType,
+)
+from amqtt.errors import AMQTTError, MQTTError, NoDataError  # type: ignore[import-untyped]
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket  # type: ignore[import-untyped]
+from amqtt.mqtt.constants import QOS_1  # type: ignore[import-untyped]
+from amqtt.mqtt.protocol.broker_handler import (  # type: ignore[import-untyped]
+    BrokerProtocolHandler,
+)
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin  # type: ignore[import-untyped]
+from amqtt.session import (  # type: ignore[import-untyped]
+    OUTGOING,
+    OutgoingApplicationMessage,
+    Session,
+)
+from amqtt.utils import format_client_message  # type: ignore[import-untyped]
+
+from . import acl
+from .accounts import Account, check_unique
+
+log = logging.getLogger(__name__)
+
+# Highest QoS the embedded broker grants, as Mosquitto's ``max_qos 1``.
+MAX_QOS = QOS_1
+
+AccountTable = dict[str, Account]
+
+
+def authenticate(table: AccountTable, username: str | None, password: str | None) -> Account | None:
+    """The account for these credentials, or None. No anonymous access."""
+    if not username or password is None:
+        return None
+    account = table.get(username)
+    if account is None:
+        # Compare anyway so an unknown user costs the same time as a wrong password.
+        hmac.compare_digest(password.encode(), b"\0" * 32)
+        return None
+    if hmac.compare_digest(password.encode(), account.password.encode()):
+        return account
+    return None
+
+
+class AccountAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    """amqtt auth plugin: username/password against the live account table."""
+
+    @dataclass
+    class Config:
+        """No options: EmbeddedBroker hands the plugin its table after construction."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        # Empty until EmbeddedBroker injects its table: fail closed.
+        self.table: AccountTable = {}
+
+    async def authenticate(self, *, session: Session) -> bool:
+        return authenticate(self.table, session.username, session.password) is not None
+
+
+class AclTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    """amqtt topic plugin: the shared ACL for publish, subscribe and receive."""
+
+    @dataclass
+    class Config:
+        """No options: the rules are doormat.broker.acl."""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.table: AccountTable = {}
+
+    async def topic_filtering(
+        self,
+        *,
+        session: Session | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool:
+        if session is None or not topic or not session.username:
+            return False
+        account = self.table.get(session.username)
+        if account is None:
+            return False
+        if action == Action.PUBLISH:
+            return acl.may_publish(account, topic)
+        if action == Action.RECEIVE:
+            return acl.may_receive(account, topic)
+        if action == Action.SUBSCRIBE:
+            if topic.startswith("$share/"):
+                # amqtt has no shared subscriptions; it would store the filter literally
+                # and deliver nothing. Refuse, so the client sees a failed SUBACK.
+                return False
+            return acl.may_subscribe(account, topic)
+        return False
+
+
+class _DurableHandler(BrokerProtocolHandler):  # type: ignore[misc]
+    """Keeps an outgoing QoS 1 message in flight until the client's PUBACK arrives."""
+
+    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
+        if app_message.direction != OUTGOING or not isinstance(
+            app_message, OutgoingApplicationMessage
+        ):
+            await super()._handle_qos1_message_flow(app_message)
+            return
+        session = self.session
+        packet_id = app_message.packet_id
+        if session is None or packet_id is None:
+            raise AMQTTError("QoS 1 flow without a session or packet id")
+        if app_message.puback_packet is not None:
+            return  # already acknowledged
+        session.inflight_out[packet_id] = app_message
+        # A message that was sent before (on this or a previous connection) goes with DUP.
+        packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
+        await self._send_packet(packet)
+        app_message.publish_packet = packet
+        if self._reader_stopped is not None and self._reader_stopped.is_set():
+            return  # the connection is already gone: leave it in flight for the next one
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._puback_waiters[packet_id] = waiter
+        try:
+            # No timeout: MQTT 3.1.1 resends only on reconnect, never on a timer, and a
+            # relay with manual acks may legitimately take a while. If the connection
+            # drops, the handler cancels the waiter and the message stays in
+            # session.inflight_out, which amqtt resends when the session reconnects.
+            app_message.puback_packet = await waiter
+        finally:
+            self._puback_waiters.pop(packet_id, None)
+        session.inflight_out.pop(packet_id, None)
+
+
+class _DoormatBroker(Broker):  # type: ignore[misc]
+    """amqtt's Broker with authentication before any session is touched."""
+
+    def __init__(self, config: BrokerConfig, table: AccountTable) -> None:
+        super().__init__(config)
+        self._table = table
+
+    async def _initialize_client_session(
+        self,
+        reader: Any,
+        writer: Any,
+        remote_address: str,
+        remote_port: int,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # Mirrors amqtt 0.12.1 Broker._initialize_client_session, with the account
+        # check moved in front of the session lookup and the client id bound to it.
+        where = format_client_message(address=remote_address, port=remote_port)
+        try:
+            handler, client_session = await _DurableHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except AMQTTError as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+
+        account = authenticate(self._table, client_session.username, client_session.password)
+        refusal = None
+        if account is None:
+            refusal = "bad username or password"
+        elif client_session.will_flag and not acl.may_publish(
+            account, client_session.will_topic or ""
+        ):
+            refusal = f"will topic {client_session.will_topic!r} not allowed"
+        if refusal is not None or account is None:
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"{where}: connection refused: {refusal}")
+
+        # One session per account, named after it: nobody can resume, take over or
+        # wipe another account's session by choosing its client id.
+        client_session.client_id = account.username
+
+        if client_session.clean_session:
+            await self._delete_session(client_session.client_id)
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing, _ = self._sessions[client_session.client_id]
+            existing.will_flag = client_session.will_flag
+            existing.will_message = client_session.will_message
+            existing.will_topic = client_session.will_topic
+            existing.will_qos = client_session.will_qos
+            existing.will_retain = client_session.will_retain
+            existing.keep_alive = client_session.keep_alive
+            existing.username = client_session.username
+            existing.password = client_session.password
+            existing.clean_session = False
+            client_session = existing
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(delay, int):
+            client_session.keep_alive += delay
+        return handler, client_session
+
+    async def retain_message(
+        self,
+        source_session: Session | None,
+        topic_name: str | None,
+        data: bytes | bytearray | None,
+        qos: int | None = None,
+    ) -> None:
+        # Retained messages are off (see the module docstring): the message itself is
+        # still delivered to current subscribers, only not stored for later ones.
+        return None
+
+
+class EmbeddedBroker:
+    """``async with EmbeddedBroker(accounts) as broker:`` -> broker.host/port/url.
+
+    ``port=0`` (the default) binds a free port chosen by the OS, so parallel brokers
+    never race for one. ``quiet`` turns amqtt's per-connection INFO/WARNING chatter
+    off unless the caller configured the ``amqtt`` logger itself.
+    """
+
+    kind = "embedded"
+
+    def __init__(
+        self,
+        accounts: Iterable[Account] = (),
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        quiet: bool = True,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.port = port
+        self._table: AccountTable = {a.username: a for a in check_unique(accounts)}
+        self._quiet = quiet
+        self._broker: _DoormatBroker | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def accounts(self) -> list[Account]:
+        return list(self._table.values())
+
+    def add_account(self, account: Account) -> None:
+        """Add (or replace: same username) an account; effective for the next CONNECT."""
+        self._table[account.username] = account
+
+    def remove_account(self, account_or_username: Account | str) -> None:
+        """Refuse future logins; a connection already open stays open."""
+        name = getattr(account_or_username, "username", account_or_username)
+        self._table.pop(str(name), None)
+
+    async def wait_accounts_applied(self, timeout: float = 10.0) -> None:
+        """Nothing to wait for: the table is live. (Mosquitto needs a reload.)"""
+
+    async def start(self) -> None:
+        if self._broker is not None:
+            raise RuntimeError("embedded broker already started")
+        if self._quiet:
+            for name in ("amqtt", "transitions"):
+                lg = logging.getLogger(name)
+                if lg.level == logging.NOTSET:
+                    lg.setLevel(logging.ERROR)
+        config = BrokerConfig(
+            listeners={
+                "default": ListenerConfig(
+                    type=ListenerType.TCP, bind=f"{self.host}:{self._requested_port}"
+                )
+            },
+            # Only our plugins: no anonymous auth, no $SYS, no packet logging, and no
+            # persistence plugin, so nothing is written to the working directory.
+            plugins={
+                f"{__name__}.AccountAuthPlugin": {},
+                f"{__name__}.AclTopicPlugin": {},
+            },
+        )
+        # amqtt reads "max-qos" through BrokerConfig.get(); it is not a dataclass field.
+        config.max_qos = MAX_QOS
+        broker = _DoormatBroker(config, self._table)
+        for plugin in broker.plugins_manager.plugins:
+            if isinstance(plugin, AccountAuthPlugin | AclTopicPlugin):
+                plugin.table = self._table  # shared, so add_account is live
+        # A failed start raises to our caller; amqtt would also log it with a traceback.
+        start_log = logging.getLogger("amqtt.broker")
+        saved = start_log.level
+        if self._quiet:
+            start_log.setLevel(logging.CRITICAL)
+        try:
+            await broker.start()
+        finally:
+            start_log.setLevel(saved)
+        self._broker = broker
+        server = broker._servers["default"].instance
+        self.port = int(server.sockets[0].getsockname()[1])
+        log.debug("embedded broker listening on %s", self.url)
+
+    async def stop(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.shutdown()
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
