@@ -20,6 +20,8 @@ amqtt 0.12.1 needs a few repairs to behave like the Mosquitto configuration we s
   amqtt forgets it after 5 s or when the client drops, so a relay that acknowledges
   only after a durable write (manual acks) and dies first would lose it; now it is
   resent, with DUP, when the session reconnects.
+* Messages queued for an offline persistent session are delivered without the RETAIN
+  flag (stock amqtt sets it).
 * Subscriptions are granted at QoS 1 at most; a QoS 2 PUBLISH is accepted and
   forwarded at QoS <= 1 (Mosquitto, with ``max_qos 1``, disconnects the client instead).
 """
@@ -237,6 +239,24 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         if client_session.keep_alive > 0 and isinstance(delay, int):
             client_session.keep_alive += delay
         return handler, client_session
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        # Messages queued while a persistent session was away are ordinary deliveries;
+        # stock amqtt sends them with the RETAIN flag set, which MQTT 3.1.1 (3.3.1.3)
+        # reserves for retained messages. Same loop, retain=False.
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        while not session.retained_messages.empty():
+            queued = await session.retained_messages.get()
+            tasks.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
+                )
+            )
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def retain_message(
         self,

@@ -121,6 +121,10 @@ def mosquitto_conf(
     run_as_user: str | None = None,
 ) -> str:
     """The ``mosquitto.conf`` text. ``config_dir``/``data_dir`` are paths as Mosquitto sees them."""
+    for name, path in (("config_dir", config_dir), ("data_dir", data_dir)):
+        # mosquitto.conf has no quoting: a value ends at the first blank.
+        if not path or any(c.isspace() for c in path):
+            raise ValueError(f"{name} must be a path without blanks for mosquitto.conf: {path!r}")
     config_dir = config_dir.rstrip("/") or "/"
     data_dir = data_dir.rstrip("/") or "/"
     lines = [

@@ -161,6 +161,8 @@ def run_config(args: argparse.Namespace) -> int:
             out, accounts, port=args.port, bind=args.bind,
             config_dir=config_dir, data_dir=data_dir,
         )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"cannot write into {out}: {exc.strerror}", 1) from None
     roles: dict[str, int] = {}

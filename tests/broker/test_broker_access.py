@@ -271,6 +271,7 @@ async def test_persistent_session_gets_what_was_sent_while_away(
         got = await receive(client, 5)
         assert sorted(payloads(got)) == [f"m{i}".encode() for i in range(5)]
         assert {m.qos for m in got} == {1}
+        assert not any(m.retain for m in got)  # queued, not retained
         assert await listen(client) == []
 
 

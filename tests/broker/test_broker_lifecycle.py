@@ -179,6 +179,11 @@ def test_conf_for_compose_uses_the_mount_points() -> None:
         assert lines.index(opt) > listener
 
 
+def test_paths_with_blanks_are_refused() -> None:
+    with pytest.raises(ValueError, match="without blanks"):
+        mosquitto_conf(config_dir="/my config", data_dir="/data")
+
+
 def test_write_config_local_paths_and_modes(tmp_path: Path) -> None:
     accs = [Account("relay", "r", "relay"), Account(ALICE, "a", "device")]
     files = write_config(tmp_path / "cfg", accs, port=1999, bind="127.0.0.1")
