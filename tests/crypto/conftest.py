@@ -1,0 +1,14 @@
+"""Fixtures of the crypto-core tests (the helpers live in crypto_helpers.py)."""
+
+from __future__ import annotations
+
+import pytest
+from crypto_helpers import talking_pair
+
+from clients.crypto import DeviceCrypto
+
+
+@pytest.fixture
+def pair() -> tuple[DeviceCrypto, DeviceCrypto]:
+    """Alice and Bob past X3DH: one message each way has been delivered."""
+    return talking_pair()
