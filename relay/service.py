@@ -96,6 +96,7 @@ class RelayService:
         self.keepalive = keepalive
         self.backoff = backoff
         self.maintenance_interval = maintenance_interval
+        self.db_path = Path(db_path)
         self.store = Store(db_path, synchronous=synchronous, keep_captured=keep_captured)
         self.relay = Relay(self.store, events, limits=limits)
         self._stop = asyncio.Event()
@@ -134,6 +135,8 @@ class RelayService:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        else:
+            self.store.close()  # never started: run() did not take the store over
 
     @property
     def connected(self) -> bool:
@@ -141,10 +144,16 @@ class RelayService:
 
     def captured(self) -> Iterator[bytes]:
         """The raw bytes of every envelope the relay accepted and still retains, in
-        arrival order: what the operator holds (the exposure report's 'captured')."""
-        for c in self.store.captured():
-            if c.raw is not None:
-                yield c.raw
+        arrival order: what the operator holds (the exposure report's 'captured').
+        Reads through its own read-only connection, so it works while the relay runs
+        and after it stopped."""
+        reader = Store(self.db_path, readonly=True)
+        try:
+            for c in reader.captured():
+                if c.raw is not None:
+                    yield c.raw
+        finally:
+            reader.close()
 
     # -- the loop ------------------------------------------------------------------
 

@@ -176,6 +176,7 @@ class Store:
         keep_captured: bool = True,
         retention_ms: int = DEFAULT_RETENTION_MS,
         retention_rows: int = DEFAULT_RETENTION_ROWS,
+        readonly: bool = False,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
@@ -183,6 +184,13 @@ class Store:
         self.keep_captured = keep_captured
         self.retention_ms = retention_ms
         self.retention_rows = retention_rows
+        if readonly:
+            # A reader beside a running relay (or after it stopped): WAL lets it read
+            # committed data without blocking the writer. No schema work, no writes.
+            uri = Path(path).resolve().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout=5000")
+            return
         # isolation_level=None: no implicit transactions; every write goes through
         # _tx() with an explicit BEGIN IMMEDIATE, so what is one transaction is visible
         # in the code. check_same_thread=False lets the asyncio service call us from
