@@ -22,7 +22,7 @@ BUCKETS: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 MAX_PLAINTEXT: int = BUCKETS[-1] - 1
 _BUCKET_SET = frozenset(BUCKETS)
 _MARKER = b"\x80"
-_ZEROS = memoryview(bytes(BUCKETS[-1]))
+_ZEROS = bytes(BUCKETS[-1])
 
 
 def bucket_for(length: int) -> int:
@@ -40,7 +40,8 @@ def pad(plaintext: bytes) -> bytes:
     """``plaintext || 0x80 || 0x00...`` up to the smallest bucket that fits."""
     # Most chat messages fit the smallest bucket: skip the search for them.
     size = BUCKETS[0] if len(plaintext) < BUCKETS[0] else bucket_for(len(plaintext))
-    # One allocation: the zero tail is a view into a preallocated buffer.
+    # One join of three parts (the zero tail sliced from a preallocated buffer) measured
+    # fastest among concatenation, ljust and memoryview slicing.
     return b"".join((plaintext, _MARKER, _ZEROS[: size - len(plaintext) - 1]))
 
 
