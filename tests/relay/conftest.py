@@ -10,11 +10,19 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from relay_harness import (
+    DEVICES,
+    ENTERPRISES,
+    FakeDevice,
+    MqttEnv,
+    RelayEnv,
+    new_service,
+)
 
 from relay.router import Relay
 from relay.store import Store
@@ -102,3 +110,46 @@ def events() -> EventLog:
 @pytest.fixture
 def relay(store: Store, events: EventLog) -> Relay:
     return Relay(store, events)
+
+
+# -- a real broker and a relay on it (see relay_harness) -------------------------------
+
+
+@pytest.fixture(params=["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)])
+async def mqtt_env(
+    request: pytest.FixtureRequest, tmp_path: Path, make_broker: Any, accounts: Any
+) -> MqttEnv:
+    """A broker (amqtt in-process, or a real Mosquitto, from tests/conftest.py) with its
+    ACL and accounts for the relay, two enterprises and four devices."""
+    accs = [accounts(name) for name in ("relay", *ENTERPRISES, *DEVICES)]
+    b = await make_broker(str(request.param), accs)
+    passwords = {a.username: a.password for a in accs}
+    return MqttEnv(str(request.param), b.host, b.port, b.url, passwords, b, tmp_path)
+
+
+@pytest.fixture
+async def relay_env(mqtt_env: MqttEnv) -> AsyncIterator[RelayEnv]:
+    """A relay running in-process on the broker, with every device enrolled (by its
+    enterprise, through the relay) and connected as a FakeDevice."""
+    events = EventLog()
+    db = mqtt_env.workdir / "relay.sqlite"
+    service = new_service(mqtt_env, db, events)
+    await service.start()
+    env = RelayEnv(mqtt_env, events, db, service)
+    try:
+        for ent in ENTERPRISES:
+            server = FakeDevice(mqtt_env, ent, clean_session=True)
+            await server.connect()
+            for dev, user in DEVICES.items():
+                if user.endswith("@" + ent):
+                    answer = await server.request("enrol", user=user, device=dev)
+                    assert answer["ok"], answer
+            await server.disconnect()
+        for dev in DEVICES:
+            env.devices[dev] = FakeDevice(mqtt_env, dev)
+            await env.devices[dev].connect()
+        yield env
+    finally:
+        for d in env.devices.values():
+            await d.disconnect()
+        await env.service.stop()
