@@ -13,9 +13,11 @@ routing fields, counts the bytes, and stores and forwards the opaque rest.
 Bad input never raises: it becomes a ``relay.rejected`` event with a reason, an error
 reply to the sender where there is somewhere to send one, and an ``Ack`` (a refused
 message is finished with; not acknowledging it would make the broker redeliver it
-forever). ``handle`` raises only if the store itself fails (``sqlite3.Error``: the
-disk, not the input); then nothing was acknowledged and the caller must drop the
-connection so the broker redelivers.
+forever); so is an unexpected exception (a bug: logged with its traceback, reason
+``internal error: <type>``), because redelivering it would fail the same way and block
+everything behind it. ``handle`` raises only if the store itself fails
+(``sqlite3.OperationalError`` and kin: the disk, not the input); then nothing was
+acknowledged and the caller must drop the connection so the broker redelivers.
 """
 
 from __future__ import annotations
@@ -179,6 +181,12 @@ class Relay:
                 self._dir(out, owner, payload)
         except Rejected as refusal:
             self._reject(out, owner, kind, payload, refusal)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
+            # Our bug, not the disk's: retrying would fail the same way, forever.
+            log.exception("relay: internal error on %s", topic)
+            self._reject(
+                out, owner, kind, payload, Rejected(f"internal error: {type(exc).__name__}")
+            )
         except sqlite3.Error:
             raise  # the store failed: nothing acknowledged, the caller reconnects
         except Exception as exc:  # a bug on some input: log it, do not crash or loop

@@ -407,6 +407,13 @@ def test_internal_error_is_contained_store_error_is_not(
     acts = enrolled.handle(out(A), make_envelope(A, B).encode())
     assert rejection(acts)["reason"] == "internal error: RuntimeError" and acts[-1] == Ack()
 
+    def integrity(*_: object) -> None:
+        raise sqlite3.IntegrityError("a bug of ours")
+
+    monkeypatch.setattr(enrolled.store, "accept", integrity)
+    acts = enrolled.handle(out(A), make_envelope(A, B).encode())
+    assert rejection(acts)["reason"] == "internal error: IntegrityError" and acts[-1] == Ack()
+
     def disk(*_: object) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
