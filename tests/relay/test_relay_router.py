@@ -475,3 +475,9 @@ def test_bundles_for_chosen_devices(enrolled: Relay, publish_req: Req, dir_req: 
     for bad in (["bob@globex.phone"], "x", [A] * 65, [1]):
         acts = enrolled.handle(out(B, "dir"), dir_req("bundles", user="alice@acme", devices=bad))
         assert rejection(acts)["reason"].startswith("'devices' must")
+
+
+def test_dir_from_a_non_account_topic(enrolled: Relay, dir_req: Req) -> None:
+    acts = enrolled.handle("doormat/out/Not-An-Id/dir", dir_req("sync"))
+    assert rejection(acts)["reason"] == "topic owner is not a device or an enterprise"
+    assert publishes(acts) == [] and acts[-1] == Ack()
