@@ -34,7 +34,7 @@ _SHA256 = hashes.SHA256()
 def ad_prefix(session_ad: bytes) -> bytes:
     """The part of the AEAD's associated data that is fixed for a session.
 
-    CONCAT(AD, header) of the spec, with AD's length in front (§3.5 suggests it) so the
+    CONCAT(AD, header) of the spec, with AD's length in front (as §3.1 advises) so the
     split between AD and header can never be moved. Sessions compute it once.
     """
     return _AD_LENGTH.pack(len(session_ad)) + session_ad

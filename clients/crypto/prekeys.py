@@ -1,9 +1,9 @@
 """A device's prekeys: the signed prekey(s) and the one-time prekeys it has handed out.
 
-X3DH §2.5: the responder publishes a *signed prekey* (an X25519 key signed with its
-identity key, replaced from time to time) and a set of *one-time prekeys* (X25519 keys,
-each used for at most one session, then deleted). The private halves live here until
-they are used.
+X3DH ("Keys", "Publishing keys"): the responder publishes a *signed prekey* (an X25519
+key signed with its identity key, replaced from time to time) and a set of *one-time
+prekeys* (X25519 keys, each used for at most one session, then deleted). The private
+halves live here until they are used.
 
 Ids are allocated from counters that never go back, so an id below the counter that is
 no longer held was issued and then used: that is how a reused one-time prekey is told
@@ -22,7 +22,7 @@ from . import state
 from .errors import ReusedPrekey, StateError, UnknownPrekey
 from .identity import KEY_BYTES, SIGNATURE_BYTES, IdentityKeyPair, x25519_public_bytes
 
-# What the identity's Ed25519 key signs: Encode(SPK) of X3DH §2.5, made specific to this
+# What the identity's Ed25519 key signs: X3DH's Encode(SPK), made specific to this
 # project and bound to the prekey's id, so a signature can't be reused for another id.
 _SPK_LABEL = b"doormat signed prekey v1"
 _ID = struct.Struct(">I")

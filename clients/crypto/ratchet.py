@@ -1,4 +1,4 @@
-"""The Double Ratchet (Signal's Double Ratchet spec, revision 4, §3), without header
+"""The Double Ratchet (Signal's Double Ratchet spec, §3), without header
 encryption.
 
 State and algorithm follow §3.2-§3.5 name for name: DHs/DHr (our and their ratchet
