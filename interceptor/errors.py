@@ -1,0 +1,43 @@
+"""Every way the lawful-intercept side refuses an input, one exception class each.
+
+A *refused warrant* is not an exception: ``interceptor.warrant.check_warrant`` returns a
+:class:`~interceptor.warrant.Decision` with a reason code, so that it can be logged.
+These exceptions are for inputs that cannot even be read (a warrant file that is not a
+warrant, a trust store with a duplicate key, a corrupt state file) and for misuse of
+the court's tools. Each carries a one-line message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+
+class InterceptError(ValueError):
+    """Base class of every error raised by ``interceptor``."""
+
+
+class WarrantError(InterceptError):
+    """Bytes or JSON that are not a well-formed warrant.
+
+    ``code`` is the stable reason code a refusal carries: ``malformed`` or ``too-large``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class TrustError(InterceptError):
+    """A trust store, an agency public key or a policy that cannot be loaded."""
+
+
+class StateError(InterceptError):
+    """Serialised warrant state that cannot be loaded, or a decision that does not fit
+    the state it is applied to (it was not checked against this state)."""
+
+
+class CourtError(InterceptError):
+    """The court's tools refused: an unreadable key file, approving the same warrant
+    twice with the same key, amending a warrant that cannot be amended."""
+
+
+__all__ = ["CourtError", "InterceptError", "StateError", "TrustError", "WarrantError"]

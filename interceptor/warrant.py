@@ -1,0 +1,999 @@
+"""The warrant, its strict parser, and the checks that decide whether to act on it.
+
+Sans-I/O: no files, no network, no clock. The caller passes the bytes, the trust store,
+the policy, the state, ``now`` and a directory look-up, and gets a :class:`Decision`.
+
+A warrant is an ETSI TS 103 120-flavoured authorisation in JSON (docs/warrants.md has
+the field-by-field mapping to TS 103 120 / TS 103 221)::
+
+    {"v": 1,
+     "authorisation_id": "0b7c...-uuid", "case_reference": "OP-ANCHOR-7", "generation": 1,
+     "legal_type": "lawful-interception", "jurisdiction": "XX", "csp_id": "doormat",
+     "status": "active",
+     "targets": [{"format": "device", "value": "alice@acme.phone"},
+                 {"format": "user", "value": "bob@acme"}],
+     "categories": ["IRI", "CC"], "not_before": 1764400000, "not_after": 1764486400,
+     "liid": "XX-3F2A...", "delivery": {"agency_id": "agency", "key_fingerprint": "<hex>"},
+     "approvals": [{"type": "executive", "approver": "Secretary of State",
+                    "timestamp": 1764400100, "signature": "<base64>"}, ...]}
+
+Signatures. The *body* is the warrant without ``approvals``. Both approvers sign the same
+body; each signature also covers its own approval's ``type``, ``approver`` and
+``timestamp`` (otherwise those three fields could be altered without detection)::
+
+    message = canonical_bytes({"context": "doormat-warrant-approval/1",
+                               "approval": {"type": ..., "approver": ..., "timestamp": ...},
+                               "warrant": <body>})
+
+Neither approval covers the other, so the two can be added in either order.
+
+Checks (``check_warrant``) fail closed and in a fixed order: structure; targets;
+jurisdiction, CSP and delivery key; the time window; approvals and signatures; the
+state (replay, generation, cancellation); and last the directory, so that no
+unauthenticated target list ever reaches it. The first failing check gives the
+refusal's reason code; acceptance needs every check to pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from interceptor.errors import StateError, TrustError, WarrantError
+from interceptor.trust import (
+    FINGERPRINT_RE,
+    NAME_RE,
+    ROLES,
+    TOKEN_RE,
+    TrustStore,
+    b64decode_strict,
+    b64encode,
+    exact_fields,
+    load_json,
+)
+from wire.canonical import canonical_bytes
+from wire.ids import DEVICE_RE, USER_RE
+
+VERSION = 1
+MAX_WARRANT_BYTES = 64 * 1024
+SIGNING_CONTEXT = "doormat-warrant-approval/1"
+SIGNATURE_BYTES = 64
+
+CATEGORIES = ("IRI", "CC")
+TARGET_FORMATS = ("device", "user")
+STATUSES = ("active", "cancelled")
+APPROVAL_TYPES = ROLES  # ("executive", "judicial"): one of each is required
+ACTIONS = ("activate", "update", "cancel")
+DEFAULT_LEGAL_TYPE = "lawful-interception"
+
+# Structural bounds (policy sets the real target cap; these only bound parsing work).
+MAX_TARGETS_PARSED = 1000
+MAX_APPROVALS_PARSED = 16
+MAX_TARGET_CHARS = 256
+MAX_TIME = 2**53 - 1  # seconds; JSON integers beyond this are not portable
+
+_FIELDS = (
+    "v",
+    "authorisation_id",
+    "case_reference",
+    "generation",
+    "legal_type",
+    "jurisdiction",
+    "csp_id",
+    "status",
+    "targets",
+    "categories",
+    "not_before",
+    "not_after",
+    "liid",
+    "delivery",
+    "approvals",
+)
+CASE_REFERENCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/:-]{0,63}$")
+LEGAL_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+JURISDICTION_RE = re.compile(r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2
+# TS 102 232-1 LIID: at most 25 octets. Ours: letters, digits, '.', '_', '-'.
+LIID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,24}$")
+# Anything that makes a target a pattern rather than one exact identity.
+_WILDCARD_CHARS = frozenset("*+#%?[]{}()|^$\\!~<>")
+_WILDCARD_WORDS = frozenset({"all", "any", "every", "everyone", "everybody", "*", "none"})
+
+
+class Reason(StrEnum):
+    """Stable reason codes. ``ACCEPTED`` is the reason of an accepted decision."""
+
+    ACCEPTED = "accepted"
+    # structure (the parser)
+    TOO_LARGE = "too-large"
+    MALFORMED = "malformed"
+    # targets
+    TOO_MANY_TARGETS = "too-many-targets"
+    WILDCARD_TARGET = "wildcard-target"
+    INVALID_TARGET = "invalid-target"
+    # policy
+    WRONG_JURISDICTION = "wrong-jurisdiction"
+    WRONG_CSP = "wrong-csp"
+    WRONG_DELIVERY_KEY = "wrong-delivery-key"
+    # time
+    WINDOW_TOO_LONG = "window-too-long"
+    NOT_YET_VALID = "not-yet-valid"
+    EXPIRED = "expired"
+    # approvals
+    UNKNOWN_APPROVER = "unknown-approver"
+    ROLE_MISMATCH = "role-mismatch"
+    SAME_APPROVER_TWICE = "same-approver-twice"
+    SAME_ROLE_TWICE = "same-role-twice"
+    MISSING_APPROVAL = "missing-approval"
+    BAD_SIGNATURE = "bad-signature"
+    # state
+    REPLAYED_ID = "replayed-id"
+    STALE_GENERATION = "stale-generation"
+    ALREADY_CANCELLED = "already-cancelled"
+    # directory
+    UNKNOWN_TARGET = "unknown-target"
+    DIRECTORY_UNAVAILABLE = "directory-unavailable"
+
+
+# ---------------------------------------------------------------------------- the warrant
+
+
+@dataclass(frozen=True)
+class Target:
+    """TS 103 120 TargetIdentifierValue: FormatType (``device``/``user``) and Value."""
+
+    format: str
+    value: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "value": self.value}
+
+    def __str__(self) -> str:
+        return f"{self.format}:{self.value}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where records go: the agency, and the fingerprint of the key they are encrypted to."""
+
+    agency_id: str
+    key_fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"agency_id": self.agency_id, "key_fingerprint": self.key_fingerprint}
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One approver's signed approval (TS 103 120 AuthorisationApprovalDetails)."""
+
+    type: str  # "executive" | "judicial"
+    approver: str  # the approver's name in the trust store
+    timestamp: int  # seconds since the epoch
+    signature: bytes  # Ed25519, 64 bytes, over approval_message(...)
+
+    def header(self) -> dict[str, Any]:
+        return {"type": self.type, "approver": self.approver, "timestamp": self.timestamp}
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.header(), "signature": b64encode(self.signature)}
+
+
+@dataclass(frozen=True)
+class Warrant:
+    authorisation_id: str
+    case_reference: str
+    generation: int
+    legal_type: str
+    jurisdiction: str
+    csp_id: str
+    status: str
+    targets: tuple[Target, ...]
+    categories: tuple[str, ...]
+    not_before: int
+    not_after: int
+    liid: str
+    delivery: Delivery
+    approvals: tuple[Approval, ...] = ()
+
+    def body(self) -> dict[str, Any]:
+        """The warrant without its approvals: what every approver signs."""
+        return {
+            "v": VERSION,
+            "authorisation_id": self.authorisation_id,
+            "case_reference": self.case_reference,
+            "generation": self.generation,
+            "legal_type": self.legal_type,
+            "jurisdiction": self.jurisdiction,
+            "csp_id": self.csp_id,
+            "status": self.status,
+            "targets": [t.to_json() for t in self.targets],
+            "categories": list(self.categories),
+            "not_before": self.not_before,
+            "not_after": self.not_after,
+            "liid": self.liid,
+            "delivery": self.delivery.to_json(),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "approvals": [a.to_json() for a in self.approvals]}
+
+    def encode(self) -> bytes:
+        """Canonical bytes of the whole warrant, approvals included."""
+        return canonical_bytes(self.to_json())
+
+    @property
+    def digest(self) -> str:
+        """Hex SHA-256 of ``encode()``: names this exact document in logs."""
+        return hashlib.sha256(self.encode()).hexdigest()
+
+    @property
+    def window_seconds(self) -> int:
+        return self.not_after - self.not_before
+
+    def approval_message(self, type: str, approver: str, timestamp: int) -> bytes:
+        """The bytes an approver of this warrant signs (see the module docstring)."""
+        return canonical_bytes(
+            {
+                "context": SIGNING_CONTEXT,
+                "approval": {"type": type, "approver": approver, "timestamp": timestamp},
+                "warrant": self.body(),
+            }
+        )
+
+
+# ----------------------------------------------------------------------------- the parser
+
+
+class _Malformed(WarrantError):
+    """A WarrantError with code ``malformed`` (the shared JSON helpers raise it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Reason.MALFORMED.value, message)
+
+
+def _malformed(message: str) -> WarrantError:
+    return _Malformed(message)
+
+
+def iso(t: int) -> str:
+    """``1764400000`` -> ``2025-11-29T07:06:40Z`` (the integer itself if out of range)."""
+    try:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return str(t)
+
+
+def _string(obj: Mapping[str, Any], name: str, pattern: re.Pattern[str], hint: str) -> str:
+    value = obj[name]
+    if not isinstance(value, str):
+        raise _malformed(f"field {name!r} must be a string")
+    if not pattern.fullmatch(value):
+        raise _malformed(f"field {name!r} is not {hint}: {value[:80]!r}")
+    return value
+
+
+def _integer(obj: Mapping[str, Any], name: str, low: int, high: int = MAX_TIME) -> int:
+    value = obj[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise _malformed(f"field {name!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _list(obj: Mapping[str, Any], name: str, low: int, high: int) -> list[Any]:
+    value = obj[name]
+    if not isinstance(value, list):
+        raise _malformed(f"field {name!r} must be a list")
+    if not low <= len(value) <= high:
+        raise _malformed(f"field {name!r} must have {low} to {high} entries, has {len(value)}")
+    return value
+
+
+def _uuid(obj: Mapping[str, Any], name: str) -> str:
+    value = obj[name]
+    if not isinstance(value, str) or len(value) != 36:
+        raise _malformed(f"field {name!r} must be a UUID (8-4-4-4-12 lower-case hex)")
+    try:
+        canonical = str(uuid.UUID(value))
+    except ValueError:
+        canonical = ""
+    if canonical != value:
+        raise _malformed(f"field {name!r} must be a UUID (8-4-4-4-12 lower-case hex)")
+    return value
+
+
+def warrant_from_json(obj: object) -> Warrant:
+    """Validate a decoded JSON value as a warrant. Raises WarrantError (``malformed``)."""
+    top = exact_fields(obj, "warrant", _FIELDS, _Malformed)
+    if top["v"] != VERSION or isinstance(top["v"], bool):
+        raise _malformed(f"unsupported warrant version {top['v']!r} (expected {VERSION})")
+
+    targets = []
+    seen_targets: set[tuple[str, str]] = set()
+    for i, entry in enumerate(_list(top, "targets", 1, MAX_TARGETS_PARSED)):
+        t = exact_fields(entry, f"target #{i + 1}", ("format", "value"), _Malformed)
+        if t["format"] not in TARGET_FORMATS:
+            raise _malformed(
+                f"target #{i + 1}: 'format' must be one of {', '.join(TARGET_FORMATS)}"
+            )
+        value = t["value"]
+        # The value is judged by check_warrant (wildcards and ids get their own reasons);
+        # here it only has to be a bounded string.
+        if not isinstance(value, str) or len(value) > MAX_TARGET_CHARS:
+            raise _malformed(
+                f"target #{i + 1}: 'value' must be a string of at most "
+                f"{MAX_TARGET_CHARS} characters"
+            )
+        if (t["format"], value) in seen_targets:
+            raise _malformed(f"target #{i + 1} repeats {t['format']}:{value!r}")
+        seen_targets.add((t["format"], value))
+        targets.append(Target(format=t["format"], value=value))
+
+    categories = _list(top, "categories", 1, len(CATEGORIES))
+    for c in categories:
+        if c not in CATEGORIES:
+            raise _malformed(f"field 'categories' may hold only {' and '.join(CATEGORIES)}")
+    if len(set(categories)) != len(categories):
+        raise _malformed("field 'categories' repeats a category")
+
+    delivery = exact_fields(
+        top["delivery"], "field 'delivery'", ("agency_id", "key_fingerprint"), _Malformed
+    )
+    agency_id = _string(delivery, "agency_id", TOKEN_RE, "an agency id")
+    fingerprint = _string(
+        delivery, "key_fingerprint", FINGERPRINT_RE, "64 lower-case hex digits (SHA-256)"
+    )
+
+    approvals = []
+    for i, entry in enumerate(_list(top, "approvals", 0, MAX_APPROVALS_PARSED)):
+        where = f"approval #{i + 1}"
+        a = exact_fields(entry, where, ("type", "approver", "timestamp", "signature"), _Malformed)
+        if a["type"] not in APPROVAL_TYPES:
+            raise _malformed(f"{where}: 'type' must be one of {', '.join(APPROVAL_TYPES)}")
+        approver = a["approver"]
+        if not isinstance(approver, str) or not NAME_RE.fullmatch(approver):
+            raise _malformed(f"{where}: 'approver' is not a valid approver name")
+        ts = a["timestamp"]
+        if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= MAX_TIME:
+            raise _malformed(f"{where}: 'timestamp' must be an integer (seconds)")
+        signature = b64decode_strict(
+            a["signature"], f"{where}: 'signature'", _Malformed, SIGNATURE_BYTES
+        )
+        approvals.append(
+            Approval(type=a["type"], approver=approver, timestamp=ts, signature=signature)
+        )
+
+    status = top["status"]
+    if status not in STATUSES:
+        raise _malformed(f"field 'status' must be one of {', '.join(STATUSES)}")
+    not_before = _integer(top, "not_before", 0)
+    not_after = _integer(top, "not_after", 0)
+    if not_after <= not_before:
+        raise _malformed("field 'not_after' must be later than 'not_before'")
+
+    return Warrant(
+        authorisation_id=_uuid(top, "authorisation_id"),
+        case_reference=_string(top, "case_reference", CASE_REFERENCE_RE, "a case reference"),
+        generation=_integer(top, "generation", 1),
+        legal_type=_string(top, "legal_type", LEGAL_TYPE_RE, "a legal type"),
+        jurisdiction=_string(
+            top, "jurisdiction", JURISDICTION_RE, "a two-letter upper-case country code"
+        ),
+        csp_id=_string(top, "csp_id", TOKEN_RE, "a CSP id"),
+        status=status,
+        targets=tuple(targets),
+        categories=tuple(categories),
+        not_before=not_before,
+        not_after=not_after,
+        liid=_string(top, "liid", LIID_RE, "a LIID (1-25 letters, digits, '.', '_', '-')"),
+        delivery=Delivery(agency_id=agency_id, key_fingerprint=fingerprint),
+        approvals=tuple(approvals),
+    )
+
+
+def parse_warrant(data: bytes, *, max_bytes: int = MAX_WARRANT_BYTES) -> Warrant:
+    """Parse outside bytes into a Warrant, or raise WarrantError saying what is wrong.
+
+    ``code`` on the error is ``too-large`` (over ``max_bytes``) or ``malformed`` (not
+    UTF-8, not JSON, duplicate keys, a missing or unknown field, a wrong type or shape).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _malformed("a warrant must be given as bytes")
+    if len(data) > max_bytes:
+        raise WarrantError(
+            Reason.TOO_LARGE.value,
+            f"warrant exceeds the {max_bytes}-byte limit (got {len(data)} bytes)",
+        )
+    return warrant_from_json(load_json(bytes(data), "warrant", _Malformed, max_bytes))
+
+
+# ---------------------------------------------------------------- policy, state, decision
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What this interceptor is configured to accept."""
+
+    jurisdiction: str
+    csp_id: str
+    agency_key_fingerprint: str  # the pinned agency key (hex SHA-256 of its raw X25519 key)
+    max_window_seconds: int = 30 * 24 * 3600
+    max_targets: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.jurisdiction, str) or not JURISDICTION_RE.fullmatch(
+            self.jurisdiction
+        ):
+            raise TrustError(
+                f"policy: jurisdiction {self.jurisdiction!r} is not a "
+                "two-letter upper-case country code"
+            )
+        if not isinstance(self.csp_id, str) or not TOKEN_RE.fullmatch(self.csp_id):
+            raise TrustError(f"policy: CSP id {self.csp_id!r} is not a valid id")
+        if not isinstance(self.agency_key_fingerprint, str) or not FINGERPRINT_RE.fullmatch(
+            self.agency_key_fingerprint
+        ):
+            raise TrustError("policy: agency key fingerprint must be 64 lower-case hex digits")
+        for name in ("max_window_seconds", "max_targets"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise TrustError(f"policy: {name} must be a positive integer")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jurisdiction": self.jurisdiction,
+            "csp_id": self.csp_id,
+            "agency_key_fingerprint": self.agency_key_fingerprint,
+            "max_window_seconds": self.max_window_seconds,
+            "max_targets": self.max_targets,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> Policy:
+        fields = exact_fields(
+            obj,
+            "policy",
+            (
+                "jurisdiction",
+                "csp_id",
+                "agency_key_fingerprint",
+                "max_window_seconds",
+                "max_targets",
+            ),
+            TrustError,
+        )
+        return cls(**fields)
+
+    @classmethod
+    def parse(cls, data: bytes) -> Policy:
+        return cls.from_json(load_json(data, "policy", TrustError, 4096))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the interceptor decided about one warrant: a plain, JSON-serialisable record,
+    meant to be appended to the audit ledger before anything is acted on.
+
+    ``reason`` is ``accepted`` or a refusal code (see :class:`Reason`); ``action`` is
+    ``activate``, ``update`` or ``cancel`` when accepted, ``None`` when refused. The
+    other fields identify the warrant as far as it could be read (``None`` for input
+    that did not parse); ``digest`` is the hex SHA-256 of the warrant's canonical bytes,
+    or of the raw input when it did not parse.
+    """
+
+    accepted: bool
+    reason: str
+    message: str
+    checked_at: int
+    action: str | None = None
+    authorisation_id: str | None = None
+    generation: int | None = None
+    case_reference: str | None = None
+    liid: str | None = None
+    not_after: int | None = None
+    digest: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "warrant-decision",
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "message": self.message,
+            "checked_at": self.checked_at,
+            "action": self.action,
+            "authorisation_id": self.authorisation_id,
+            "generation": self.generation,
+            "case_reference": self.case_reference,
+            "liid": self.liid,
+            "not_after": self.not_after,
+            "digest": self.digest,
+        }
+
+    def encode(self) -> bytes:
+        return canonical_bytes(self.to_json())
+
+    @classmethod
+    def from_json(cls, obj: object) -> Decision:
+        fields = dict(exact_fields(obj, "decision", _DECISION_FIELDS, StateError))
+        if fields.pop("type") != "warrant-decision":
+            raise StateError("decision: 'type' must be 'warrant-decision'")
+        if not isinstance(fields["accepted"], bool):
+            raise StateError("decision: 'accepted' must be true or false")
+        if fields["reason"] not in {r.value for r in Reason}:
+            raise StateError(f"decision: unknown reason {fields['reason']!r}")
+        if fields["accepted"] != (fields["reason"] == Reason.ACCEPTED.value):
+            raise StateError("decision: 'accepted' and 'reason' disagree")
+        if fields["accepted"] and fields["action"] not in ACTIONS:
+            raise StateError("decision: an accepted decision needs an action")
+        if not fields["accepted"] and fields["action"] is not None:
+            raise StateError("decision: a refused decision has no action")
+        for name, kind in (
+            ("message", str),
+            ("checked_at", int),
+            ("authorisation_id", str),
+            ("generation", int),
+            ("case_reference", str),
+            ("liid", str),
+            ("not_after", int),
+            ("digest", str),
+        ):
+            value = fields[name]
+            optional = name not in ("message", "checked_at")
+            if (value is None and optional) or (
+                isinstance(value, kind) and not isinstance(value, bool)
+            ):
+                continue
+            raise StateError(f"decision: {name!r} has the wrong type")
+        return cls(**fields)
+
+    def __str__(self) -> str:
+        if self.accepted:
+            return f"accepted: {self.action} — {self.message}"
+        return f"refused ({self.reason}): {self.message}"
+
+
+_DECISION_FIELDS = (
+    "type",
+    "accepted",
+    "reason",
+    "message",
+    "checked_at",
+    "action",
+    "authorisation_id",
+    "generation",
+    "case_reference",
+    "liid",
+    "not_after",
+    "digest",
+)
+
+
+@dataclass(frozen=True)
+class AuthorisationRecord:
+    """What the state remembers about one accepted authorisation id."""
+
+    generation: int
+    status: str  # "active" | "cancelled"
+    case_reference: str
+    liid: str
+    not_after: int
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "status": self.status,
+            "case_reference": self.case_reference,
+            "liid": self.liid,
+            "not_after": self.not_after,
+            "digest": self.digest,
+        }
+
+
+_STATE_VERSION = 1
+_RECORD_FIELDS = ("generation", "status", "case_reference", "liid", "not_after", "digest")
+
+
+class WarrantState:
+    """The accepted authorisation ids and their latest generation and status.
+
+    ``check_warrant`` only reads it. After the decision has been logged, the caller
+    calls ``apply(decision)``; replaying the logged decisions in order into an empty
+    state rebuilds it, so the audit ledger can be the source of truth after a crash.
+    """
+
+    def __init__(self, records: Mapping[str, AuthorisationRecord] | None = None) -> None:
+        self._records: dict[str, AuthorisationRecord] = dict(records or {})
+
+    def get(self, authorisation_id: str) -> AuthorisationRecord | None:
+        return self._records.get(authorisation_id)
+
+    def __contains__(self, authorisation_id: object) -> bool:
+        return authorisation_id in self._records
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WarrantState) and self._records == other._records
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def active(self, now: int) -> list[str]:
+        """Authorisation ids whose latest generation is active and not yet expired."""
+        return [
+            aid for aid, r in self._records.items() if r.status == "active" and now < r.not_after
+        ]
+
+    def apply(self, decision: Decision) -> None:
+        """Record an accepted decision. A refused one changes nothing."""
+        if not decision.accepted:
+            return
+        aid, gen = decision.authorisation_id, decision.generation
+        if (
+            aid is None
+            or gen is None
+            or decision.action not in ACTIONS
+            or decision.case_reference is None
+            or decision.liid is None
+            or decision.not_after is None
+            or decision.digest is None
+        ):
+            raise StateError("an accepted decision must name the warrant it accepts")
+        previous = self._records.get(aid)
+        if previous is not None:
+            if gen <= previous.generation:
+                raise StateError(
+                    f"{aid}: generation {gen} is not above the recorded "
+                    f"{previous.generation}; was it checked against this state?"
+                )
+            if previous.status == "cancelled":
+                raise StateError(f"{aid} is already cancelled")
+        self._records[aid] = AuthorisationRecord(
+            generation=gen,
+            status="cancelled" if decision.action == "cancel" else "active",
+            case_reference=decision.case_reference,
+            liid=decision.liid,
+            not_after=decision.not_after,
+            digest=decision.digest,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": _STATE_VERSION,
+            "authorisations": {aid: r.to_json() for aid, r in sorted(self._records.items())},
+        }
+
+    def encode(self) -> bytes:
+        return canonical_bytes(self.to_json())
+
+    @classmethod
+    def from_json(cls, obj: object) -> WarrantState:
+        top = exact_fields(obj, "warrant state", ("v", "authorisations"), StateError)
+        if top["v"] != _STATE_VERSION or isinstance(top["v"], bool):
+            raise StateError(f"warrant state: unsupported version {top['v']!r}")
+        entries = top["authorisations"]
+        if not isinstance(entries, dict):
+            raise StateError("warrant state: 'authorisations' must be an object")
+        records = {}
+        for aid, entry in entries.items():
+            r = exact_fields(entry, f"warrant state {aid!r}", _RECORD_FIELDS, StateError)
+            ok = (
+                isinstance(r["generation"], int)
+                and not isinstance(r["generation"], bool)
+                and r["generation"] >= 1
+                and r["status"] in STATUSES
+                and isinstance(r["case_reference"], str)
+                and isinstance(r["liid"], str)
+                and isinstance(r["not_after"], int)
+                and not isinstance(r["not_after"], bool)
+                and isinstance(r["digest"], str)
+            )
+            if not ok:
+                raise StateError(f"warrant state {aid!r}: a field has the wrong type")
+            records[aid] = AuthorisationRecord(**r)
+        return cls(records)
+
+    @classmethod
+    def parse(cls, data: bytes) -> WarrantState:
+        return cls.from_json(load_json(data, "warrant state", StateError, 64 * 1024 * 1024))
+
+
+# ------------------------------------------------------------------------------ the checks
+
+Directory = Callable[[str, str], bool]
+"""``directory(format, value)`` is True when that device or user exists."""
+
+_Failure = tuple[Reason, str]
+
+
+def is_wildcard(value: str) -> bool:
+    """True for anything that is not one exact identity: empty, ``*``, ``+``, ``#``,
+    ``%``, ``all`` and friends, any pattern or regex character, whitespace, or a
+    whole-domain form like ``@acme``."""
+    stripped = value.strip()
+    if not stripped or stripped != value:
+        return True
+    if value.lower() in _WILDCARD_WORDS or value.startswith("@") or value.endswith("@"):
+        return True
+    return any(c in _WILDCARD_CHARS or c.isspace() for c in value)
+
+
+def _check_targets(w: Warrant, policy: Policy) -> _Failure | None:
+    if len(w.targets) > policy.max_targets:
+        return (
+            Reason.TOO_MANY_TARGETS,
+            f"the warrant names {len(w.targets)} targets; the limit is {policy.max_targets}",
+        )
+    for t in w.targets:
+        if is_wildcard(t.value):
+            return (
+                Reason.WILDCARD_TARGET,
+                f"target {t.format}:{t.value!r} is not one exact identity; "
+                "wildcards, patterns and 'all' are never accepted",
+            )
+    for t in w.targets:
+        pattern = DEVICE_RE if t.format == "device" else USER_RE
+        if not pattern.fullmatch(t.value):
+            example = "alice@acme.phone" if t.format == "device" else "alice@acme"
+            return (
+                Reason.INVALID_TARGET,
+                f"target {t.format}:{t.value!r} is not a {t.format} id (e.g. {example})",
+            )
+    return None
+
+
+def _check_policy(w: Warrant, policy: Policy) -> _Failure | None:
+    if w.jurisdiction != policy.jurisdiction:
+        return (
+            Reason.WRONG_JURISDICTION,
+            f"the warrant is issued in jurisdiction {w.jurisdiction}; "
+            f"this interceptor serves {policy.jurisdiction}",
+        )
+    if w.csp_id != policy.csp_id:
+        return (
+            Reason.WRONG_CSP,
+            f"the warrant is addressed to CSP {w.csp_id!r}, not {policy.csp_id!r}",
+        )
+    if w.delivery.key_fingerprint != policy.agency_key_fingerprint:
+        return (
+            Reason.WRONG_DELIVERY_KEY,
+            f"the warrant delivers to key {w.delivery.key_fingerprint[:16]}..., "
+            f"not to the pinned agency key {policy.agency_key_fingerprint[:16]}...",
+        )
+    return None
+
+
+def _check_time(w: Warrant, policy: Policy, now: int) -> _Failure | None:
+    if w.window_seconds > policy.max_window_seconds:
+        return (
+            Reason.WINDOW_TOO_LONG,
+            f"the window is {w.window_seconds} s; the maximum is {policy.max_window_seconds} s",
+        )
+    if w.status == "cancelled":
+        # Stopping is always safe: a cancellation is not refused for its window's timing.
+        return None
+    if now < w.not_before:
+        return (
+            Reason.NOT_YET_VALID,
+            f"the warrant is valid from {iso(w.not_before)}; it is now {iso(now)}",
+        )
+    if now >= w.not_after:
+        return (Reason.EXPIRED, f"the warrant expired at {iso(w.not_after)}; it is now {iso(now)}")
+    return None
+
+
+def _check_approvals(w: Warrant, trust: TrustStore) -> _Failure | None:
+    for a in w.approvals:
+        entry = trust.get(a.approver)
+        if entry is None:
+            return (Reason.UNKNOWN_APPROVER, f"approver {a.approver!r} is not in the trust store")
+        if entry.role != a.type:
+            return (
+                Reason.ROLE_MISMATCH,
+                f"approver {a.approver!r} signs as {entry.role}, not as {a.type}",
+            )
+    names = [a.approver for a in w.approvals]
+    for name in names:
+        if names.count(name) > 1:
+            return (Reason.SAME_APPROVER_TWICE, f"approver {name!r} approved twice")
+    types = [a.type for a in w.approvals]
+    for role in APPROVAL_TYPES:
+        if types.count(role) > 1:
+            return (
+                Reason.SAME_ROLE_TWICE,
+                f"two {role} approvals; the warrant needs one executive and one "
+                "judicial approval from distinct approvers",
+            )
+    missing = [role for role in APPROVAL_TYPES if role not in types]
+    if missing:
+        return (Reason.MISSING_APPROVAL, f"the warrant lacks the {' and '.join(missing)} approval")
+    for a in w.approvals:
+        message = w.approval_message(a.type, a.approver, a.timestamp)
+        if not trust[a.approver].verify(a.signature, message):
+            return (
+                Reason.BAD_SIGNATURE,
+                f"the {a.type} signature by {a.approver!r} does not verify over this warrant",
+            )
+    return None
+
+
+def _check_state(w: Warrant, state: WarrantState) -> tuple[_Failure | None, str]:
+    previous = state.get(w.authorisation_id)
+    cancel = w.status == "cancelled"
+    if previous is None:
+        return None, "cancel" if cancel else "activate"
+    if w.generation == previous.generation:
+        return (
+            Reason.REPLAYED_ID,
+            f"authorisation {w.authorisation_id} generation {w.generation} was already accepted",
+        ), ""
+    if w.generation < previous.generation:
+        return (
+            Reason.STALE_GENERATION,
+            f"generation {w.generation} is older than the accepted generation "
+            f"{previous.generation}",
+        ), ""
+    if previous.status == "cancelled":
+        return (
+            Reason.ALREADY_CANCELLED,
+            f"authorisation {w.authorisation_id} was cancelled at generation "
+            f"{previous.generation}; a new case needs a new authorisation id",
+        ), ""
+    return None, "cancel" if cancel else "update"
+
+
+def _check_directory(w: Warrant, directory: Directory) -> _Failure | None:
+    if w.status == "cancelled":
+        return None  # a cancellation stops tasks; the target need not still exist
+    for t in w.targets:
+        try:
+            exists = directory(t.format, t.value)
+        except Exception as exc:  # fail closed on any look-up failure
+            return (
+                Reason.DIRECTORY_UNAVAILABLE,
+                f"the directory could not look up {t.format}:{t.value!r}: "
+                f"{type(exc).__name__}: {str(exc)[:200]!r}",
+            )
+        if exists is not True:
+            return (Reason.UNKNOWN_TARGET, f"the directory has no {t.format} {t.value!r}")
+    return None
+
+
+def _refused(
+    reason: Reason, message: str, now: int, w: Warrant | None, digest: str | None
+) -> Decision:
+    return Decision(
+        accepted=False,
+        reason=reason.value,
+        message=message,
+        checked_at=now,
+        authorisation_id=w.authorisation_id if w else None,
+        generation=w.generation if w else None,
+        case_reference=w.case_reference if w else None,
+        liid=w.liid if w else None,
+        not_after=w.not_after if w else None,
+        digest=digest,
+    )
+
+
+def check_warrant(
+    warrant: Warrant,
+    *,
+    trust: TrustStore,
+    policy: Policy,
+    state: WarrantState,
+    now: int,
+    directory: Directory,
+) -> Decision:
+    """Decide whether to act on ``warrant``. Pure: reads ``state``, never changes it."""
+    # A Warrant built in code rather than parsed is held to the parser's rules too.
+    try:
+        w = warrant_from_json(warrant.to_json())
+        digest = w.digest
+    except WarrantError as exc:
+        return _refused(Reason(exc.code), exc.message, now, None, None)
+    except Exception as exc:
+        return _refused(Reason.MALFORMED, f"not a well-formed warrant: {exc}", now, None, None)
+
+    failure = (
+        _check_targets(w, policy)
+        or _check_policy(w, policy)
+        or _check_time(w, policy, now)
+        or _check_approvals(w, trust)
+    )
+    if failure is None:
+        failure, action = _check_state(w, state)
+    if failure is None:
+        failure = _check_directory(w, directory)
+    if failure is not None:
+        return _refused(failure[0], failure[1], now, w, digest)
+
+    targets = ", ".join(str(t) for t in w.targets)
+    return Decision(
+        accepted=True,
+        reason=Reason.ACCEPTED.value,
+        message=(
+            f"case {w.case_reference} generation {w.generation}: stop {'+'.join(w.categories)} "
+            f"for {targets} now"
+            if action == "cancel"
+            else f"case {w.case_reference} generation {w.generation}: "
+            f"{'+'.join(w.categories)} for {targets} until {iso(w.not_after)}"
+        ),
+        checked_at=now,
+        action=action,
+        authorisation_id=w.authorisation_id,
+        generation=w.generation,
+        case_reference=w.case_reference,
+        liid=w.liid,
+        not_after=w.not_after,
+        digest=digest,
+    )
+
+
+def check_warrant_bytes(
+    data: bytes,
+    *,
+    trust: TrustStore,
+    policy: Policy,
+    state: WarrantState,
+    now: int,
+    directory: Directory,
+    max_bytes: int = MAX_WARRANT_BYTES,
+) -> Decision:
+    """Parse then check: a malformed or oversized input is a refusal too, not an error."""
+    try:
+        warrant = parse_warrant(data, max_bytes=max_bytes)
+    except WarrantError as exc:
+        digest = (
+            hashlib.sha256(bytes(data)).hexdigest()
+            if isinstance(data, bytes | bytearray | memoryview)
+            else None
+        )
+        return _refused(Reason(exc.code), exc.message, now, None, digest)
+    return check_warrant(
+        warrant, trust=trust, policy=policy, state=state, now=now, directory=directory
+    )
+
+
+def derive_liid(jurisdiction: str, authorisation_id: str) -> str:
+    """A LIID that stays the same across generations of one authorisation:
+    ``XX-`` and 16 upper-case hex digits of SHA-256(authorisation id)."""
+    digest = hashlib.sha256(authorisation_id.encode("ascii")).hexdigest()[:16].upper()
+    return f"{jurisdiction}-{digest}"
+
+
+__all__ = [
+    "ACTIONS",
+    "APPROVAL_TYPES",
+    "CATEGORIES",
+    "MAX_WARRANT_BYTES",
+    "SIGNING_CONTEXT",
+    "STATUSES",
+    "TARGET_FORMATS",
+    "Approval",
+    "AuthorisationRecord",
+    "Decision",
+    "Delivery",
+    "Directory",
+    "Policy",
+    "Reason",
+    "Target",
+    "Warrant",
+    "WarrantState",
+    "check_warrant",
+    "check_warrant_bytes",
+    "derive_liid",
+    "is_wildcard",
+    "iso",
+    "parse_warrant",
+    "warrant_from_json",
+]

@@ -1,0 +1,754 @@
+"""Warrants: the strict parser, every check's refusal with its own reason code, the
+update and cancellation flows, tamper evidence, and fuzzing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interceptor.court import (
+    AgencyKeyPair,
+    ApproverKey,
+    amend,
+    approve,
+    cancel,
+    issue,
+    sign_approval,
+    trust_store_of,
+)
+from interceptor.errors import StateError, WarrantError
+from interceptor.trust import b64encode
+from interceptor.warrant import (
+    MAX_WARRANT_BYTES,
+    Decision,
+    Policy,
+    Reason,
+    Target,
+    Warrant,
+    WarrantState,
+    check_warrant,
+    check_warrant_bytes,
+    is_wildcard,
+    parse_warrant,
+)
+
+NOW = 1_764_400_000
+HOUR = 3600
+
+
+def _ed(seed: int) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+
+
+EXEC = ApproverKey("Secretary of State", "executive", _ed(1))
+JUDGE = ApproverKey("Judicial Commissioner", "judicial", _ed(2))
+JUDGE2 = ApproverKey("Judge Two", "judicial", _ed(3))
+ROGUE = ApproverKey("Rogue Judge", "judicial", _ed(4))  # not in the trust store
+AGENCY = AgencyKeyPair("agency", X25519PrivateKey.from_private_bytes(bytes([5]) * 32))
+OTHER_AGENCY = AgencyKeyPair("agency", X25519PrivateKey.from_private_bytes(bytes([6]) * 32))
+TRUST = trust_store_of([EXEC, JUDGE, JUDGE2])
+POLICY = Policy(
+    jurisdiction="XX",
+    csp_id="doormat",
+    agency_key_fingerprint=AGENCY.public.fingerprint,
+    max_window_seconds=7 * 24 * HOUR,
+    max_targets=3,
+)
+KNOWN = {
+    ("device", "alice@acme.phone"),
+    ("device", "alice@acme.laptop"),
+    ("user", "alice@acme"),
+    ("user", "bob@acme"),
+    ("device", "carol@globex.phone"),
+}
+
+
+def directory(fmt: str, value: str) -> bool:
+    return (fmt, value) in KNOWN
+
+
+def draft(**changes: Any) -> Warrant:
+    fields: dict[str, Any] = {
+        "case_reference": "OP-ANCHOR-7",
+        "targets": ["device:alice@acme.phone", "user:bob@acme"],
+        "categories": ["IRI", "CC"],
+        "not_before": NOW - HOUR,
+        "not_after": NOW + 23 * HOUR,
+        "jurisdiction": "XX",
+        "csp_id": "doormat",
+        "agency": AGENCY.public,
+        "authorisation_id": "0b7c6f1e-2f4a-4c39-9a59-7d0c3e5b8a11",
+    }
+    fields.update(changes)
+    return issue(**fields)
+
+
+def signed(w: Warrant | None = None, *keys: ApproverKey) -> Warrant:
+    w = draft() if w is None else w
+    for i, key in enumerate(keys or (EXEC, JUDGE)):
+        w = approve(w, key, timestamp=NOW - 600 + i)
+    return w
+
+
+def check(
+    w: Warrant,
+    *,
+    state: WarrantState | None = None,
+    now: int = NOW,
+    policy: Policy = POLICY,
+    lookup: Callable[[str, str], bool] = directory,
+) -> Decision:
+    return check_warrant(
+        w, trust=TRUST, policy=policy, state=state or WarrantState(), now=now, directory=lookup
+    )
+
+
+def check_bytes(
+    data: bytes,
+    *,
+    state: WarrantState | None = None,
+    now: int = NOW,
+    lookup: Callable[[str, str], bool] = directory,
+) -> Decision:
+    return check_warrant_bytes(
+        data, trust=TRUST, policy=POLICY, state=state or WarrantState(), now=now, directory=lookup
+    )
+
+
+def accepted_state(*warrants: Warrant, now: int = NOW) -> WarrantState:
+    state = WarrantState()
+    for w in warrants:
+        d = check(w, state=state, now=now)
+        assert d.accepted, d
+        state.apply(d)
+    return state
+
+
+GOOD = signed()
+
+
+# ------------------------------------------------------------------------ acceptance
+
+
+def test_valid_warrant_is_accepted() -> None:
+    d = check(GOOD)
+    assert d.accepted and d.reason == "accepted" and d.action == "activate"
+    assert d.authorisation_id == GOOD.authorisation_id and d.generation == 1
+    assert d.digest == GOOD.digest and d.liid == GOOD.liid and d.checked_at == NOW
+    # The file form (pretty-printed, any key order) checks the same.
+    pretty = json.dumps(GOOD.to_json(), indent=2).encode()
+    assert check_bytes(pretty).accepted
+    assert check_bytes(GOOD.encode()) == d
+
+
+def test_approvals_in_either_order() -> None:
+    w = signed(None, JUDGE, EXEC)
+    assert check(w).accepted
+    assert w.body() == GOOD.body()
+    # Neither approval covers the other: reordering them changes nothing that is checked.
+    assert check(replace(GOOD, approvals=GOOD.approvals[::-1])).accepted
+
+
+def test_check_does_not_change_the_state() -> None:
+    state = WarrantState()
+    assert check(GOOD, state=state).accepted
+    assert len(state) == 0 and check(GOOD, state=state).accepted
+
+
+def test_decision_is_plain_json() -> None:
+    for d in (check(GOOD), check(draft())):
+        obj = json.loads(json.dumps(d.to_json()))
+        assert Decision.from_json(obj) == d
+        assert json.loads(d.encode()) == obj
+    refused = check(draft())
+    assert refused.to_json()["accepted"] is False and refused.to_json()["action"] is None
+
+
+# -------------------------------------------------------------- one reason per defect
+
+
+def _bad_signature() -> Warrant:
+    # A valid signature, but over another warrant: swap it in.
+    other = signed(draft(case_reference="OP-OTHER"))
+    a = GOOD.approvals[1]
+    return replace(
+        GOOD, approvals=(GOOD.approvals[0], replace(a, signature=other.approvals[1].signature))
+    )
+
+
+def _altered_after_signing() -> Warrant:
+    # Both approvals valid for the original; a target swapped afterwards.
+    return replace(
+        GOOD, targets=(Target("device", "alice@acme.phone"), Target("user", "alice@acme"))
+    )
+
+
+def _forged_timestamp() -> Warrant:
+    a = GOOD.approvals[1]
+    return replace(GOOD, approvals=(GOOD.approvals[0], replace(a, timestamp=a.timestamp + 1)))
+
+
+def _role_mismatch() -> Warrant:
+    w = draft()
+    forged = sign_approval(w, JUDGE, timestamp=NOW, type="executive")
+    return approve(replace(w, approvals=(forged,)), JUDGE2, timestamp=NOW)
+
+
+def _same_approver_twice() -> Warrant:
+    w = signed()
+    again = sign_approval(w, JUDGE, timestamp=NOW + 5)
+    return replace(w, approvals=(*w.approvals, again))
+
+
+DEFECTS: dict[str, tuple[str, Callable[[], tuple[bytes | Warrant, dict[str, Any]]]]] = {
+    # name: (expected reason, () -> (warrant or bytes, extra check kwargs))
+    "bad signature": ("bad-signature", lambda: (_bad_signature(), {})),
+    "altered after signing": ("bad-signature", lambda: (_altered_after_signing(), {})),
+    "approval timestamp altered": ("bad-signature", lambda: (_forged_timestamp(), {})),
+    "no approvals": ("missing-approval", lambda: (draft(), {})),
+    "missing judicial signature": ("missing-approval", lambda: (signed(None, EXEC), {})),
+    "missing executive signature": ("missing-approval", lambda: (signed(None, JUDGE), {})),
+    "same role twice": ("same-role-twice", lambda: (signed(None, JUDGE, JUDGE2), {})),
+    "same role twice plus executive": (
+        "same-role-twice",
+        lambda: (signed(None, EXEC, JUDGE, JUDGE2), {}),
+    ),
+    "same approver twice": ("same-approver-twice", lambda: (_same_approver_twice(), {})),
+    "unknown approver": ("unknown-approver", lambda: (signed(None, EXEC, ROGUE), {})),
+    "role mismatch": ("role-mismatch", lambda: (_role_mismatch(), {})),
+    "wrong jurisdiction": ("wrong-jurisdiction", lambda: (signed(draft(jurisdiction="YY")), {})),
+    "wrong csp": ("wrong-csp", lambda: (signed(draft(csp_id="othercsp")), {})),
+    "expired": ("expired", lambda: (GOOD, {"now": GOOD.not_after})),
+    "long expired": ("expired", lambda: (GOOD, {"now": GOOD.not_after + 86400 * 30})),
+    "not yet valid": ("not-yet-valid", lambda: (GOOD, {"now": GOOD.not_before - 1})),
+    "window too long": (
+        "window-too-long",
+        lambda: (signed(draft(not_after=NOW - HOUR + POLICY.max_window_seconds + 1)), {}),
+    ),
+    "replayed id": ("replayed-id", lambda: (GOOD, {"state": accepted_state(GOOD)})),
+    "lower generation": (
+        "stale-generation",
+        lambda: (GOOD, {"state": accepted_state(GOOD, signed(amend(GOOD, categories=["IRI"])))}),
+    ),
+    "after cancellation": (
+        "already-cancelled",
+        lambda: (
+            signed(amend(signed(amend(GOOD)), categories=["IRI"])),
+            {"state": accepted_state(GOOD, signed(cancel(GOOD)))},
+        ),
+    ),
+    "wildcard target": ("wildcard-target", lambda: (signed(draft(targets=["user:*"])), {})),
+    "invalid target": (
+        "invalid-target",
+        lambda: (signed(draft(targets=["device:alice@acme"])), {}),
+    ),
+    "too many targets": (
+        "too-many-targets",
+        lambda: (signed(draft(targets=[f"{f}:{v}" for f, v in sorted(KNOWN)])), {}),
+    ),
+    "unknown target": ("unknown-target", lambda: (signed(draft(targets=["user:dave@acme"])), {})),
+    "directory down": ("directory-unavailable", lambda: (GOOD, {"lookup": _broken_directory})),
+    "wrong delivery key": (
+        "wrong-delivery-key",
+        lambda: (signed(draft(agency=OTHER_AGENCY.public)), {}),
+    ),
+    "malformed json": ("malformed", lambda: (b'{"v": 1, "authorisation_id": ', {})),
+    "not an object": ("malformed", lambda: (b"[1, 2, 3]", {})),
+    "unknown field": ("malformed", lambda: (_with(extra="x"), {})),
+    "missing field": ("malformed", lambda: (_with(not_after=...), {})),
+    "float time": ("malformed", lambda: (_with(not_after=NOW + 0.5), {})),
+    "huge input": ("too-large", lambda: (b" " * MAX_WARRANT_BYTES + GOOD.encode(), {})),
+}
+
+
+def _broken_directory(fmt: str, value: str) -> bool:
+    raise ConnectionError("directory unreachable")
+
+
+def _with(**changes: Any) -> bytes:
+    obj = GOOD.to_json()
+    for key, value in changes.items():
+        if value is ...:
+            del obj[key]
+        else:
+            obj[key] = value
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(("expected", "make"), DEFECTS.values(), ids=list(DEFECTS))
+def test_each_defect_is_refused_with_its_own_reason(
+    expected: str, make: Callable[[], tuple[bytes | Warrant, dict[str, Any]]]
+) -> None:
+    item, kwargs = make()
+    if isinstance(item, bytes):
+        d = check_bytes(item, **kwargs)
+    else:
+        d = check(item, **kwargs)
+        # Exactly the same decision through the bytes path (what the service sees).
+        assert check_bytes(item.encode(), **kwargs) == d
+    assert not d.accepted
+    assert d.action is None
+    assert d.reason == expected, d
+    assert d.message  # a human sentence
+    assert Decision.from_json(d.to_json()) == d
+
+
+def test_every_reason_code_is_exercised() -> None:
+    covered = {expected for expected, _ in DEFECTS.values()}
+    assert covered == {r.value for r in Reason} - {"accepted"}
+
+
+def test_unsigned_targets_never_reach_the_directory() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def spy(fmt: str, value: str) -> bool:
+        asked.append((fmt, value))
+        return False
+
+    assert check(_altered_after_signing(), lookup=spy).reason == "bad-signature"
+    assert check(draft(), lookup=spy).reason == "missing-approval"
+    assert asked == []
+    assert check(GOOD, lookup=spy).reason == "unknown-target"
+    assert asked == [("device", "alice@acme.phone")]
+
+
+def test_directory_must_say_true() -> None:
+    truthy: Callable[[str, str], Any] = lambda f, v: "yes"  # noqa: E731
+    assert check(GOOD, lookup=truthy).reason == "unknown-target"
+
+
+def test_window_boundaries() -> None:
+    assert check(GOOD, now=GOOD.not_before).accepted
+    assert check(GOOD, now=GOOD.not_after - 1).accepted
+    assert check(GOOD, now=GOOD.not_after).reason == "expired"
+    exact = signed(draft(not_after=NOW - HOUR + POLICY.max_window_seconds))
+    assert check(exact).accepted
+
+
+def test_target_cap_is_inclusive() -> None:
+    three = [f"{f}:{v}" for f, v in sorted(KNOWN)][:3]
+    assert check(signed(draft(targets=three))).accepted
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "*",
+        "+",
+        "#",
+        "all",
+        "ALL",
+        "All",
+        "%",
+        "",
+        " ",
+        "any",
+        "everyone",
+        "alice@*",
+        "*@acme",
+        "@acme",
+        "alice@",
+        "al?ce@acme",
+        "alice@acme.+",
+        "alice@acme/#",
+        "ali%",
+        "[a-z]*@acme",
+        ".*",
+        "alice@acme ",
+        " alice@acme",
+        "alice|bob@acme",
+        "^alice",
+    ],
+)
+def test_wildcards(value: str) -> None:
+    assert is_wildcard(value)
+    fmt = "device" if value.count(".") else "user"
+    d = check(signed(draft(targets=[f"{fmt}:{value}", "user:bob@acme"])))
+    assert d.reason == "wildcard-target", value
+
+
+@pytest.mark.parametrize("value", ["alice@acme", "alice@acme.phone", "all-hands@acme", "b_2@x"])
+def test_exact_ids_are_not_wildcards(value: str) -> None:
+    assert not is_wildcard(value)
+
+
+def test_a_hand_built_warrant_is_held_to_the_parser_rules() -> None:
+    w = replace(GOOD, not_before=float(GOOD.not_before))  # type: ignore[arg-type]
+    assert check(w).reason == "malformed"
+    assert check(replace(GOOD, jurisdiction="xx")).reason == "malformed"
+    assert check("not a warrant").reason == "malformed"  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ update and cancel
+
+
+def test_update_replaces_and_cancellation_stops_at_once() -> None:
+    state = WarrantState()
+    d1 = check(GOOD, state=state)
+    assert d1.action == "activate"
+    state.apply(d1)
+    assert state.active(NOW) == [GOOD.authorisation_id]
+
+    g2 = signed(amend(GOOD, targets=["device:alice@acme.phone"], not_after=NOW + 48 * HOUR))
+    assert g2.generation == 2 and g2.authorisation_id == GOOD.authorisation_id
+    assert g2.liid == GOOD.liid
+    d2 = check(g2, state=state)
+    assert d2.accepted and d2.action == "update" and d2.generation == 2
+    state.apply(d2)
+    record = state.get(GOOD.authorisation_id)
+    assert record is not None and record.generation == 2 and record.not_after == NOW + 48 * HOUR
+
+    assert check(GOOD, state=state).reason == "stale-generation"
+    assert check(g2, state=state).reason == "replayed-id"
+
+    c3 = signed(cancel(g2))
+    assert c3.status == "cancelled" and c3.generation == 3
+    d3 = check(c3, state=state)
+    assert d3.accepted and d3.action == "cancel"
+    state.apply(d3)
+    assert state.active(NOW) == []
+
+    g4 = signed(replace(amend(g2), generation=4))
+    assert check(g4, state=state).reason == "already-cancelled"
+    assert check(c3, state=state).reason == "replayed-id"
+
+
+def test_an_unsigned_cancellation_is_refused() -> None:
+    state = accepted_state(GOOD)
+    assert check(signed(cancel(GOOD), EXEC), state=state).reason == "missing-approval"
+    assert check(cancel(GOOD), state=state).reason == "missing-approval"
+
+
+def test_a_cancellation_is_not_refused_for_timing_or_a_vanished_target() -> None:
+    state = accepted_state(GOOD)
+    c = signed(cancel(GOOD))
+    # Too early, too late, target deleted since: stopping is still safe and still accepted.
+    assert check(c, state=state, now=GOOD.not_before - 10).action == "cancel"
+    assert check(c, state=state, now=GOOD.not_after + 10).action == "cancel"
+    assert check(c, state=state, lookup=lambda f, v: False).action == "cancel"
+    assert check(c, state=state, lookup=_broken_directory).action == "cancel"
+
+
+def test_cancellation_of_an_unseen_id_blocks_it() -> None:
+    c = signed(cancel(GOOD))
+    state = WarrantState()
+    d = check(c, state=state)
+    assert d.accepted and d.action == "cancel"
+    state.apply(d)
+    assert check(GOOD, state=state).reason == "stale-generation"
+
+
+def test_state_round_trips_and_rebuilds_from_logged_decisions() -> None:
+    logged: list[dict[str, Any]] = []
+    state = WarrantState()
+    other = signed(draft(authorisation_id="11111111-2222-4333-8444-555555555555"))
+    for w in (GOOD, draft(), signed(amend(GOOD)), other, GOOD, signed(cancel(other))):
+        d = check(w, state=state)
+        logged.append(json.loads(json.dumps(d.to_json())))
+        state.apply(d)
+    assert len(state) == 2
+    assert WarrantState.parse(state.encode()) == state
+    rebuilt = WarrantState()
+    for entry in logged:
+        rebuilt.apply(Decision.from_json(entry))
+    assert rebuilt == state
+    assert state.active(NOW) == [GOOD.authorisation_id]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"type": "other"},
+        {"accepted": 1},
+        {"reason": "fine"},
+        {"reason": "expired"},
+        {"action": None},
+        {"action": "explode"},
+        {"generation": "1"},
+        {"generation": True},
+        {"checked_at": None},
+        {"digest": 5},
+        {"extra": 1},
+    ],
+)
+def test_decision_parser_is_strict(change: dict[str, Any]) -> None:
+    with pytest.raises(StateError):
+        Decision.from_json(check(GOOD).to_json() | change)
+
+
+def test_apply_refuses_a_decision_that_does_not_fit() -> None:
+    state = WarrantState()
+    d = check(GOOD, state=state)
+    state.apply(d)
+    with pytest.raises(StateError, match="not above"):
+        state.apply(d)
+    state.apply(check(draft()))  # a refusal changes nothing
+    assert len(state) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"[]",
+        b'{"v": 1}',
+        b'{"v": 1, "authorisations": []}',
+        b'{"v": 1, "authorisations": {"x": {"generation": "1"}}}',
+    ],
+)
+def test_state_parser_is_strict(data: bytes) -> None:
+    with pytest.raises(StateError):
+        WarrantState.parse(data)
+
+
+# ------------------------------------------------------------------------- the parser
+
+
+def test_parse_round_trip() -> None:
+    assert parse_warrant(GOOD.encode()) == GOOD
+    assert parse_warrant(json.dumps(GOOD.to_json(), indent=4).encode()) == GOOD
+    assert parse_warrant(bytearray(GOOD.encode())) == GOOD  # type: ignore[arg-type]
+
+
+def _sig_with_padding_bits() -> bytes:
+    obj = GOOD.to_json()
+    sig = obj["approvals"][0]["signature"]
+    assert sig.endswith("==")
+    # The last data character carries 2 real bits and 4 unused ones: set an unused one.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(sig[-3])
+    obj["approvals"][0]["signature"] = sig[:-3] + alphabet[last | 1] + "=="
+    return json.dumps(obj).encode()
+
+
+def _nested(path: tuple[Any, ...], value: Any) -> bytes:
+    obj = GOOD.to_json()
+    target = obj
+    for step in path[:-1]:
+        target = target[step]
+    if value is ...:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"", "not JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (json.dumps(GOOD.to_json()).encode("utf-16"), "not UTF-8"),
+        (b"\xef\xbb\xbf" + GOOD.encode(), "not JSON"),
+        (b"[]", "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+        (b"[" * 50_000, "not JSON"),
+        (b'{"v": 1' + b"0" * 5000 + b"}", "not JSON"),
+        (GOOD.encode()[:-1] + b',"v":1}', "repeats the key 'v'"),
+        (_with(generation=float("nan")), "NaN"),
+        (_with(extra=1), "unknown field(s): extra"),
+        (_with(approvals=...), "lacks field(s): approvals"),
+        (_with(v=2), "unsupported warrant version"),
+        (_with(v=True), "unsupported warrant version"),
+        (_with(authorisation_id=GOOD.authorisation_id.upper()), "UUID"),
+        (_with(authorisation_id="not-a-uuid"), "UUID"),
+        (_with(generation=0), "'generation' must be an integer"),
+        (_with(generation=True), "'generation' must be an integer"),
+        (_with(generation="1"), "'generation' must be an integer"),
+        (_with(not_before=-1), "'not_before' must be an integer"),
+        (_with(not_after=2**53), "'not_after' must be an integer"),
+        (_with(not_after=GOOD.not_before), "later than 'not_before'"),
+        (_with(status="paused"), "'status' must be one of"),
+        (_with(jurisdiction="XXX"), "two-letter"),
+        (_with(case_reference=""), "case reference"),
+        (_with(case_reference="x\n"), "case reference"),
+        (_with(liid="L" * 26), "LIID"),
+        (_with(csp_id="Doormat"), "CSP id"),
+        (_with(targets=[]), "1 to 1000 entries"),
+        (_with(targets={"format": "user"}), "must be a list"),
+        (_with(targets=[{"format": "email", "value": "a@b"}]), "'format' must be one of"),
+        (_with(targets=[{"format": "user", "value": 7}]), "'value' must be a string"),
+        (_with(targets=[{"format": "user", "value": "a@b", "x": 1}]), "unknown field(s): x"),
+        (_with(targets=[{"format": "user", "value": "a@b"}] * 2), "repeats user:'a@b'"),
+        (_with(categories=[]), "1 to 2 entries"),
+        (_with(categories=["IRI", "IRI"]), "repeats a category"),
+        (_with(categories=["HI2"]), "may hold only"),
+        (_with(delivery={"agency_id": "agency"}), "lacks field(s): key_fingerprint"),
+        (_nested(("delivery", "key_fingerprint"), "AB" * 32), "64 lower-case hex"),
+        (_nested(("approvals", 0, "type"), "minister"), "'type' must be one of"),
+        (_nested(("approvals", 0, "approver"), ""), "not a valid approver name"),
+        (_nested(("approvals", 0, "timestamp"), 1.0), "'timestamp' must be an integer"),
+        (_nested(("approvals", 0, "signature"), "***"), "base64"),
+        (_nested(("approvals", 0, "signature"), b64encode(b"x" * 63)), "64 bytes"),
+        (_nested(("approvals", 0, "signature"), ...), "lacks field(s): signature"),
+        (_sig_with_padding_bits(), "not canonical base64"),
+        (b"x" * (MAX_WARRANT_BYTES + 1), "exceeds the 65536-byte limit"),
+    ],
+)
+def test_parser_refuses(data: bytes, needle: str) -> None:
+    with pytest.raises(WarrantError) as info:
+        parse_warrant(data)
+    assert needle in str(info.value)
+    expected = "too-large" if len(data) > MAX_WARRANT_BYTES else "malformed"
+    assert info.value.code == expected
+    assert check_bytes(data).reason == expected
+
+
+def test_max_bytes_is_a_parameter() -> None:
+    data = GOOD.encode()
+    assert parse_warrant(data, max_bytes=len(data)) == GOOD
+    with pytest.raises(WarrantError) as info:
+        parse_warrant(data, max_bytes=len(data) - 1)
+    assert info.value.code == "too-large"
+
+
+# -------------------------------------------------------------------- tamper evidence
+
+
+def test_every_flipped_byte_of_a_signed_warrant_is_refused() -> None:
+    data = GOOD.encode()
+    assert check_bytes(data).accepted
+    reasons: set[str] = set()
+    for i in range(len(data)):
+        for mask in (0x01, 0x20, 0x80):
+            flipped = bytearray(data)
+            flipped[i] ^= mask
+            d = check_bytes(bytes(flipped))
+            assert not d.accepted, (i, mask, bytes(flipped[max(0, i - 20) : i + 20]))
+            reasons.add(d.reason)
+    # Most flips land in signed content; the signature check is what catches them.
+    assert {"bad-signature", "malformed"} <= reasons
+
+
+def test_every_other_spelling_of_a_signature_is_refused() -> None:
+    """The last characters of each signature replaced by every other base64 character,
+    including those that differ only in the unused low bits of the last one (every
+    other position is covered by the flipped-byte test above)."""
+    data = GOOD.encode()
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for approval in GOOD.approvals:
+        sig = b64encode(approval.signature).encode()
+        start = data.index(sig)
+        end = start + len(sig.rstrip(b"="))
+        for i in range(end - 3, end):
+            for c in alphabet:
+                if c != data[i]:
+                    changed = data[:i] + bytes([c]) + data[i + 1 :]
+                    assert not check_bytes(changed).accepted, (i, chr(c))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_single_byte_change_is_refused(data: st.DataObject) -> None:
+    original = GOOD.encode()
+    i = data.draw(st.integers(0, len(original) - 1))
+    b = data.draw(st.integers(0, 255).filter(lambda b: b != original[i]))
+    changed = original[:i] + bytes([b]) + original[i + 1 :]
+    assert not check_bytes(changed).accepted
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+def _never_crashes(data: bytes) -> None:
+    try:
+        parse_warrant(data)
+    except WarrantError as exc:
+        assert exc.code in ("malformed", "too-large")
+        assert str(exc) and exc.message and "\n" not in exc.message  # one line
+    d = check_bytes(data)
+    assert isinstance(d, Decision) and d.reason and d.message and "\n" not in d.message
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=2000))
+def test_fuzz_arbitrary_bytes(data: bytes) -> None:
+    _never_crashes(data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_fuzz_arbitrary_json(value: Any) -> None:
+    _never_crashes(json.dumps(value).encode())
+
+
+FIELD_PATHS = [(k,) for k in GOOD.to_json()] + [
+    ("targets", 0),
+    ("targets", 0, "format"),
+    ("targets", 0, "value"),
+    ("delivery", "agency_id"),
+    ("delivery", "key_fingerprint"),
+    ("approvals", 0),
+    ("approvals", 1, "type"),
+    ("approvals", 1, "approver"),
+    ("approvals", 1, "timestamp"),
+    ("approvals", 1, "signature"),
+]
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(FIELD_PATHS), json_values | st.text() | st.integers())
+def test_fuzz_one_field_of_a_signed_warrant(path: tuple[Any, ...], value: Any) -> None:
+    data = _nested(path, value)
+    _never_crashes(data)
+    d = check_bytes(data)
+    if d.accepted:  # only if the change was no change at all
+        w = parse_warrant(data)
+        assert w.body() == GOOD.body() and set(w.approvals) == set(GOOD.approvals)
+
+
+# ------------------------------------------------------------------------- sans-I/O
+
+
+@pytest.mark.parametrize("module", ["warrant", "trust", "errors"])
+def test_the_core_is_sans_io(module: str) -> None:
+    """No clock, files, network or event loop in the warrant core: all of it is passed in."""
+    import ast
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "interceptor" / f"{module}.py"
+    tree = ast.parse(path.read_text())
+    forbidden = {
+        "asyncio",
+        "socket",
+        "os",
+        "pathlib",
+        "io",
+        "subprocess",
+        "sqlite3",
+        "time",
+        "aiomqtt",
+        "paho",
+        "amqtt",
+        "shutil",
+        "tempfile",
+        "random",
+        "secrets",
+    }
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id not in ("open", "input", "print"), node.func.id
+        elif isinstance(node, ast.Attribute):
+            assert node.attr not in ("now", "today", "utcnow", "time"), node.attr
+    assert imported & forbidden == set()
