@@ -62,6 +62,7 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self._hook_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stop = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> Link:
@@ -82,12 +83,21 @@ class Link:
             raise
 
     async def stop(self) -> None:
+        """Disconnect cleanly (an MQTT DISCONNECT, not a dropped socket), then return."""
         self._stopping = True
-        for task in (self._hook_task, self._task):
-            if task is not None:
-                task.cancel()
+        self._stop.set()
+        if self._hook_task is not None:
+            self._hook_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._hook_task
+        if self._task is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await asyncio.shield(self._task)
+            except (TimeoutError, Exception):
+                self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    await self._task
 
     @property
     def connected(self) -> bool:
@@ -115,8 +125,18 @@ class Link:
                         self._first_connect.set_result(None)
                     if self._on_connect is not None:
                         self._hook_task = asyncio.create_task(self._on_connect())
-                    async for message in client.messages:
-                        await self._dispatch(str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
+                    reader = asyncio.create_task(self._read(client))
+                    stop = asyncio.create_task(self._stop.wait())
+                    await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    stop.cancel()
+                    if not reader.done():
+                        # Stopping: leave the `async with` normally so aiomqtt sends
+                        # DISCONNECT and the broker ends the session's connection cleanly.
+                        reader.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await reader
+                        return
+                    reader.result()  # re-raises a lost connection as MqttError
             except aiomqtt.MqttError as exc:
                 first = self._first_connect
                 if first is not None and not first.done() and "authoriz" in str(exc).lower():
@@ -131,6 +151,10 @@ class Link:
                 self._client = None
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            await self._dispatch(str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]

@@ -25,25 +25,25 @@ class IdError(ValueError):
 
 
 def check_enterprise(value: str) -> str:
-    if not isinstance(value, str) or not ENTERPRISE_RE.match(value):
+    if not isinstance(value, str) or not ENTERPRISE_RE.fullmatch(value):
         raise IdError(f"not an enterprise id: {value!r} (expected e.g. 'acme')")
     return value
 
 
 def check_user(value: str) -> str:
-    if not isinstance(value, str) or not USER_RE.match(value):
+    if not isinstance(value, str) or not USER_RE.fullmatch(value):
         raise IdError(f"not a user id: {value!r} (expected e.g. 'alice@acme')")
     return value
 
 
 def check_device(value: str) -> str:
-    if not isinstance(value, str) or not DEVICE_RE.match(value):
+    if not isinstance(value, str) or not DEVICE_RE.fullmatch(value):
         raise IdError(f"not a device id: {value!r} (expected e.g. 'alice@acme.phone')")
     return value
 
 
 def is_device(value: object) -> bool:
-    return isinstance(value, str) and DEVICE_RE.match(value) is not None
+    return isinstance(value, str) and DEVICE_RE.fullmatch(value) is not None
 
 
 def device_id(user: str, device: str) -> str:
@@ -52,14 +52,14 @@ def device_id(user: str, device: str) -> str:
 
 def user_of(device: str) -> str:
     """``alice@acme.phone`` -> ``alice@acme``."""
-    m = DEVICE_RE.match(device)
+    m = DEVICE_RE.fullmatch(device)
     if not m:
         raise IdError(f"not a device id: {device!r}")
     return f"{m.group(1)}@{m.group(2)}"
 
 
 def enterprise_of(user_or_device: str) -> str:
-    m = DEVICE_RE.match(user_or_device) or USER_RE.match(user_or_device)
+    m = DEVICE_RE.fullmatch(user_or_device) or USER_RE.fullmatch(user_or_device)
     if not m:
         raise IdError(f"not a user or device id: {user_or_device!r}")
     return m.group(2)

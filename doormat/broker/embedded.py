@@ -240,6 +240,21 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
             client_session.keep_alive += delay
         return handler, client_session
 
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, waiter: Any
+    ) -> None:
+        # A persistent session outlives its connections. When a device reconnects
+        # before the broker has noticed its old connection closing, amqtt 0.12.1 hands
+        # the session to the new connection and then, processing the old connection's
+        # end, marks the shared session disconnected: everything for the device goes
+        # to the offline queue while it is connected. Only the connection that still
+        # owns the session may end it.
+        current = self._sessions.get(client_session.client_id)
+        if current is not None and current[1] is not handler:
+            await self._stop_handler(handler)
+            return
+        await super()._handle_disconnect(client_session, handler, waiter)
+
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # Messages queued while a persistent session was away are ordinary deliveries;
         # stock amqtt sends them with the RETAIN flag set, which MQTT 3.1.1 (3.3.1.3)

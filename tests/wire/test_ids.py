@@ -12,7 +12,7 @@ def test_device_ids() -> None:
 
 @pytest.mark.parametrize(
     "bad", ["", "alice", "alice@acme", "Alice@acme.phone", "a@b.c/d", "a@b.+", "a@b.#",
-            "a:b@c.d", "a@b.c.d", "x" * 40 + "@acme.phone"]
+            "a:b@c.d", "a@b.c.d", "alice@acme.phone\n", "x" * 40 + "@acme.phone"]
 )
 def test_unsafe_device_ids_refused(bad: str) -> None:
     assert not is_device(bad)
