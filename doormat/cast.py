@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wire.ids import check_enterprise, device_id
+from clients.enterprise import Credentials, Enterprise
+from doormat.broker.accounts import Account, generate_password
+from wire.ids import RELAY_ID, check_enterprise, device_id
 
 
 @dataclass(frozen=True)
@@ -99,3 +101,45 @@ def generated_cast(n_users: int) -> Cast:
             EnterpriseSpec("globex", archive=False, users=tuple(halves["globex"])),
         )
     )
+
+
+# The government's tap logs in as this account (read-only: its own inbox).
+TAP_ID = "tap"
+
+
+@dataclass
+class Enrolment:
+    """A cast after enrolment: each enterprise's server, every device's credentials, and
+    the broker accounts of everyone (relay, tap, enterprise servers, devices)."""
+
+    enterprises: dict[str, Enterprise]
+    credentials: dict[str, Credentials]
+    accounts: list[Account]
+
+    def account(self, username: str) -> Account:
+        for a in self.accounts:
+            if a.username == username:
+                return a
+        raise KeyError(f"no broker account {username!r}")
+
+
+def enrol(cast: Cast) -> Enrolment:
+    """Each enterprise issues an activation code per device and the device redeems it."""
+    enterprises = {e.name: Enterprise(e.name, archive=e.archive) for e in cast.enterprises}
+    credentials: dict[str, Credentials] = {}
+    for spec in cast.enterprises:
+        ent = enterprises[spec.name]
+        for user in spec.users:
+            for name in user.devices:
+                creds = ent.activate(ent.issue_activation(user.user, name))
+                credentials[creds.device] = creds
+    accounts = [Account(RELAY_ID, generate_password(), "relay")]
+    accounts.append(Account(TAP_ID, generate_password(), "tap"))
+    accounts += [Account(name, generate_password(), "enterprise") for name in enterprises]
+    accounts += [Account(c.device, c.password, "device") for c in credentials.values()]
+    return Enrolment(enterprises, credentials, accounts)
+
+
+def default_accounts() -> list[Account]:
+    """Broker accounts for the default cast (``doormat broker config`` without --accounts)."""
+    return enrol(default_cast()).accounts

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from clients.device import Device, Sent
-from clients.enterprise import Credentials, Enterprise, enrol_at_relay
+from clients.enterprise import enrol_at_relay
 from clients.link import Link
 from doormat.broker import start_broker
-from doormat.broker.accounts import Account, generate_password
-from doormat.cast import Cast
+from doormat.broker.accounts import Account
+from doormat.cast import Cast, enrol
 from relay.service import RelayService
 from wire.events import Event, EventLog
 from wire.ids import RELAY_ID
@@ -59,9 +59,10 @@ class System:
             state_dir = self._tmp.name
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.enterprises = {e.name: Enterprise(e.name, archive=e.archive) for e in cast.enterprises}
-        self.credentials: dict[str, Credentials] = {}
-        self.accounts: list[Account] = []
+        self.enrolment = enrol(cast)
+        self.enterprises = self.enrolment.enterprises
+        self.credentials = self.enrolment.credentials
+        self.accounts = self.enrolment.accounts
         self.devices: dict[str, Device] = {}
         self.deliveries: dict[tuple[str, str], Delivery] = {}
         self._stack = contextlib.AsyncExitStack()
@@ -71,25 +72,10 @@ class System:
 
     # -- set-up ------------------------------------------------------------------------
 
-    def _enrol_cast(self) -> None:
-        """Each enterprise issues activation codes and each device redeems its own."""
-        for spec in self.cast.enterprises:
-            ent = self.enterprises[spec.name]
-            for user in spec.users:
-                for name in user.devices:
-                    creds = ent.activate(ent.issue_activation(user.user, name))
-                    self.credentials[creds.device] = creds
-        self.accounts = [Account(RELAY_ID, generate_password(), "relay")]
-        self.accounts += [Account(e, generate_password(), "enterprise") for e in self.enterprises]
-        self.accounts += [
-            Account(c.device, c.password, "device") for c in self.credentials.values()
-        ]
-
     def account(self, username: str) -> Account:
-        return next(a for a in self.accounts if a.username == username)
+        return self.enrolment.account(username)
 
     async def start(self) -> None:
-        self._enrol_cast()
         self.broker = await self._stack.enter_async_context(
             start_broker(self.broker_kind, self.accounts, self.state_dir / "broker")
         )
