@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clients.backdoors import ClientBuild
 from clients.crypto import DeviceCrypto, Sealed
 from clients.crypto.errors import CryptoError
 from clients.enterprise import Credentials
@@ -55,12 +56,17 @@ class Device:
         *,
         one_time_prekeys: int = ONE_TIME_PREKEYS,
         device_list_ttl: float = 2.0,
+        build: ClientBuild | None = None,
     ) -> None:
         self.id = creds.device
         self.user = creds.user
         self._events = events
         self._n_otk = one_time_prekeys
         self._store = DeviceStore(store_path)
+        # The client build is part of the device image: a mandated build's baked-in keys
+        # are on the device's disk like the rest of the app.
+        self.build = build if build is not None else ClientBuild()
+        self._store.set_meta("client_build", json.dumps(self.build.to_json()))
         state = self._store.load_crypto()
         if state is None:
             self.crypto = DeviceCrypto.create(self.id, one_time_prekeys=one_time_prekeys)
@@ -169,6 +175,7 @@ class Device:
                 header=sealed.header,
                 body=sealed.body,
                 prekey=sealed.prekey,
+                ext=self.build.extensions(msg_id, self.id, dev, data, sealed),
             )
             envelopes.append((dev, env.encode()))
         self._store.commit_outgoing(

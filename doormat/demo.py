@@ -8,6 +8,7 @@ trying to open everything each observer captured with the keys it holds.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doormat.attacks import DeviceImage, steal_escrow_key
 from doormat.cast import Cast, default_cast, generated_cast
 from doormat.exposure import ObserverResult, assess, report
 from doormat.narrate import Narrator
 from doormat.system import Delivery, System
+from wire import envelope as wire_envelope
 from wire.events import Event
 
 LINES = (
@@ -47,6 +50,12 @@ class DemoOptions:
     state: Path | None = None
     color: str = "auto"
     quiet: bool = False
+    li: str = "off"
+    backdoor: str = "none"
+
+
+# Whose phone the device-image attacker extracts (another enterprise than most senders).
+VICTIM_USER_INDEX = 2
 
 
 def script(cast: Cast, n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -70,8 +79,9 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
     cast = generated_cast(opts.users) if opts.users else default_cast()
     started = time.monotonic()
     say.heading("doormat: who can read what")
+    say.say(f"Broker: {opts.broker}. LI switch: {opts.li}. Back door: {opts.backdoor}.")
     say.say(
-        f"Broker: {opts.broker}. Cast: "
+        "Cast: "
         + "; ".join(
             f"{e.name} ({'compliance archive' if e.archive else 'no archive'}): "
             + ", ".join(f"{u.user} [{'+'.join(u.devices)}]" for u in e.users[:4])
@@ -79,12 +89,18 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
             for e in cast.enterprises
         )
     )
-    async with System(cast, broker=opts.broker, state_dir=opts.state) as system:
+    _narrate_mandate(say, opts.backdoor)
+    async with System(
+        cast, broker=opts.broker, state_dir=opts.state, li=opts.li, backdoor=opts.backdoor
+    ) as system:
         relay_seen: dict[tuple[str, str], list[Event]] = {}
+        tap_seen: dict[tuple[str, str], list[Event]] = {}
 
         def on_event(e: Event) -> None:
             if e["kind"] == "relay.accepted":
                 relay_seen.setdefault((e["from"], e["id"]), []).append(e)
+            elif e["kind"] == "tap.captured":
+                tap_seen.setdefault((e["from"], e["id"]), []).append(e)
 
         system.events.subscribe(on_event)
         say.say(
@@ -92,28 +108,39 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
             "their prekeys to the relay's directory."
         )
         conversation = script(cast, opts.messages, opts.seed)
+        victim = cast.users[min(VICTIM_USER_INDEX, len(cast.users) - 1)].device_ids[0]
+        image: DeviceImage | None = None
         say.heading(f"{len(conversation)} messages, end-to-end encrypted")
         for i, (device, to_user, text) in enumerate(conversation, 1):
+            if i == len(conversation) // 2 + 1:
+                image = take_image(system, victim, i - 1)
+                say.say(say.paint(
+                    f"-- an attacker extracts an image of {victim} now, after "
+                    f"{i - 1} messages --", "magenta"))
             delivery = await system.send(device, to_user, text)
             await system.wait_delivered(delivery)
-            _narrate_message(
-                say, i, delivery, relay_seen.get((device, delivery.sent.id), []), system
-            )
-        # The relay's view: the envelopes it stored, tried with every key it holds (none).
-        relay = assess("relay", system.relay_capture(), readers=())
-        observers: list[ObserverResult] = [relay]
+            await _settle(system, delivery, opts.li)
+            _narrate_message(say, i, delivery, relay_seen.get((device, delivery.sent.id), []),
+                             tap_seen.get((device, delivery.sent.id), []), system)
+        if image is None:
+            image = take_image(system, victim, len(conversation))
+        observers = observers_of(system, image)
+        before = {(d.sender, d.sent.id) for d in list(system.deliveries.values())[: image.taken_at]}
+        fs = forward_secrecy(system, image, before)
         result = report(
             scenario={
                 "broker": opts.broker,
                 "seed": opts.seed,
                 "messages": opts.messages,
                 "cast": cast.describe() if not opts.users else {"users": opts.users},
-                "li": "off",
-                "backdoor": "none",
+                "li": opts.li,
+                "backdoor": opts.backdoor,
             },
             messages_sent=system.messages_sent,
             messages_delivered=system.messages_delivered,
             observers=observers,
+            alarms=[],
+            forward_secrecy=fs,
             elapsed_s=round(time.monotonic() - started, 3),
         )
     # The report is printed even with --quiet: it is the result.
@@ -124,8 +151,100 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
     return result
 
 
+def take_image(system: System, device: str, taken_at: int) -> DeviceImage:
+    return DeviceImage.take(
+        device,
+        system.state_dir / f"{device}.sqlite",
+        system.state_dir / "stolen" / f"{device}.image.sqlite",
+        taken_at,
+    )
+
+
+async def _settle(system: System, delivery: Delivery, li: str) -> None:
+    """Wait (briefly) until the tap has every envelope of the message, so the narration
+    shows what it captured. The report does not depend on this wait."""
+    if system.tap is None:
+        return
+    want = len(delivery.sent.devices) if li == "blanket" else 0
+    for _ in range(100):
+        got = sum(
+            1
+            for e in system.events.events(kind="tap.captured")
+            if e["id"] == delivery.sent.id and e["channel"] == "mirror"
+        )
+        if got >= want:
+            return
+        await asyncio.sleep(0.01)
+
+
+def observers_of(system: System, image: DeviceImage) -> list[ObserverResult]:
+    """Every observer, from the bytes it captured and the keys it holds."""
+    assert system.relay is not None
+    relay_bytes = list(system.relay.captured())
+    observers = [assess("relay", relay_bytes, readers=())]
+    if system.tap is not None:
+        tap_bytes = list(system.tap.captured("mirror")) + list(system.tap.captured("ghost"))
+        observers.append(assess("blanket-tap", tap_bytes, readers=system.tap.readers))
+    if system.government.escrow_key is not None:
+        observers.append(assess(
+            "attacker:escrow-key", relay_bytes,
+            readers=[steal_escrow_key(system.government.escrow_key)],
+        ))
+    observers.append(assess("attacker:device-image", relay_bytes, readers=image.readers()))
+    return observers
+
+
+def forward_secrecy(
+    system: System, image: DeviceImage, before: set[tuple[str, str]]
+) -> dict[str, Any]:
+    """What one stolen device image reveals of the messages sent *before* it was taken:
+    with the ratchet alone (its own state), and with everything in the image."""
+    assert system.relay is not None
+    earlier = [raw for raw in system.relay.captured() if _key(raw) in before]
+    ratchet_only = assess("ratchet", earlier, readers=[image.ratchet_reader()])
+    whole_image = assess("image", earlier, readers=image.readers())
+    return {
+        "device": image.device,
+        "image_taken_after_message": image.taken_at,
+        "messages_before": len(before),
+        "readable_with_ratchet_alone": ratchet_only.readable,
+        "readable_with_whole_image": whole_image.readable,
+    }
+
+
+def _key(raw: bytes) -> tuple[str, str]:
+    env = wire_envelope.parse(raw)
+    return (env.sender, env.id)
+
+
+MANDATES = {
+    "none": "Clients are the standard build: keys exist only on the users' devices.",
+    "escrow": (
+        "Mandated change to every client: each message key is also wrapped (HPKE) to the "
+        "government's escrow public key and sent along in the envelope (LEAF-style)."
+    ),
+    "ghost": (
+        "Mandated change to the directory: it silently lists a government device for every "
+        "user; unmodified clients encrypt to it as to any of the user's devices."
+    ),
+    "global-key": (
+        "Mandated change to every client: one symmetric key, baked into the app, also "
+        "seals every message - the same key on every device of every enterprise."
+    ),
+}
+
+
+def _narrate_mandate(say: Narrator, backdoor: str) -> None:
+    say.say(say.paint(MANDATES.get(backdoor, ""), "magenta"))
+
+
 def _narrate_message(
-    say: Narrator, i: int, delivery: Delivery, relay_events: list[Event], system: System
+    say: Narrator,
+    i: int,
+    delivery: Delivery,
+    relay_events: list[Event],
+    tap_events: list[Event],
+    system: System,
 ) -> None:
     sender_user, _, device_name = delivery.sender.rpartition(".")
     say.say(say.paint(f"#{i}", "dim"))
@@ -141,6 +260,13 @@ def _narrate_message(
             f"{say.paint(_excerpt(str(e.get('excerpt', ''))), 'yellow')}  [cannot read: no key]",
             "yellow",
         )
+    for e in tap_events:
+        if e.get("readable"):
+            say.party("tap", f"captured {e['from']} -> {e['to']} and READS: "
+                      f"{say.paint(repr(e.get('text')), 'red')}", "red")
+        else:
+            say.party("tap", f"captured {e['from']} -> {e['to']}  [cannot read: no key opens it]",
+                      "yellow")
     readers = sorted(delivery.delivered_to)
     for dev in readers:
         texts = [
@@ -174,3 +300,39 @@ def _narrate_report(say: Narrator, result: dict[str, Any]) -> None:
         "Counts come from real decryption attempts with the keys each observer holds; "
         "the relay holds none."
     )
+    _narrate_cost(say, result)
+
+
+def _narrate_cost(say: Narrator, result: dict[str, Any]) -> None:
+    sent = result["messages_sent"]
+    obs = result["observers"]
+    backdoor = result["scenario"]["backdoor"]
+    fs = result["forward_secrecy"]
+    say.heading("What it cost")
+    tap = obs.get("blanket-tap")
+    if tap is not None:
+        say.say(f"The blanket tap captured {tap['captured']} of {sent} messages and read "
+                f"{tap['readable']}" + (" - end-to-end encryption holds." if tap["readable"] == 0
+                                        else " - through the back door."))
+    escrow = obs.get("attacker:escrow-key")
+    if escrow is not None:
+        say.say(say.paint(
+            f"Whoever steals the one escrow key reads {escrow['readable']} of {sent} messages: "
+            "every user of every enterprise, past and future.", "red"))
+    image = obs["attacker:device-image"]
+    say.say(
+        f"One stolen image of {fs['device']} (taken after message "
+        f"{fs['image_taken_after_message']}) reads {image['readable']} of {sent} messages."
+    )
+    say.say(
+        f"Of the {fs['messages_before']} messages sent before the theft, the ratchet state "
+        f"alone opens {fs['readable_with_ratchet_alone']} (forward secrecy); everything in "
+        f"the image opens {fs['readable_with_whole_image']}"
+        + (" - the global key baked into the app undoes forward secrecy for everyone."
+           if backdoor == "global-key" else ".")
+    )
+    alarms = result.get("alarms") or []
+    if alarms:
+        users = sorted({a["user"] for a in alarms})
+        say.say(say.paint(f"Key transparency raised {len(alarms)} alarm(s): a device nobody "
+                          f"enrolled appeared for {', '.join(users)}.", "red"))

@@ -19,20 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from interceptor.readers import Reader
 from wire import envelope as wire_envelope
-from wire.envelope import Envelope, EnvelopeError
-
-
-class Reader(Protocol):
-    """One key an observer holds, and how it tries to open an envelope with it."""
-
-    name: str
-
-    def try_open(self, env: Envelope) -> bytes | None:
-        """The plaintext, or None if this key does not open this envelope."""
-        ...
+from wire.envelope import EnvelopeError
 
 
 @dataclass

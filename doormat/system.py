@@ -20,7 +20,9 @@ from clients.enterprise import enrol_at_relay
 from clients.link import Link
 from doormat.broker import start_broker
 from doormat.broker.accounts import Account
-from doormat.cast import Cast, enrol
+from doormat.cast import TAP_ID, Cast, enrol
+from interceptor.government import Government
+from interceptor.tap import Tap
 from relay.service import RelayService
 from wire.events import Event, EventLog
 from wire.ids import RELAY_ID
@@ -49,9 +51,16 @@ class System:
         broker: str = "embedded",
         state_dir: str | Path | None = None,
         events: EventLog | None = None,
+        li: str = "off",
+        backdoor: str = "none",
     ) -> None:
         self.cast = cast
         self.broker_kind = broker
+        self.li = li
+        # The back door is a mandate: the government's keys, and the client build every
+        # device must run because of it.
+        self.government = Government(backdoor)
+        self.build = self.government.client_build()
         self.events = events if events is not None else EventLog()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
@@ -69,6 +78,7 @@ class System:
         self.events.subscribe(self._on_event)
         self.broker: Any = None
         self.relay: RelayService | None = None
+        self.tap: Tap | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -85,9 +95,21 @@ class System:
             password=self.account(RELAY_ID).password,
             db_path=self.state_dir / "relay.sqlite",
             events=self.events,
+            li_mode=self.li,
         )
         await self.relay.start()
         self._stack.push_async_callback(self._stop_relay)
+        if self.li == "blanket" or self.government.backdoor == "ghost":
+            self.tap = Tap(
+                self.broker.host,
+                self.broker.port,
+                self.account(TAP_ID).password,
+                self.state_dir / "tap.sqlite",
+                self.events,
+                readers=self.government.readers(),
+            )
+            await self.tap.start()
+            self._stack.push_async_callback(self.tap.stop)
         for name, ent in self.enterprises.items():
             link = Link(name, self.account(name).password, self.broker.host, self.broker.port)
             async with link:
@@ -106,6 +128,7 @@ class System:
             self.broker.port,
             self.state_dir / f"{device}.sqlite",
             self.events,
+            build=self.build,
         )
         await dev.start()
         self.devices[device] = dev

@@ -45,6 +45,7 @@ from typing import Any, Literal, TextIO
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from relay.li import LawfulIntercept
 from relay.router import Ack, Action, Limits, Publish, Relay
 from relay.store import Store
 from wire import topics
@@ -81,6 +82,7 @@ class RelayService:
         keepalive: int = 30,
         backoff: tuple[float, float] = (0.1, 5.0),
         maintenance_interval: float = 600.0,
+        li_mode: str = "off",
     ) -> None:
         self.host = host
         self.port = port
@@ -98,7 +100,9 @@ class RelayService:
         self.maintenance_interval = maintenance_interval
         self.db_path = Path(db_path)
         self.store = Store(db_path, synchronous=synchronous, keep_captured=keep_captured)
-        self.relay = Relay(self.store, events, limits=limits)
+        # The LI switch (relay/li.py): the only place a tap can be attached.
+        self.li = LawfulIntercept(events, li_mode)
+        self.relay = Relay(self.store, events, limits=limits, observers=[self.li])
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -74,6 +74,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="keep the relay's and devices' stores in DIR (default: a temp dir)",
     )
+    p.add_argument(
+        "--li",
+        choices=("off", "scoped", "blanket"),
+        default="off",
+        help="the relay's lawful-intercept switch: off (default), scoped (warrant "
+        "tasks only), blanket (mirror every envelope to the government tap)",
+    )
+    p.add_argument(
+        "--backdoor",
+        choices=("none", "escrow", "ghost", "global-key"),
+        default="none",
+        help="a mandated change to every client or to the directory: none "
+        "(default), escrow (message keys wrapped to a government key), ghost "
+        "(a hidden government device per user), global-key (one shared key)",
+    )
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--quiet", action="store_true", help="print only the exposure report")
     p.set_defaults(func=run)
@@ -93,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         state=args.state,
         color=args.color,
         quiet=args.quiet,
+        li=args.li,
+        backdoor=args.backdoor,
     )
     try:
         result = asyncio.run(run_demo(opts))

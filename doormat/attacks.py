@@ -1,0 +1,74 @@
+"""The cost of a back door, as attacks that report numbers.
+
+Each attacker gets real stolen bytes - a copy of a private key, a copy of one device's
+SQLite file - and the traffic an attacker can plausibly hold (the relay operator's
+store: what an insider, a breach, or a court order against the operator yields). What
+it reads is then counted by ``doormat.exposure.assess`` like any other observer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
+
+from clients.backdoors import ClientBuild
+from clients.crypto import DeviceCrypto
+from interceptor.readers import DeviceReader, EscrowReader, GlobalKeyReader, Reader
+
+
+def steal_escrow_key(key: X25519PrivateKey) -> EscrowReader:
+    """The escrow private key leaves the government's vault as 32 bytes."""
+    stolen = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return EscrowReader(X25519PrivateKey.from_private_bytes(stolen), name="stolen escrow key")
+
+
+@dataclass
+class DeviceImage:
+    """What an attacker extracts from one device: a copy of its store, taken at ``taken_at``
+    (the number of messages sent so far)."""
+
+    device: str
+    path: Path
+    taken_at: int
+
+    @classmethod
+    def take(cls, device: str, store: Path, into: Path, taken_at: int) -> DeviceImage:
+        into.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite's online backup: a consistent copy of a live database, as a forensic
+        # image of the phone's storage would be.
+        with sqlite3.connect(store) as src, sqlite3.connect(into) as dst:
+            src.backup(dst)
+        return cls(device, into, taken_at)
+
+    def _meta(self, key: str) -> str | None:
+        with sqlite3.connect(self.path) as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def ratchet_reader(self) -> DeviceReader:
+        """The device's own keys, as they were in the image: the ratchet alone."""
+        with sqlite3.connect(self.path) as db:
+            (state,) = db.execute("SELECT state FROM crypto").fetchone()
+        crypto = DeviceCrypto.from_bytes(bytes(state))
+        return DeviceReader({self.device: crypto}, name=f"{self.device} ratchet state")
+
+    def build_readers(self) -> list[Reader]:
+        """Keys baked into the client build found in the image (a mandated build's)."""
+        text = self._meta("client_build")
+        build = ClientBuild.from_json(json.loads(text)) if text else ClientBuild()
+        readers: list[Reader] = []
+        if build.global_key is not None:
+            readers.append(GlobalKeyReader(build.global_key, name="global key from the image"))
+        return readers
+
+    def readers(self) -> list[Reader]:
+        return [self.ratchet_reader(), *self.build_readers()]
