@@ -86,7 +86,7 @@ async def test_blanket_without_back_door_captures_all_and_reads_nothing(
 
 
 async def test_li_off_sends_nothing_to_the_tap(tmp_path: Path) -> None:
-    system, truth, obs = await run(tmp_path, "off", "none")
+    system, _truth, obs = await run(tmp_path, "off", "none")
     try:
         assert system.tap is None
         assert "blanket-tap" not in obs
