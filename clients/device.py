@@ -63,10 +63,7 @@ class Device:
         self._events = events
         self._n_otk = one_time_prekeys
         self._store = DeviceStore(store_path)
-        # The client build is part of the device image: a mandated build's baked-in keys
-        # are on the device's disk like the rest of the app.
-        self.build = build if build is not None else ClientBuild()
-        self._store.set_meta("client_build", json.dumps(self.build.to_json()))
+        self.set_build(build if build is not None else ClientBuild())
         state = self._store.load_crypto()
         if state is None:
             self.crypto = DeviceCrypto.create(self.id, one_time_prekeys=one_time_prekeys)
@@ -86,6 +83,12 @@ class Device:
         self._device_list_ttl = device_list_ttl
         self._prekeys_used = 0
         self._refill: asyncio.Task[None] | None = None
+
+    def set_build(self, build: ClientBuild) -> None:
+        """Install a client build (an update pushed to the device). The build is part of
+        the device image: a mandated build's baked-in keys are on its disk like the app."""
+        self.build = build
+        self._store.set_meta("client_build", json.dumps(build.to_json()))
 
     # -- lifecycle ---------------------------------------------------------------
 

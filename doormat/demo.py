@@ -182,7 +182,7 @@ def observers_of(system: System, image: DeviceImage) -> list[ObserverResult]:
     assert system.relay is not None
     relay_bytes = list(system.relay.captured())
     observers = [assess("relay", relay_bytes, readers=())]
-    if system.tap is not None:
+    if system.tap is not None and (system.li == "blanket" or system.government.ghosts):
         tap_bytes = list(system.tap.captured("mirror")) + list(system.tap.captured("ghost"))
         observers.append(assess("blanket-tap", tap_bytes, readers=system.tap.readers))
     if system.government.escrow_key is not None:

@@ -99,17 +99,18 @@ class System:
         )
         await self.relay.start()
         self._stack.push_async_callback(self._stop_relay)
-        if self.li == "blanket" or self.government.backdoor == "ghost":
-            self.tap = Tap(
-                self.broker.host,
-                self.broker.port,
-                self.account(TAP_ID).password,
-                self.state_dir / "tap.sqlite",
-                self.events,
-                readers=self.government.readers(),
-            )
-            await self.tap.start()
-            self._stack.push_async_callback(self.tap.stop)
+        # The government's tap is always connected; the relay's LI switch decides
+        # whether anything reaches it, and its keys decide what it can read.
+        self.tap = Tap(
+            self.broker.host,
+            self.broker.port,
+            self.account(TAP_ID).password,
+            self.state_dir / "tap.sqlite",
+            self.events,
+            readers=self.government.readers,
+        )
+        await self.tap.start()
+        self._stack.push_async_callback(self.tap.stop)
         for name, ent in self.enterprises.items():
             link = Link(name, self.account(name).password, self.broker.host, self.broker.port)
             async with link:
@@ -120,6 +121,23 @@ class System:
     async def _stop_relay(self) -> None:
         if self.relay is not None:
             await self.relay.stop()
+
+    # -- switches -----------------------------------------------------------------------
+
+    def set_li(self, mode: str) -> None:
+        """Flip the relay's LI switch (off | scoped | blanket) while the system runs."""
+        assert self.relay is not None
+        self.relay.li.set_mode(mode)
+        self.li = mode
+
+    def set_backdoor(self, backdoor: str) -> None:
+        """Impose a mandate: every device from now on runs the mandated client build."""
+        self.government.mandate(backdoor)
+        self.build = self.government.client_build()
+        for dev in self.devices.values():
+            dev.set_build(self.build)
+        self.events.emit("government", "government.mandate", backdoor=backdoor,
+                         build=self.build.name)
 
     async def start_device(self, device: str) -> Device:
         dev = Device(

@@ -17,35 +17,42 @@ from interceptor.readers import DeviceReader, EscrowReader, GlobalKeyReader, Rea
 
 class Government:
     def __init__(self, backdoor: str = "none") -> None:
-        if backdoor not in BACKDOORS:
-            raise ValueError(f"unknown back door {backdoor!r}: use one of {', '.join(BACKDOORS)}")
-        self.backdoor = backdoor
+        self.backdoor = "none"
         self.escrow_key: X25519PrivateKey | None = None
         self.global_key: bytes | None = None
         # Ghost devices the government runs, one per user: device id -> its keys.
         self.ghosts: dict[str, DeviceCrypto] = {}
-        if backdoor == "escrow":
+        self._ghost_reader = DeviceReader(self.ghosts, name="ghost devices' keys")
+        self.mandate(backdoor)
+
+    def mandate(self, backdoor: str) -> None:
+        """Switch the mandated back door. Keys made for an earlier mandate are kept: the
+        traffic they opened stays open to whoever holds them."""
+        if backdoor not in BACKDOORS:
+            raise ValueError(f"unknown back door {backdoor!r}: use one of {', '.join(BACKDOORS)}")
+        self.backdoor = backdoor
+        if backdoor == "escrow" and self.escrow_key is None:
             self.escrow_key = new_escrow_key()
-        elif backdoor == "global-key":
+        elif backdoor == "global-key" and self.global_key is None:
             self.global_key = new_global_key()
 
     def client_build(self) -> ClientBuild:
-        """The build every device must run under this mandate."""
-        if self.escrow_key is not None:
+        """The build every device must run under the current mandate."""
+        if self.backdoor == "escrow" and self.escrow_key is not None:
             public = self.escrow_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
             return ClientBuild(name="escrow", escrow_public_key=public)
-        if self.global_key is not None:
+        if self.backdoor == "global-key" and self.global_key is not None:
             return ClientBuild(name="global-key", global_key=self.global_key)
-        # The ghost back door changes the directory, not the client.
+        # No mandate, or the ghost one, which changes the directory, not the client.
         return ClientBuild()
 
     def readers(self) -> list[Reader]:
-        """The keys the government's own tap holds."""
+        """Every key the government's own tap holds."""
         readers: list[Reader] = []
         if self.escrow_key is not None:
             readers.append(EscrowReader(self.escrow_key))
         if self.global_key is not None:
             readers.append(GlobalKeyReader(self.global_key))
-        if self.backdoor == "ghost":
-            readers.append(DeviceReader(self.ghosts, name="ghost devices' keys"))
+        if self.ghosts:
+            readers.append(self._ghost_reader)
         return readers

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import aiomqtt
@@ -51,11 +51,12 @@ class Tap:
         password: str,
         db_path: str | Path,
         events: EventLog,
-        readers: Sequence[Reader] = (),
+        readers: Sequence[Reader] | Callable[[], Sequence[Reader]] = (),
     ) -> None:
         self._host, self._port, self._password = host, port, password
         self._events = events
-        self.readers = list(readers)
+        # A callable lets the key set change while the tap runs (a new mandate).
+        self._readers = readers
         self._db = sqlite3.connect(db_path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
@@ -148,6 +149,11 @@ class Tap:
         if text is not None:
             fields["text"] = text.decode(errors="replace")
         self._events.emit(TAP_ID, "tap.captured", **fields)
+
+    @property
+    def readers(self) -> list[Reader]:
+        """The keys the tap holds now."""
+        return list(self._readers() if callable(self._readers) else self._readers)
 
     def captured(self, kind: str = "mirror") -> Iterator[bytes]:
         """The envelopes of one kind of capture, in arrival order."""

@@ -88,7 +88,8 @@ async def test_blanket_without_back_door_captures_all_and_reads_nothing(
 async def test_li_off_sends_nothing_to_the_tap(tmp_path: Path) -> None:
     system, _truth, obs = await run(tmp_path, "off", "none")
     try:
-        assert system.tap is None
+        # The tap is connected but the switch is off: it receives nothing at all.
+        assert system.tap is not None and system.tap.count() == 0
         assert "blanket-tap" not in obs
         assert not system.events.events(kind="relay.mirrored")
     finally:
@@ -148,3 +149,29 @@ async def test_forward_secrecy_lost_only_with_the_back_door(tmp_path: Path) -> N
             assert fs["readable_with_whole_image"] == expect_whole
         finally:
             await system.stop()
+
+
+async def test_switching_at_runtime(tmp_path: Path) -> None:
+    """Flip blanket on and impose escrow mid-run: only messages after both changes open."""
+    system = System(default_cast(), state_dir=tmp_path)
+    await system.start()
+    try:
+        first = await converse(system)
+        system.set_li("blanket")
+        system.set_backdoor("escrow")
+        second = await converse(system)
+        assert system.tap is not None
+        envelopes = sum(len(d.sent.devices) for d in system.deliveries.values())
+        for _ in range(300):
+            if system.tap.count("mirror") >= envelopes // 2:
+                break
+            await asyncio.sleep(0.01)
+        image = take_image(system, "carol@globex.phone", len(first) + len(second))
+        obs = by_name(observers_of(system, image))
+        assert obs["blanket-tap"].captured == len(second)
+        assert_reads_exactly(obs["blanket-tap"], second)
+        # The thief with the escrow key reads exactly the escrowed half of the archive.
+        assert_reads_exactly(obs["attacker:escrow-key"], second)
+        assert obs["relay"].captured == len(first) + len(second)
+    finally:
+        await system.stop()
