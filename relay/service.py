@@ -101,8 +101,9 @@ class RelayService:
         self.db_path = Path(db_path)
         self.store = Store(db_path, synchronous=synchronous, keep_captured=keep_captured)
         # The LI switch (relay/li.py): the only place a tap can be attached.
-        self.li = LawfulIntercept(events, li_mode)
+        self.li = LawfulIntercept(events, li_mode, db_path=db_path)
         self.relay = Relay(self.store, events, limits=limits, observers=[self.li])
+        self.relay.x1 = self.li.handle_x1
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -209,6 +210,7 @@ class RelayService:
             with contextlib.suppress(sqlite3.Error):
                 self._emit("relay.stopped", pending=self.store.pending_count())
             self.store.close()
+            self.li.close()
 
     async def _session(self) -> None:
         """One broker connection, from CONNECT to disconnect."""

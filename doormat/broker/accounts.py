@@ -25,7 +25,7 @@ from typing import Any
 
 from wire import ids
 
-ROLES = ("relay", "device", "enterprise", "tap")
+ROLES = ("relay", "device", "enterprise", "tap", "interceptor")
 
 # Service accounts (relay, tap) are not ids of users or enterprises, but their names
 # land in ACL patterns and topics all the same, so they get the same safe alphabet.

@@ -63,6 +63,7 @@ ROLE_RULES: dict[str, tuple[Rule, ...]] = {
     "device": (),
     "enterprise": (),
     "tap": (),
+    "interceptor": (),
 }
 
 

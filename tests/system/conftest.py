@@ -17,7 +17,9 @@ def _kinds() -> list[object]:
 @pytest.fixture(params=_kinds())
 async def system(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[System]:
     kind = request.param
-    if kind == "mosquitto" and not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+    if kind == "mosquitto" and not (
+        shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
+    ):
         pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
     async with System(default_cast(), broker=kind, state_dir=tmp_path / "state") as s:
         yield s
