@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clients.archive import ARCHIVE_KIND, Record, journal_record
 from clients.backdoors import ClientBuild
 from clients.crypto import DeviceCrypto, Sealed
 from clients.crypto.errors import CryptoError
@@ -57,8 +58,12 @@ class Device:
         one_time_prekeys: int = ONE_TIME_PREKEYS,
         device_list_ttl: float = 2.0,
         build: ClientBuild | None = None,
+        archive_key: bytes | None = None,
     ) -> None:
         self.id = creds.device
+        # Our enterprise's disclosed archive key: every message we send or read is
+        # journalled to it (clients/archive.py). None if the enterprise runs no archive.
+        self.archive_key = archive_key
         self.user = creds.user
         self._events = events
         self._n_otk = one_time_prekeys
@@ -118,9 +123,9 @@ class Device:
                 await self._link.request("publish", **self.crypto.publish_material())
                 self._store.set_meta("published", str(now_ms()))
             await self._link.request("sync")
-            for msg_id, recipient, env in self._store.outbox():
-                await self._link.publish("msg", env)
-                self._store.sent(msg_id, recipient)
+            for kind, msg_id, recipient, payload in self._store.outbox():
+                await self._link.publish(kind, payload)
+                self._store.sent(kind, msg_id, recipient)
         except Exception as exc:  # logged, retried on the next connection
             log.warning("%s: start-up exchange with the relay failed: %s", self.id, exc)
             return
@@ -181,8 +186,9 @@ class Device:
                 ext=self.build.extensions(msg_id, self.id, dev, data, sealed),
             )
             envelopes.append((dev, env.encode()))
+        journal = self._journal("out", msg_id, self.id, to_user, ts, data)
         self._store.commit_outgoing(
-            self.crypto.to_bytes(), msg_id, to_user, self.id, ts, data, envelopes
+            self.crypto.to_bytes(), msg_id, to_user, self.id, ts, data, envelopes, journal
         )
         devices = [d for d, _ in envelopes]
         self._events.emit(
@@ -195,8 +201,21 @@ class Device:
         )
         for dev, env_bytes in envelopes:
             await self._link.publish("msg", env_bytes)
-            self._store.sent(msg_id, dev)
+            self._store.sent("msg", msg_id, dev)
+        if journal is not None:
+            await self._link.publish(ARCHIVE_KIND, journal)
+            self._store.sent(ARCHIVE_KIND, msg_id, self.id)
         return Sent(id=msg_id, devices=devices)
+
+    def _journal(
+        self, direction: str, msg_id: str, sender: str, to_user: str | None, ts: int, text: bytes
+    ) -> bytes | None:
+        """The sealed journal record for our enterprise's disclosed archive, if it runs one."""
+        if self.archive_key is None:
+            return None
+        record = Record(self.id, direction, msg_id, sender, to_user, ts,
+                        text.decode(errors="replace"))
+        return journal_record(self.archive_key, record)
 
     # -- receiving -----------------------------------------------------------------
 
@@ -212,26 +231,39 @@ class Device:
             )
             return
         if not self._store.is_processed(env.sender, env.id):
-            self._open(env)
+            journal = self._open(env)
+            if journal is not None:
+                await self._link.publish(ARCHIVE_KIND, journal)
+                self._store.sent(ARCHIVE_KIND, env.id, env.sender)
         # Acknowledge after the commit: if we die before this line the relay re-sends,
         # and the processed-table above turns the repeat into a no-op.
         await self._link.publish("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
 
-    def _open(self, env: Envelope) -> None:
+    def _open(self, env: Envelope) -> bytes | None:
+        """Decrypt and commit one envelope; returns the journal record to send, if any."""
         sealed = Sealed(header=env.header, body=env.body, prekey=env.prekey)
         try:
             text: bytes | None = self.crypto.decrypt(env.sender, sealed)
             reason = None
         except CryptoError as exc:
             text, reason = None, f"{type(exc).__name__}: {exc}"
+        journal = None
+        if text is not None:
+            journal = self._journal("in", env.id, env.sender, None, env.ts, text)
         self._store.commit_incoming(
-            self.crypto.to_bytes(), env.sender, user_of(env.sender), env.id, env.ts, text
+            self.crypto.to_bytes(),
+            env.sender,
+            user_of(env.sender),
+            env.id,
+            env.ts,
+            text,
+            journal,
         )
         if text is None:
             self._events.emit(
                 self.id, "device.unreadable", id=env.id, reason=reason, **{"from": env.sender}
             )
-            return
+            return None
         self._events.emit(
             self.id,
             "device.received",
@@ -242,6 +274,7 @@ class Device:
         )
         if env.prekey is not None:
             self._note_prekey_used()
+        return journal
 
     def _note_prekey_used(self) -> None:
         self._prekeys_used += 1

@@ -11,12 +11,21 @@ Only the enterprise's own users can be enrolled by it, and the relay checks that
 
 from __future__ import annotations
 
+import base64
 import hmac
+import json
+import logging
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from clients.archive import Archive, ArchiveError
 from clients.link import Link
+from wire import topics
+from wire.events import EventLog
 from wire.ids import check_enterprise, check_user, device_id, enterprise_of
+
+log = logging.getLogger(__name__)
 
 
 class EnrolmentError(ValueError):
@@ -73,3 +82,70 @@ async def enrol_at_relay(link: Link, enterprise: Enterprise) -> list[str]:
         answer = await link.request("enrol", user=creds.user, device=creds.device)
         enrolled.append(str(answer["device"]))
     return enrolled
+
+
+class EnterpriseServer:
+    """The enterprise's running server: its link to the relay and, if it runs one, its
+    disclosed compliance archive, fed by the journal records its devices send."""
+
+    def __init__(
+        self,
+        enterprise: Enterprise,
+        password: str,
+        host: str,
+        port: int,
+        events: EventLog,
+        state_dir: str | Path,
+    ) -> None:
+        self.enterprise = enterprise
+        self._events = events
+        self.archive: Archive | None = None
+        if enterprise.archive:
+            self.archive = Archive(
+                enterprise.name, Path(state_dir) / f"archive-{enterprise.name}.sqlite"
+            )
+        self.link = Link(enterprise.name, password, host, port, on_other=self._on_other)
+
+    @property
+    def archive_public_key(self) -> bytes | None:
+        return None if self.archive is None else self.archive.public_key
+
+    async def start(self) -> None:
+        await self.link.start()
+        enrolled = await enrol_at_relay(self.link, self.enterprise)
+        self._events.emit(
+            self.enterprise.name,
+            "enterprise.enrolled",
+            devices=sorted(enrolled),
+            archive=self.archive is not None,
+        )
+
+    async def stop(self) -> None:
+        await self.link.stop()
+        if self.archive is not None:
+            self.archive.close()
+
+    async def _on_other(self, kind: str, payload: bytes) -> None:
+        if kind != topics.ARCHIVE:
+            return
+        if self.archive is None:
+            self._events.emit(
+                self.enterprise.name, "enterprise.rejected", reason="journal record but no archive"
+            )
+            return
+        try:
+            wrapped = json.loads(payload)
+            device = str(wrapped["device"])
+            record = self.archive.ingest(device, base64.b64decode(wrapped["record"]))
+        except (ArchiveError, ValueError, KeyError, TypeError) as exc:
+            self._events.emit(self.enterprise.name, "enterprise.rejected", reason=str(exc))
+            return
+        self._events.emit(
+            self.enterprise.name,
+            "enterprise.archived",
+            device=record.device,
+            direction=record.direction,
+            id=record.id,
+            text=record.text,
+            **{"from": record.sender},
+        )

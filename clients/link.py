@@ -9,7 +9,8 @@ away, and offers two things to its owner:
 * ``request(op, **fields)``, a directory request answered on ``doormat/in/<id>/dir``.
 
 Envelopes arriving on ``doormat/in/<id>/msg`` go to the ``on_envelope`` callback, one at
-a time and in order. The callback must not call ``request`` (the answer could only be
+a time and in order; anything on another kind of inbox topic goes to ``on_other(kind,
+payload)``. The callback must not call ``request`` (the answer could only be
 read by the loop that is waiting for the callback).
 """
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 EnvelopeHandler = Callable[[bytes], Awaitable[None]]
 ConnectHook = Callable[[], Awaitable[None]]
+OtherHandler = Callable[[str, bytes], Awaitable[None]]
 
 
 class LinkError(Exception):
@@ -47,6 +49,7 @@ class Link:
         *,
         on_envelope: EnvelopeHandler | None = None,
         on_connect: ConnectHook | None = None,
+        on_other: OtherHandler | None = None,
         request_timeout: float = 15.0,
     ) -> None:
         self.owner = owner
@@ -55,6 +58,7 @@ class Link:
         self._port = port
         self._on_envelope = on_envelope
         self._on_connect = on_connect
+        self._on_other = on_other
         self._request_timeout = request_timeout
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -169,6 +173,8 @@ class Link:
                 future.set_result(answer)
         elif kind == topics.MSG and self._on_envelope is not None:
             await self._on_envelope(payload)
+        elif self._on_other is not None:
+            await self._on_other(kind, payload)
 
     async def publish(self, kind: str, payload: bytes) -> None:
         """Publish at QoS 1, waiting for a connection; returns after the broker's PUBACK."""

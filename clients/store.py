@@ -26,8 +26,8 @@ CREATE TABLE IF NOT EXISTS history (
     ts INTEGER NOT NULL, text BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
-    id TEXT NOT NULL, recipient TEXT NOT NULL, envelope BLOB NOT NULL,
-    PRIMARY KEY (id, recipient));
+    kind TEXT NOT NULL, id TEXT NOT NULL, recipient TEXT NOT NULL, payload BLOB NOT NULL,
+    PRIMARY KEY (kind, id, recipient));
 """
 
 
@@ -79,11 +79,20 @@ class DeviceStore:
         return row is not None
 
     def commit_incoming(
-        self, state: bytes, sender: str, peer_user: str, msg_id: str, ts: int, text: bytes | None
+        self,
+        state: bytes,
+        sender: str,
+        peer_user: str,
+        msg_id: str,
+        ts: int,
+        text: bytes | None,
+        journal: bytes | None = None,
     ) -> None:
         """Record a processed envelope (with its plaintext, or None if it could not be
-        read) and the crypto state after it, atomically."""
+        read), its journal record if any, and the crypto state after it, atomically."""
         with self._tx():
+            if journal is not None:
+                self._put_journal(msg_id, sender, journal)
             self._put_crypto(state)
             self._db.execute("INSERT INTO processed (sender, id) VALUES (?, ?)", (sender, msg_id))
             if text is not None:
@@ -102,9 +111,11 @@ class DeviceStore:
         ts: int,
         text: bytes,
         envelopes: list[tuple[str, bytes]],
+        journal: bytes | None = None,
     ) -> None:
-        """Record a sent message, its envelopes (the outbox) and the crypto state that
-        sealed them, atomically: a crash after this re-sends the same envelopes."""
+        """Record a sent message, its envelopes (the outbox), its journal record for the
+        enterprise archive if any, and the crypto state that sealed them, atomically: a
+        crash after this re-sends the same bytes."""
         with self._tx():
             self._put_crypto(state)
             self._db.execute(
@@ -113,16 +124,29 @@ class DeviceStore:
                 (msg_id, peer_user, device, ts, text),
             )
             self._db.executemany(
-                "INSERT INTO outbox (id, recipient, envelope) VALUES (?, ?, ?)",
+                "INSERT INTO outbox (kind, id, recipient, payload) VALUES ('msg', ?, ?, ?)",
                 [(msg_id, rcpt, env) for rcpt, env in envelopes],
             )
+            if journal is not None:
+                self._put_journal(msg_id, device, journal)
 
-    def outbox(self) -> list[tuple[str, str, bytes]]:
-        rows = self._db.execute("SELECT id, recipient, envelope FROM outbox").fetchall()
-        return [(r[0], r[1], bytes(r[2])) for r in rows]
+    def outbox(self) -> list[tuple[str, str, str, bytes]]:
+        """(topic kind, message id, recipient, payload) of everything not yet published."""
+        rows = self._db.execute("SELECT kind, id, recipient, payload FROM outbox").fetchall()
+        return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
-    def sent(self, msg_id: str, recipient: str) -> None:
-        self._db.execute("DELETE FROM outbox WHERE id = ? AND recipient = ?", (msg_id, recipient))
+    def sent(self, kind: str, msg_id: str, recipient: str) -> None:
+        self._db.execute(
+            "DELETE FROM outbox WHERE kind = ? AND id = ? AND recipient = ?",
+            (kind, msg_id, recipient),
+        )
+
+    def _put_journal(self, msg_id: str, sender: str, journal: bytes) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO outbox (kind, id, recipient, payload)"
+            " VALUES ('archive', ?, ?, ?)",
+            (msg_id, sender, journal),
+        )
 
     def history(self) -> list[HistoryEntry]:
         rows = self._db.execute(

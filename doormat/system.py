@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.device import Device, Sent
-from clients.enterprise import enrol_at_relay
-from clients.link import Link
+from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import Account
 from doormat.cast import TAP_ID, Cast, enrol
@@ -25,7 +24,7 @@ from interceptor.government import Government
 from interceptor.tap import Tap
 from relay.service import RelayService
 from wire.events import Event, EventLog
-from wire.ids import RELAY_ID
+from wire.ids import RELAY_ID, enterprise_of
 
 
 @dataclass
@@ -79,6 +78,7 @@ class System:
         self.broker: Any = None
         self.relay: RelayService | None = None
         self.tap: Tap | None = None
+        self.servers: dict[str, EnterpriseServer] = {}
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -112,10 +112,17 @@ class System:
         await self.tap.start()
         self._stack.push_async_callback(self.tap.stop)
         for name, ent in self.enterprises.items():
-            link = Link(name, self.account(name).password, self.broker.host, self.broker.port)
-            async with link:
-                await enrol_at_relay(link, ent)
-            self.events.emit(name, "enterprise.enrolled", devices=sorted(ent.devices))
+            server = EnterpriseServer(
+                ent,
+                self.account(name).password,
+                self.broker.host,
+                self.broker.port,
+                self.events,
+                self.state_dir,
+            )
+            await server.start()
+            self._stack.push_async_callback(server.stop)
+            self.servers[name] = server
         await asyncio.gather(*(self.start_device(d) for d in self.credentials))
 
     async def _stop_relay(self) -> None:
@@ -136,8 +143,9 @@ class System:
         self.build = self.government.client_build()
         for dev in self.devices.values():
             dev.set_build(self.build)
-        self.events.emit("government", "government.mandate", backdoor=backdoor,
-                         build=self.build.name)
+        self.events.emit(
+            "government", "government.mandate", backdoor=backdoor, build=self.build.name
+        )
 
     async def start_device(self, device: str) -> Device:
         dev = Device(
@@ -147,6 +155,7 @@ class System:
             self.state_dir / f"{device}.sqlite",
             self.events,
             build=self.build,
+            archive_key=self.servers[enterprise_of(device)].archive_public_key,
         )
         await dev.start()
         self.devices[device] = dev

@@ -13,6 +13,7 @@ Kinds:
     msg   an envelope (device -> relay; relay -> device)
     ack   the device has durably processed an envelope (device -> relay)
     dir   a key-directory request (device -> relay) or its answer (relay -> device)
+    archive  a device's sealed journal record (device -> relay -> its enterprise)
     x1    an LI task (interceptor -> relay) or its answer; x2 / x3 the records a task
           yields (relay -> interceptor), named after ETSI TS 103 221's X1/X2/X3
 """
@@ -29,7 +30,8 @@ DIR = "dir"
 X1 = "x1"  # lawful-intercept task administration (interceptor -> relay, and answers)
 X2 = "x2"  # IRI records (relay -> interceptor): metadata of a task's targets
 X3 = "x3"  # CC records (relay -> interceptor): the envelope bytes, still encrypted
-KINDS = (MSG, ACK, DIR, X1)
+ARCHIVE = "archive"  # a sealed journal record for the sender's enterprise archive
+KINDS = (MSG, ACK, DIR, X1, ARCHIVE)
 
 
 def outbound(owner: str, kind: str) -> str:

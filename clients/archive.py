@@ -1,0 +1,122 @@
+"""An enterprise's disclosed compliance archive (the BES-style journal).
+
+An enterprise that runs one publishes its archive public key (disclosed: every user can
+see that their messages are journalled, unlike a ghost). Its devices then seal a copy of
+every message they send or read to that key (HPKE, RFC 9180) and send it through the
+relay to their enterprise server, which alone can open it. This is the one party in
+the chain that legitimately holds the content of its own users' messages - and so the
+only source of content (CC) for a warrant, checked again by the enterprise itself.
+
+``journal_record`` is what a device does; ``Archive`` is the enterprise side (sans-I/O
+but for its SQLite store).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from clients.crypto import pad, unpad
+from clients.crypto.errors import CryptoError
+
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+_INFO = b"doormat compliance archive v1|"
+ARCHIVE_KIND = "archive"  # topic kind: doormat/out/<device>/archive -> doormat/in/<ent>/archive
+
+
+@dataclass(frozen=True)
+class Record:
+    """One journalled message, as the archiving device saw it."""
+
+    device: str  # the journalling device
+    direction: str  # "out" (it sent it) or "in" (it read it)
+    id: str
+    sender: str  # sending device
+    to_user: str | None  # the addressee (for "out")
+    ts: int  # the sender's timestamp, ms
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "direction": self.direction,
+            "id": self.id,
+            "from": self.sender,
+            "to_user": self.to_user,
+            "ts": self.ts,
+            "text": self.text,
+        }
+
+
+def journal_record(archive_public_key: bytes, record: Record) -> bytes:
+    """Seal a record for the enterprise archive (what a device sends)."""
+    body = json.dumps(record.to_json(), separators=(",", ":")).encode()
+    # Padded like messages, so the relay learns a bucket, not a length.
+    return _SUITE.encrypt(
+        pad(body),
+        X25519PublicKey.from_public_bytes(archive_public_key),
+        info=_INFO + record.device.encode(),
+    )
+
+
+class ArchiveError(ValueError):
+    """A journal record the archive cannot open or does not accept."""
+
+
+class Archive:
+    def __init__(self, enterprise: str, db_path: str | Path, key: X25519PrivateKey | None = None):
+        self.enterprise = enterprise
+        self.key = key if key is not None else X25519PrivateKey.generate()
+        self._db = sqlite3.connect(db_path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS records (device TEXT, direction TEXT, id TEXT,"
+            " sender TEXT, to_user TEXT, ts INTEGER, text TEXT,"
+            " PRIMARY KEY (device, direction, sender, id))"
+        )
+
+    @property
+    def public_key(self) -> bytes:
+        return self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def ingest(self, device: str, sealed: bytes) -> Record:
+        """Open and store one record journalled by ``device`` (the relay vouches for the
+        topic it came on; the record must name the same device)."""
+        try:
+            body = unpad(_SUITE.decrypt(sealed, self.key, info=_INFO + device.encode()))
+            obj = json.loads(body)
+            rec = Record(
+                device=str(obj["device"]),
+                direction=str(obj["direction"]),
+                id=str(obj["id"]),
+                sender=str(obj["from"]),
+                to_user=None if obj["to_user"] is None else str(obj["to_user"]),
+                ts=int(obj["ts"]),
+                text=str(obj["text"]),
+            )
+        except (InvalidTag, CryptoError, ValueError, KeyError, TypeError) as exc:
+            raise ArchiveError(f"journal record from {device} does not open: {exc}") from None
+        if rec.device != device or rec.direction not in ("in", "out"):
+            raise ArchiveError(f"journal record from {device} names {rec.device}")
+        self._db.execute(
+            "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rec.device, rec.direction, rec.id, rec.sender, rec.to_user, rec.ts, rec.text),
+        )
+        return rec
+
+    def records(self) -> list[Record]:
+        rows = self._db.execute(
+            "SELECT device, direction, id, sender, to_user, ts, text FROM records ORDER BY ts"
+        ).fetchall()
+        return [Record(*row) for row in rows]
