@@ -16,14 +16,25 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clients.archive import Archive, ArchiveError
+from clients.archive import Archive, ArchiveError, Record
 from clients.link import Link
+from interceptor.handover import seal_record
+from interceptor.trust import AgencyPublicKey, TrustStore
+from interceptor.warrant import (
+    Decision,
+    Policy,
+    Warrant,
+    WarrantState,
+    check_warrant_bytes,
+    parse_warrant,
+)
 from wire import topics
 from wire.events import EventLog
-from wire.ids import check_enterprise, check_user, device_id, enterprise_of
+from wire.ids import check_enterprise, check_user, device_id, enterprise_of, user_of
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +116,8 @@ class EnterpriseServer:
                 enterprise.name, Path(state_dir) / f"archive-{enterprise.name}.sqlite"
             )
         self.link = Link(enterprise.name, password, host, port, on_other=self._on_other)
+        self.cases: dict[str, ArchiveCase] = {}
+        self._warrants = WarrantState()  # our own replay/generation memory
 
     @property
     def archive_public_key(self) -> bytes | None:
@@ -140,6 +153,7 @@ class EnterpriseServer:
         except (ArchiveError, ValueError, KeyError, TypeError) as exc:
             self._events.emit(self.enterprise.name, "enterprise.rejected", reason=str(exc))
             return
+        self._push_to_cases(record)
         self._events.emit(
             self.enterprise.name,
             "enterprise.archived",
@@ -148,4 +162,106 @@ class EnterpriseServer:
             id=record.id,
             text=record.text,
             **{"from": record.sender},
+        )
+
+    # -- warrants (CC from the archive) -------------------------------------------------
+
+    def accept_warrant(
+        self,
+        data: bytes,
+        *,
+        agency: AgencyPublicKey,
+        trust: TrustStore,
+        policy: Policy,
+        now: int,
+        deliver: Callable[[str, list[bytes]], None],
+    ) -> Decision:
+        """Check a warrant *ourselves* (the interceptor's word is not enough) and, if it
+        holds, export our targeted users' archived messages inside its window - now, and
+        prospectively as they are archived - sealed to the agency's pinned key."""
+        own = {d for d in self.enterprise.devices} | {
+            c.user for c in self.enterprise.devices.values()
+        }
+
+        def directory(fmt: str, value: str) -> bool:
+            # Targets in other enterprises are theirs to check; ours must exist.
+            return enterprise_of(value) != self.enterprise.name or value in own
+
+        decision = check_warrant_bytes(
+            data, trust=trust, policy=policy, state=self._warrants, now=now, directory=directory
+        )
+        self._events.emit(
+            self.enterprise.name,
+            "enterprise.warrant_checked",
+            accepted=decision.accepted,
+            reason=decision.reason,
+            authorisation_id=decision.authorisation_id,
+        )
+        if not decision.accepted or self.archive is None:
+            return decision
+        self._warrants.apply(decision)
+        warrant = parse_warrant(data)
+        if agency.fingerprint != warrant.delivery.key_fingerprint:
+            raise ValueError("the agency key is not the one the warrant names")
+        case = ArchiveCase(warrant, agency, deliver)
+        self.cases[warrant.authorisation_id] = case
+        for record in self.archive.records():
+            self._push(case, record)
+        return decision
+
+    def _push_to_cases(self, record: Record) -> None:
+        for case in list(self.cases.values()):
+            self._push(case, record)
+
+    def _push(self, case: ArchiveCase, record: Record) -> None:
+        sealed = case.export(record)
+        if sealed is not None:
+            self._events.emit(
+                self.enterprise.name,
+                "enterprise.cc_exported",
+                liid=case.warrant.liid,
+                id=record.id,
+                **{"from": record.sender},
+            )
+            case.deliver(case.warrant.authorisation_id, [sealed])
+
+
+@dataclass
+class ArchiveCase:
+    """One warrant this enterprise accepted: which of its archived messages it covers."""
+
+    warrant: Warrant
+    agency: AgencyPublicKey
+    deliver: Callable[[str, list[bytes]], None]
+    exported: set[tuple[str, str]] = field(default_factory=set)
+
+    def covers(self, record: Record) -> bool:
+        w = self.warrant
+        if not w.not_before * 1000 <= record.ts < w.not_after * 1000:
+            return False
+        for t in w.targets:
+            if t.format == "device" and t.value == record.device:
+                return True
+            if t.format == "user" and user_of(record.device) == t.value:
+                return True
+        return False
+
+    def export(self, record: Record) -> bytes | None:
+        key = (record.sender, record.id)
+        if key in self.exported or not self.covers(record):
+            return None
+        self.exported.add(key)
+        return seal_record(
+            self.agency.public_key,
+            {
+                "liid": self.warrant.liid,
+                "category": "CC",
+                "sequence": len(self.exported),
+                "source": f"archive:{enterprise_of(record.device)}",
+                "id": record.id,
+                "from": record.sender,
+                "to": record.to_user or record.device,
+                "ts": record.ts,
+                "plaintext": record.text,
+            },
         )

@@ -105,6 +105,8 @@ def generated_cast(n_users: int) -> Cast:
 
 # The government's tap logs in as this account (read-only: its own inbox).
 TAP_ID = "tap"
+# The scoped interceptor: provisions X1 tasks at the relay, receives X2/X3 records.
+INTERCEPTOR_ID = "interceptor"
 
 
 @dataclass
@@ -135,6 +137,7 @@ def enrol(cast: Cast) -> Enrolment:
                 credentials[creds.device] = creds
     accounts = [Account(RELAY_ID, generate_password(), "relay")]
     accounts.append(Account(TAP_ID, generate_password(), "tap"))
+    accounts.append(Account(INTERCEPTOR_ID, generate_password(), "interceptor"))
     accounts += [Account(name, generate_password(), "enterprise") for name in enterprises]
     accounts += [Account(c.device, c.password, "device") for c in credentials.values()]
     return Enrolment(enterprises, credentials, accounts)

@@ -21,6 +21,7 @@ from doormat.cast import Cast, default_cast, generated_cast
 from doormat.exposure import ObserverResult, assess, report
 from doormat.narrate import Narrator
 from doormat.system import Delivery, System
+from interceptor.ledger_store import verify as verify_ledger
 from wire import envelope as wire_envelope
 from wire.events import Event
 
@@ -93,14 +94,15 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
     async with System(
         cast, broker=opts.broker, state_dir=opts.state, li=opts.li, backdoor=opts.backdoor
     ) as system:
-        relay_seen: dict[tuple[str, str], list[Event]] = {}
-        tap_seen: dict[tuple[str, str], list[Event]] = {}
+        seen: dict[str, dict[tuple[str, str], list[Event]]] = {
+            "relay.accepted": {},
+            "tap.captured": {},
+            "agency.received": {},
+        }
 
         def on_event(e: Event) -> None:
-            if e["kind"] == "relay.accepted":
-                relay_seen.setdefault((e["from"], e["id"]), []).append(e)
-            elif e["kind"] == "tap.captured":
-                tap_seen.setdefault((e["from"], e["id"]), []).append(e)
+            if e["kind"] in seen:
+                seen[e["kind"]].setdefault((e["from"], e["id"]), []).append(e)
 
         system.events.subscribe(on_event)
         say.say(
@@ -112,19 +114,29 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         image: DeviceImage | None = None
         say.heading(f"{len(conversation)} messages, end-to-end encrypted")
         for i, (device, to_user, text) in enumerate(conversation, 1):
+            if i == len(conversation) // 2 + 1 and opts.li == "scoped":
+                await scoped_case(system, say)
             if i == len(conversation) // 2 + 1:
                 image = take_image(system, victim, i - 1)
-                say.say(say.paint(
-                    f"-- an attacker extracts an image of {victim} now, after "
-                    f"{i - 1} messages --", "magenta"))
+                say.say(
+                    say.paint(
+                        f"-- an attacker extracts an image of {victim} now, after "
+                        f"{i - 1} messages --",
+                        "magenta",
+                    )
+                )
             delivery = await system.send(device, to_user, text)
             await system.wait_delivered(delivery)
             await _settle(system, delivery, opts.li)
-            _narrate_message(say, i, delivery, relay_seen.get((device, delivery.sent.id), []),
-                             tap_seen.get((device, delivery.sent.id), []), system)
+            if opts.li == "scoped":
+                await asyncio.sleep(0.05)  # the agency's copies travel relay -> interceptor
+            key = (device, delivery.sent.id)
+            _narrate_message(say, i, delivery, {k: v.get(key, []) for k, v in seen.items()}, system)
         if image is None:
             image = take_image(system, victim, len(conversation))
+        await asyncio.sleep(0.2)  # let the last X2/X3 records and journal copies land
         observers = observers_of(system, image)
+        ledger = _close_ledger(system, say)
         before = {(d.sender, d.sent.id) for d in list(system.deliveries.values())[: image.taken_at]}
         fs = forward_secrecy(system, image, before)
         result = report(
@@ -141,6 +153,7 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
             observers=observers,
             alarms=[],
             forward_secrecy=fs,
+            ledger=ledger,
             elapsed_s=round(time.monotonic() - started, 3),
         )
     # The report is printed even with --quiet: it is the result.
@@ -149,6 +162,79 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         opts.report.write_text(json.dumps(result, indent=2) + "\n")
         say.say(f"Report written to {opts.report}")
     return result
+
+
+# The scoped case's targets: one user whose enterprise archives, one whose does not.
+SCOPED_TARGETS = ("user:alice@acme", "user:carol@globex")
+
+
+async def scoped_case(system: System, say: Narrator) -> None:
+    """Four refused warrants, then one accepted: narrated step by step."""
+    say.heading("A scoped, warranted case (no back door)")
+    # A window that starts on a fresh second: everything sent so far is outside it.
+    await asyncio.sleep(1.01 - time.time() % 1)
+    now = int(time.time())
+    legal = system.legal
+    good = legal.warrant(
+        case="OP-DOORMAT-1",
+        targets=list(SCOPED_TARGETS),
+        categories=["IRI", "CC"],
+        not_before=now,
+        not_after=now + 3600,
+    )
+    forged = json.loads(good.encode())
+    forged["targets"][0]["value"] = "bob@acme"  # changed after both approvers signed
+    attempts = [
+        ("forged (target changed after signing)", json.dumps(forged).encode()),
+        (
+            "expired",
+            legal.warrant(
+                case="OP-OLD",
+                targets=["user:alice@acme"],
+                categories=["IRI"],
+                not_before=now - 7200,
+                not_after=now - 3600,
+            ).encode(),
+        ),
+        (
+            "wildcard target",
+            legal.warrant(
+                case="OP-ALL",
+                targets=["user:*"],
+                categories=["IRI", "CC"],
+                not_before=now,
+                not_after=now + 3600,
+            ).encode(),
+        ),
+        ("valid: exact targets, both approvals, one hour", good.encode()),
+        ("replayed (the same warrant again)", good.encode()),
+    ]
+    for label, data in attempts:
+        decision = await system.submit_warrant(data)
+        if decision.accepted:
+            say.party(
+                "interceptor", say.paint(f"ACCEPTED {label}: {decision.message}", "green"), "green"
+            )
+        else:
+            say.party(
+                "interceptor", f"REFUSED {label}: {decision.reason} - {decision.message}", "yellow"
+            )
+    say.say(
+        "Each decision was written to the audit ledger before anything was provisioned. "
+        f"Targets: {', '.join(SCOPED_TARGETS)}; acme runs a disclosed archive, globex "
+        "does not."
+    )
+
+
+def _close_ledger(system: System, say: Narrator) -> dict[str, Any]:
+    """Sign a checkpoint and verify the whole ledger, as oversight would."""
+    assert system.ledger is not None
+    system.ledger.checkpoint()
+    result = verify_ledger(system.ledger.path, [system.ledger_signer.verifier()])
+    system.events.emit(
+        "oversight", "ledger.verified", ok=result.ok, problems=[str(p) for p in result.problems]
+    )
+    return {"entries": system.ledger.size, "verified": result.ok}
 
 
 def take_image(system: System, device: str, taken_at: int) -> DeviceImage:
@@ -185,11 +271,34 @@ def observers_of(system: System, image: DeviceImage) -> list[ObserverResult]:
     if system.tap is not None and (system.li == "blanket" or system.government.ghosts):
         tap_bytes = list(system.tap.captured("mirror")) + list(system.tap.captured("ghost"))
         observers.append(assess("blanket-tap", tap_bytes, readers=system.tap.readers))
+    received = system.agency.received
+    if received:
+        captured, readable, iri = system.agency.exposure()
+        observers.append(
+            ObserverResult("agency", captured, readable, iri, keys=["agency delivery key"])
+        )
+    for name, server in system.servers.items():
+        if server.archive is not None:
+            records = server.archive.records()
+            messages = {(r.sender, r.id) for r in records}
+            # Each record was opened (HPKE) with the archive key by ingest(): real reads.
+            observers.append(
+                ObserverResult(
+                    f"enterprise:{name}",
+                    len(messages),
+                    len(messages),
+                    len(records),
+                    keys=[f"{name} archive key"],
+                )
+            )
     if system.government.escrow_key is not None:
-        observers.append(assess(
-            "attacker:escrow-key", relay_bytes,
-            readers=[steal_escrow_key(system.government.escrow_key)],
-        ))
+        observers.append(
+            assess(
+                "attacker:escrow-key",
+                relay_bytes,
+                readers=[steal_escrow_key(system.government.escrow_key)],
+            )
+        )
     observers.append(assess("attacker:device-image", relay_bytes, readers=image.readers()))
     return observers
 
@@ -242,8 +351,7 @@ def _narrate_message(
     say: Narrator,
     i: int,
     delivery: Delivery,
-    relay_events: list[Event],
-    tap_events: list[Event],
+    seen: dict[str, list[Event]],
     system: System,
 ) -> None:
     sender_user, _, device_name = delivery.sender.rpartition(".")
@@ -253,20 +361,42 @@ def _narrate_message(
         f"({device_name}) writes to {delivery.to_user}: {say.paint(repr(delivery.text), 'green')}",
         "green",
     )
-    for e in relay_events:
+    for e in seen["relay.accepted"]:
         say.party(
             "relay",
             f"sees {e['from']} -> {e['to']}, {e['bucket']}-byte ciphertext "
             f"{say.paint(_excerpt(str(e.get('excerpt', ''))), 'yellow')}  [cannot read: no key]",
             "yellow",
         )
-    for e in tap_events:
+    for e in seen["agency.received"]:
         if e.get("readable"):
-            say.party("tap", f"captured {e['from']} -> {e['to']} and READS: "
-                      f"{say.paint(repr(e.get('text')), 'red')}", "red")
+            say.party(
+                "agency",
+                f"{e['category']} from {e['source']}: READS "
+                f"{say.paint(repr(e.get('text')), 'red')}",
+                "red",
+            )
         else:
-            say.party("tap", f"captured {e['from']} -> {e['to']}  [cannot read: no key opens it]",
-                      "yellow")
+            what = "metadata" if e["category"] == "IRI" else "ciphertext it cannot open"
+            say.party(
+                "agency",
+                f"{e['category']} from {e['source']}: {e['from']} -> {e['to']} ({what})",
+                "yellow",
+            )
+    for e in seen["tap.captured"]:
+        if e.get("readable"):
+            say.party(
+                "tap",
+                f"captured {e['from']} -> {e['to']} and READS: "
+                f"{say.paint(repr(e.get('text')), 'red')}",
+                "red",
+            )
+        else:
+            say.party(
+                "tap",
+                f"captured {e['from']} -> {e['to']}  [cannot read: no key opens it]",
+                "yellow",
+            )
     readers = sorted(delivery.delivered_to)
     for dev in readers:
         texts = [
@@ -311,14 +441,32 @@ def _narrate_cost(say: Narrator, result: dict[str, Any]) -> None:
     say.heading("What it cost")
     tap = obs.get("blanket-tap")
     if tap is not None:
-        say.say(f"The blanket tap captured {tap['captured']} of {sent} messages and read "
-                f"{tap['readable']}" + (" - end-to-end encryption holds." if tap["readable"] == 0
-                                        else " - through the back door."))
+        say.say(
+            f"The blanket tap captured {tap['captured']} of {sent} messages and read "
+            f"{tap['readable']}"
+            + (
+                " - end-to-end encryption holds."
+                if tap["readable"] == 0
+                else " - through the back door."
+            )
+        )
     escrow = obs.get("attacker:escrow-key")
     if escrow is not None:
-        say.say(say.paint(
-            f"Whoever steals the one escrow key reads {escrow['readable']} of {sent} messages: "
-            "every user of every enterprise, past and future.", "red"))
+        say.say(
+            say.paint(
+                f"Whoever steals the one escrow key reads {escrow['readable']} of {sent} messages: "
+                "every user of every enterprise, past and future.",
+                "red",
+            )
+        )
+    agency = obs.get("agency")
+    if agency is not None:
+        say.say(
+            f"The agency holds {agency['metadata_records']} metadata records about "
+            f"{agency['captured']} messages of its targets inside the warrant's window, and "
+            f"reads {agency['readable']}: those a disclosed enterprise archive could export. "
+            "The rest stayed end-to-end ciphertext - and no one else's messages were touched."
+        )
     image = obs["attacker:device-image"]
     say.say(
         f"One stolen image of {fs['device']} (taken after message "
@@ -328,11 +476,19 @@ def _narrate_cost(say: Narrator, result: dict[str, Any]) -> None:
         f"Of the {fs['messages_before']} messages sent before the theft, the ratchet state "
         f"alone opens {fs['readable_with_ratchet_alone']} (forward secrecy); everything in "
         f"the image opens {fs['readable_with_whole_image']}"
-        + (" - the global key baked into the app undoes forward secrecy for everyone."
-           if backdoor == "global-key" else ".")
+        + (
+            " - the global key baked into the app undoes forward secrecy for everyone."
+            if backdoor == "global-key"
+            else "."
+        )
     )
     alarms = result.get("alarms") or []
     if alarms:
         users = sorted({a["user"] for a in alarms})
-        say.say(say.paint(f"Key transparency raised {len(alarms)} alarm(s): a device nobody "
-                          f"enrolled appeared for {', '.join(users)}.", "red"))
+        say.say(
+            say.paint(
+                f"Key transparency raised {len(alarms)} alarm(s): a device nobody "
+                f"enrolled appeared for {', '.join(users)}.",
+                "red",
+            )
+        )

@@ -19,12 +19,20 @@ from clients.device import Device, Sent
 from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import Account
-from doormat.cast import TAP_ID, Cast, enrol
+from doormat.cast import INTERCEPTOR_ID, TAP_ID, Cast, enrol
+from doormat.legal import LegalWorld
+from interceptor.agency import Agency
 from interceptor.government import Government
+from interceptor.ledger import DEFAULT_ORIGIN
+from interceptor.ledger_store import Ledger
+from interceptor.scoped import Deliver, ScopedInterceptor
+from interceptor.service import InterceptorService
 from interceptor.tap import Tap
+from interceptor.warrant import Decision
 from relay.service import RelayService
-from wire.events import Event, EventLog
+from wire.events import Event, EventLog, now_ms
 from wire.ids import RELAY_ID, enterprise_of
+from wire.note import Signer
 
 
 @dataclass
@@ -79,6 +87,12 @@ class System:
         self.relay: RelayService | None = None
         self.tap: Tap | None = None
         self.servers: dict[str, EnterpriseServer] = {}
+        # The legal side: court, agency, policy; the interceptor and its audit ledger.
+        self.legal = LegalWorld()
+        self.agency = Agency(self.legal.agency, self.events)
+        self.ledger_signer = Signer.generate(DEFAULT_ORIGIN)
+        self.ledger: Ledger | None = None
+        self.interceptor: InterceptorService | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -123,7 +137,59 @@ class System:
             await server.start()
             self._stack.push_async_callback(server.stop)
             self.servers[name] = server
+        await self._start_interceptor()
         await asyncio.gather(*(self.start_device(d) for d in self.credentials))
+
+    async def _start_interceptor(self) -> None:
+        self.ledger = Ledger(self.state_dir / "ledger.sqlite", signer=self.ledger_signer)
+        self._stack.callback(self.ledger.close)
+        known_users = {u.user for u in self.cast.users}
+        known_devices = set(self.credentials)
+        core = ScopedInterceptor(
+            self.ledger,
+            trust=self.legal.trust,
+            policy=self.legal.policy,
+            agency=self.legal.agency.public,
+            directory=lambda fmt, v: v in (known_devices if fmt == "device" else known_users),
+            archives=lambda ent: ent in self.servers and self.servers[ent].archive is not None,
+            events=self.events,
+            clock_ms=now_ms,
+        )
+        self.interceptor = InterceptorService(
+            core,
+            self.broker.host,
+            self.broker.port,
+            self.account(INTERCEPTOR_ID).password,
+            self.events,
+            deliver=self.agency.receive,
+            ask_enterprise=self._ask_enterprise,
+        )
+        await self.interceptor.start()
+        self._stack.push_async_callback(self.interceptor.stop)
+
+    def _ask_enterprise(self, enterprise: str, warrant: bytes) -> None:
+        """The interceptor serves the warrant on the enterprise, which checks it itself."""
+        assert self.interceptor is not None
+        core = self.interceptor.core
+
+        def deliver(authorisation_id: str, sealed: list[bytes]) -> None:
+            for action in core.on_archive_export(enterprise, authorisation_id, sealed):
+                if isinstance(action, Deliver):
+                    self.agency.receive(action.sealed)
+
+        self.servers[enterprise].accept_warrant(
+            warrant,
+            agency=self.legal.agency.public,
+            trust=self.legal.trust,
+            policy=self.legal.policy,
+            now=now_ms() // 1000,
+            deliver=deliver,
+        )
+
+    async def submit_warrant(self, warrant: bytes) -> Decision:
+        """Hand a warrant (JSON bytes) to the scoped interceptor (HI-1)."""
+        assert self.interceptor is not None
+        return await self.interceptor.submit(warrant)
 
     async def _stop_relay(self) -> None:
         if self.relay is not None:

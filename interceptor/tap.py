@@ -12,25 +12,18 @@ from, to, size, readable, and ``text`` when it read it), ``tap.rejected`` (reaso
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
-import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import aiomqtt
-
+from clients.link import Link
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
-from wire import topics
 from wire.envelope import EnvelopeError
 from wire.events import EventLog
-
-log = logging.getLogger(__name__)
 
 TAP_ID = "tap"
 
@@ -53,61 +46,23 @@ class Tap:
         events: EventLog,
         readers: Sequence[Reader] | Callable[[], Sequence[Reader]] = (),
     ) -> None:
-        self._host, self._port, self._password = host, port, password
         self._events = events
         # A callable lets the key set change while the tap runs (a new mandate).
         self._readers = readers
         self._db = sqlite3.connect(db_path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self._stop = asyncio.Event()
+        self._link = Link(TAP_ID, password, host, port, on_other=self._on_message)
 
     async def start(self, timeout: float = 15.0) -> None:
-        self._task = asyncio.create_task(self._run(), name="tap")
-        async with asyncio.timeout(timeout):
-            await self._ready.wait()
+        await self._link.start(timeout)
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                async with asyncio.timeout(5):
-                    await self._task
+        await self._link.stop()
         self._db.close()
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                async with aiomqtt.Client(
-                    self._host,
-                    self._port,
-                    username=TAP_ID,
-                    password=self._password,
-                    identifier=TAP_ID,
-                    clean_session=False,
-                ) as client:
-                    await client.subscribe(f"{topics.IN}/{TAP_ID}/#", qos=1)
-                    self._ready.set()
-                    reader = asyncio.create_task(self._read(client))
-                    stop = asyncio.create_task(self._stop.wait())
-                    await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    stop.cancel()
-                    if not reader.done():
-                        reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await reader
-                        return
-                    reader.result()
-            except aiomqtt.MqttError as exc:
-                log.info("tap: connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(0.2)
-
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            kind = str(message.topic).rsplit("/", 1)[-1]
-            self.capture(kind, bytes(message.payload))  # type: ignore[arg-type]
+    async def _on_message(self, kind: str, payload: bytes) -> None:
+        self.capture(kind, payload)
 
     def capture(self, kind: str, payload: bytes) -> None:
         """Store one mirror record (or ghost envelope) and try every key on it."""
