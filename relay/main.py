@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from relay.li import MODES
 from relay.service import JsonLinesLog, RelayError, RelayService
 from wire.ids import RELAY_ID
 
@@ -113,6 +114,14 @@ def add_arguments(parser: argparse.ArgumentParser, *, password_required: bool = 
         help="clear an envelope's bytes once it is acknowledged (default: keep them, as "
         "an operator that keeps everything would)",
     )
+    parser.add_argument(
+        "--li",
+        choices=MODES,
+        default="off",
+        help="the lawful-intercept switch: off, scoped (only warrant tasks provisioned "
+        "over X1 by the interceptor) or blanket (mirror every envelope to the tap); "
+        "default %(default)s",
+    )
     parser.add_argument("--log-level", default="warning", help="Python logging level")
 
 
@@ -163,6 +172,7 @@ def run_from_args(args: argparse.Namespace, password: str | None = None) -> int:
         "identifier": args.identifier,
         "synchronous": str(args.synchronous).upper(),
         "keep_captured": not args.no_keep_captured,
+        "li_mode": args.li,
     }
     if args.subscription:
         options["subscription"] = args.subscription
