@@ -18,6 +18,19 @@ forever); so is an unexpected exception (a bug: logged with its traceback, reaso
 everything behind it. ``handle`` raises only if the store itself fails
 (``sqlite3.OperationalError`` and kin: the disk, not the input); then nothing was
 acknowledged and the caller must drop the connection so the broker redelivers.
+
+Key transparency (docs/key-transparency.md): the directory is also an append-only Merkle
+log (``relay.kt``). ``devices``, ``bundles`` and ``monitor`` answers carry a ``kt`` object
+(signed checkpoint, each listed device's entry with an inclusion proof, and a
+consistency proof from the requester's ``since``). The relay signs checkpoints with a
+signing key of its own; it still holds no key that decrypts anything.
+
+The ``ghost`` back door (off by default, ``set_ghost``): the tap account may enrol and
+publish a government device ``<user>.gov`` for any user; while ghost mode is on, device
+lists and bundles include it (with its log entry and proof, as for any device) and
+envelopes addressed to it are handed to the tap (``doormat/in/tap/ghost``) and marked
+delivered at once. ``set_split_view`` makes the directory show some users a log without
+the ghost entries: a fork that devices detect by comparing checkpoints.
 """
 
 from __future__ import annotations
@@ -27,11 +40,21 @@ import binascii
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from relay.kt import (
+    GHOST_KIND,
+    GHOST_NAME,
+    KT_ORIGIN,
+    TAP_ID,
+    DirectoryLog,
+    DirectoryLogError,
+    LogRow,
+    ghost_device,
+)
 from relay.store import (
     DirectoryError,
     OneTimePrekey,
@@ -50,6 +73,7 @@ from wire.ids import (
     is_device,
     user_of,
 )
+from wire.note import Signer
 
 ACTOR = RELAY_ID
 log = logging.getLogger(__name__)
@@ -92,6 +116,7 @@ class Limits:
     max_otpks_per_publish: int = 200
     max_otpks_held: int = 1000
     max_devices_per_request: int = 64  # the optional 'devices' of a bundles request
+    max_monitor_entries: int = 512  # log entries about one user in a monitor answer
     excerpt_bytes: int = 16  # of ciphertext shown in relay.accepted
 
 
@@ -125,12 +150,62 @@ class Relay:
         limits: Limits | None = None,
         observers: Sequence[Observer] = (),
         clock: Callable[[], int] = now_ms,
+        kt_signer: Signer | None = None,
+        ghost: bool = False,
     ) -> None:
         self.store = store
         self.events = events
         self.limits = limits or Limits()
         self.observers = list(observers)
         self.clock = clock
+        # Key transparency. Without a signer (unit tests) an ephemeral key signs: clients
+        # that pinned another key refuse its checkpoints, as they should.
+        self.kt = DirectoryLog(kt_signer or Signer.generate(KT_ORIGIN))
+        self.store.kt_backfill()  # devices published before the log existed
+        self._kt_sync()
+        self.ghost = ghost
+        self._hidden_from: frozenset[str] = frozenset()
+
+    # -- key transparency and the ghost switch ----------------------------------------
+
+    @property
+    def directory_vkey(self) -> str:
+        """The verifier key of the directory's checkpoints: what clients pin."""
+        return self.kt.vkey
+
+    def set_ghost(self, on: bool) -> list[Action]:
+        """The ghost back door: while on, the tap may enrol and publish ``<user>.gov``
+        devices, which are listed to every device and whose envelopes go to the tap."""
+        out: list[Action] = []
+        self.ghost = bool(on)
+        self._event(out, "relay.ghost", on=self.ghost)
+        return out
+
+    def set_split_view(self, hidden_from: Collection[str] | None) -> list[Action]:
+        """Show the devices of these users the *hidden* view of the log (ghost entries
+        replaced, ghost devices never listed); everyone else sees the full log. None or
+        empty: one honest view for all."""
+        out: list[Action] = []
+        self._hidden_from = frozenset(hidden_from or ())
+        self._event(out, "relay.split_view", hidden_from=sorted(self._hidden_from))
+        return out
+
+    def _kt_sync(self) -> None:
+        """Bring the in-memory tree up to the stored log (rows another worker or a
+        publish of ours appended)."""
+        self.kt.extend(self.store.kt_rows(self.kt.size))
+
+    def _hidden(self, requester: str) -> bool:
+        return bool(self._hidden_from) and user_of(requester) in self._hidden_from
+
+    def _kt_answer(
+        self, requester: str, rows: Sequence[LogRow], since: int | None
+    ) -> dict[str, Any]:
+        self._kt_sync()
+        try:
+            return self.kt.answer(rows, since=since, hidden=self._hidden(requester))
+        except DirectoryLogError as exc:
+            raise Rejected(str(exc)) from None
 
     # -- entry points -------------------------------------------------------------
 
@@ -215,9 +290,18 @@ class Relay:
             raise Rejected("sender mismatch", op="msg", **ids)
         if not self.store.is_enrolled(owner):
             raise Rejected("sender not enrolled", op="msg", **ids)
-        if not self.store.is_enrolled(env.recipient):
+        enrolled_by = self.store.enrolled_by(env.recipient)
+        to_ghost = enrolled_by == TAP_ID
+        if enrolled_by is None or (to_ghost and not self.ghost):
             raise Rejected("unknown recipient", op="msg", **ids)
-        seq = self.store.accept(env.sender, env.id, env.recipient, payload, self.clock())
+        now = self.clock()
+        if to_ghost:
+            # An envelope for a ghost device goes to the tap and is done with at once:
+            # nobody will ever acknowledge it, so it is stored as delivered (one
+            # transaction).
+            seq = self.store.accept(env.sender, env.id, env.recipient, payload, now, delivered=True)
+        else:
+            seq = self.store.accept(env.sender, env.id, env.recipient, payload, now)
         if seq is None:
             # Already accepted (maybe already delivered and acked): store nothing,
             # forward nothing, but let the broker forget it.
@@ -236,8 +320,12 @@ class Relay:
             excerpt=env.body[: self.limits.excerpt_bytes].hex(),
             **ids,
         )
-        out.append(Publish(topics.inbox(env.recipient, topics.MSG), payload))
-        self._event(out, "relay.delivered", seq=seq, reason="route", **ids)
+        if to_ghost:
+            out.append(Publish(topics.inbox(TAP_ID, GHOST_KIND), payload))
+            self._event(out, "relay.delivered", seq=seq, reason="ghost", **ids)
+        else:
+            out.append(Publish(topics.inbox(env.recipient, topics.MSG), payload))
+            self._event(out, "relay.delivered", seq=seq, reason="route", **ids)
         for observer in self.observers:
             out.extend(observer.on_accepted(env, payload, seq))
 
@@ -278,10 +366,19 @@ class Relay:
             "publish": self._op_publish,
             "devices": self._op_devices,
             "bundles": self._op_bundles,
+            "monitor": self._op_monitor,
             "sync": self._op_sync,
         }
         if not isinstance(op, str) or op not in handlers:
             raise Rejected(f"unknown op {str(op)[:40]!r}", req=req)
+        if owner == TAP_ID:
+            # The government tap is no enterprise and no device: all it may do here is
+            # give the ghost back door its keys, and only while the switch is on.
+            handlers = {"enrol": self._op_ghost_enrol, "publish": self._op_ghost_publish}
+            if op not in handlers:
+                raise Rejected("the tap may only enrol and publish ghost devices", req=req, op=op)
+            if not self.ghost:
+                raise Rejected("ghost mode is off", req=req, op=op)
         try:
             answer = handlers[op](out, owner, obj)
         except Rejected as refusal:
@@ -303,6 +400,8 @@ class Relay:
             raise Rejected(f"user {user} is not of enterprise {owner}")
         if user_of(device) != user:
             raise Rejected(f"device {device} is not a device of {user}")
+        if device.rsplit(".", 1)[1] == GHOST_NAME:
+            raise Rejected(f"device name '{GHOST_NAME}' is reserved")
         try:
             new = self.store.enrol(device, user, owner, self.clock())
         except DirectoryError as exc:
@@ -310,9 +409,41 @@ class Relay:
         self._event(out, "relay.enrolled", enterprise=owner, user=user, device=device, new=new)
         return {"device": device}
 
+    def _op_ghost_enrol(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
+        _fields(obj, {"user", "device"})
+        user, device = obj["user"], obj["device"]
+        if not isinstance(user, str) or not USER_RE.match(user):
+            raise Rejected("'user' is not a user id")
+        if device != ghost_device(user):
+            raise Rejected(f"the tap may only enrol {ghost_device(user)} for {user}")
+        if not self.store.has_user(user):
+            raise Rejected(f"unknown user {user}")
+        try:
+            new = self.store.enrol(device, user, TAP_ID, self.clock())
+        except DirectoryError as exc:
+            raise Rejected(str(exc)) from None
+        self._event(
+            out, "relay.enrolled", enterprise=TAP_ID, user=user, device=device, new=new, ghost=True
+        )
+        return {"device": device}
+
+    def _op_ghost_publish(
+        self, out: list[Action], owner: str, obj: dict[str, Any]
+    ) -> dict[str, Any]:
+        _fields(obj, {"device", "identity"}, {"signed_prekey", "one_time_prekeys"})
+        device = obj["device"]
+        if not is_device(device) or self.store.enrolled_by(device) != TAP_ID:
+            raise Rejected(f"'device' must be a ghost device the tap enrolled, not {device!r:.80}")
+        return self._publish(out, device, obj, ghost=True)
+
     def _op_publish(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         _fields(obj, {"identity"}, {"signed_prekey", "one_time_prekeys"})
         self._require_enrolled_device(owner)
+        return self._publish(out, owner, obj, ghost=False)
+
+    def _publish(
+        self, out: list[Action], owner: str, obj: dict[str, Any], *, ghost: bool
+    ) -> dict[str, Any]:
         identity = self._b64(obj["identity"], "identity")
         spk: SignedPrekey | None = None
         if obj.get("signed_prekey") is not None:
@@ -348,6 +479,7 @@ class Relay:
             )
         except DirectoryError as exc:
             raise Rejected(str(exc)) from None
+        extra: dict[str, Any] = {"ghost": True} if ghost else {}
         self._event(
             out,
             "relay.published",
@@ -356,25 +488,51 @@ class Relay:
             signed_prekey_id=None if spk is None else spk.id,
             one_time_prekeys_added=result.added,
             one_time_prekeys_held=result.held,
+            kt_index=result.log_index,
+            **extra,
         )
+        if result.log_index is not None:
+            self._kt_sync()
         return {"one_time_prekeys": result.held}
 
     def _op_devices(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
-        _fields(obj, {"user"})
+        _fields(obj, {"user"}, {"since"})
         self._require_enrolled_device(owner)
         user = obj["user"]
         if not isinstance(user, str) or not USER_RE.match(user):
             raise Rejected("'user' is not a user id")
-        devices = self.store.devices_of(user)
+        since = _since(obj)
+        ghosts = self.ghost and not self._hidden(owner)
+        devices = self.store.devices_of(user, ghosts=ghosts)
+        answer: dict[str, Any] = {"devices": devices}
+        # Nothing to prove for an empty list unless the requester asked to catch up.
+        if devices or since is not None:
+            answer["kt"] = self._kt_answer(owner, self.store.kt_latest(devices), since)
         self._event(out, "relay.devices_listed", requester=owner, user=user, count=len(devices))
-        return {"devices": devices}
+        return answer
+
+    def _op_monitor(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
+        _fields(obj, {"user"}, {"since"})
+        self._require_enrolled_device(owner)
+        user = obj["user"]
+        if not isinstance(user, str) or not USER_RE.match(user):
+            raise Rejected("'user' is not a user id")
+        since = _since(obj)
+        limit = self.limits.max_monitor_entries
+        rows = self.store.kt_rows_of_user(user, ghosts=not self._hidden(owner), limit=limit + 1)
+        if len(rows) > limit:
+            raise Rejected(f"user {user} has more than {limit} log entries, the monitor limit")
+        kt = self._kt_answer(owner, rows, since)
+        self._event(out, "relay.monitored", requester=owner, user=user, entries=len(kt["entries"]))
+        return {"user": user, "kt": kt}
 
     def _op_bundles(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
-        _fields(obj, {"user"}, {"devices"})
+        _fields(obj, {"user"}, {"devices", "since"})
         self._require_enrolled_device(owner)
         user = obj["user"]
         if not isinstance(user, str) or not USER_RE.match(user):
             raise Rejected("'user' is not a user id")
+        since = _since(obj)
         only: set[str] | None = None
         if obj.get("devices") is not None:
             wanted = obj["devices"]
@@ -388,7 +546,13 @@ class Relay:
             only = set(wanted)
         # The requester never needs a session with itself; leaving it out also keeps
         # it from spending its own one-time prekeys when it fans out to its own user.
-        bundles = self.store.take_bundles(user, self.clock(), exclude=owner, only=only)
+        if since is not None and since > (size := self.store.kt_size()):
+            # Refuse before take_bundles spends one-time prekeys on an answer not sent.
+            raise Rejected(f"'since' {since} is beyond the directory log's size {size}")
+        ghosts = self.ghost and not self._hidden(owner)
+        bundles = self.store.take_bundles(
+            user, self.clock(), exclude=owner, only=only, ghosts=ghosts
+        )
         for b in bundles:
             self._event(
                 out,
@@ -400,7 +564,7 @@ class Relay:
                 one_time_prekey_id=None if b.one_time_prekey is None else b.one_time_prekey.id,
                 one_time_prekeys_left=b.remaining,
             )
-        return {
+        answer: dict[str, Any] = {
             "bundles": [
                 {
                     "device": b.device,
@@ -417,6 +581,10 @@ class Relay:
                 for b in bundles
             ]
         }
+        if bundles or since is not None:
+            rows = self.store.kt_latest([b.device for b in bundles])
+            answer["kt"] = self._kt_answer(owner, rows, since)
+        return answer
 
     def _op_sync(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         _fields(obj, set())
@@ -528,6 +696,16 @@ def _fields(
     unknown = obj.keys() - required - optional - base
     if unknown:
         raise Rejected(f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+
+
+def _since(obj: dict[str, Any]) -> int | None:
+    """The optional ``since``: the size of the checkpoint the requester holds."""
+    value = obj.get("since")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise Rejected("'since' must be a non-negative integer (a log size)")
+    return value
 
 
 def _key_id(value: Any, name: str) -> int:

@@ -45,12 +45,14 @@ from typing import Any, Literal, TextIO
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from relay.kt import KT_ORIGIN
 from relay.li import LawfulIntercept
 from relay.router import Ack, Action, Limits, Publish, Relay
-from relay.store import Store
+from relay.store import Store, load_or_create_signer
 from wire import topics
 from wire.events import Event, EventLog, now_ms
 from wire.ids import RELAY_ID
+from wire.note import Signer
 
 log = logging.getLogger(__name__)
 ACTOR = RELAY_ID
@@ -83,6 +85,9 @@ class RelayService:
         backoff: tuple[float, float] = (0.1, 5.0),
         maintenance_interval: float = 600.0,
         li_mode: str = "off",
+        kt_signer: Signer | None = None,
+        kt_key_path: str | Path | None = None,
+        ghost: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -102,13 +107,31 @@ class RelayService:
         self.store = Store(db_path, synchronous=synchronous, keep_captured=keep_captured)
         # The LI switch (relay/li.py): the only place a tap can be attached.
         self.li = LawfulIntercept(events, li_mode, db_path=db_path)
-        self.relay = Relay(self.store, events, limits=limits, observers=[self.li])
+        # The key directory's checkpoint signing key (it signs, it decrypts nothing):
+        # given, or kept beside the store (<db>.kt-key, mode 0600; <db>.kt-key.vkey is
+        # the verifier key that devices pin).
+        if kt_signer is None:
+            key_path = Path(kt_key_path or f"{self.db_path}.kt-key")
+            kt_signer = load_or_create_signer(key_path, KT_ORIGIN)
+        self.relay = Relay(
+            self.store,
+            events,
+            limits=limits,
+            observers=[self.li],
+            kt_signer=kt_signer,
+            ghost=ghost,
+        )
         self.relay.x1 = self.li.handle_x1
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._connections = 0
+
+    @property
+    def directory_vkey(self) -> str:
+        """The verifier key of the key directory's checkpoints, which devices pin."""
+        return self.relay.directory_vkey
 
     # -- lifecycle -----------------------------------------------------------------
 

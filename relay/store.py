@@ -36,10 +36,20 @@ current signed prekey), ``one_time_prekeys`` (each handed out once: deleted in t
 transaction that hands it out) and ``spent_prekeys`` (the ids already handed out, so a
 client re-publishing an old batch cannot make the relay hand the same key out twice).
 Key material is opaque base64 text to the relay.
+
+Key transparency (docs/key-transparency.md): ``kt_log`` holds the directory's Merkle log,
+one row per entry, in leaf order. A device's first ``publish`` (the one that sets its
+identity) appends its ``add`` entry *in the same transaction*, so the directory never
+binds a key the log does not show. ``relay.kt.DirectoryLog`` rebuilds the tree from these
+rows. Devices enrolled by the tap (the ``ghost`` back door) are ordinary rows of
+``devices`` whose ``enterprise`` is ``tap``; they are left out of device lists and
+bundles unless asked for (``ghosts=True``). ``load_or_create_signer`` keeps the relay's
+checkpoint *signing* key in a file next to the database (mode 0600).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -47,7 +57,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-SCHEMA_VERSION = 1
+from relay.kt import TAP_ID, LogRow, entry_bytes
+from wire.note import Signer
+
+# 2: adds kt_log (key transparency). A version-1 store is upgraded in place: the new
+# table is created and the relay logs the devices that had already published.
+SCHEMA_VERSION = 2
 DAY_MS = 24 * 60 * 60 * 1000
 DEFAULT_RETENTION_MS = 30 * DAY_MS
 DEFAULT_RETENTION_ROWS = 1_000_000
@@ -97,6 +112,17 @@ CREATE TABLE IF NOT EXISTS spent_prekeys (
     spent_ms INTEGER NOT NULL,
     PRIMARY KEY (device, key_id)
 ) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS kt_log (
+    idx    INTEGER PRIMARY KEY,     -- leaf index in the directory's Merkle log, from 0
+    user   TEXT    NOT NULL,
+    device TEXT    NOT NULL,
+    op     TEXT    NOT NULL,        -- add | revoke
+    entry  BLOB    NOT NULL,        -- canonical JSON: exactly the leaf's data
+    ghost  INTEGER NOT NULL         -- 1: a ghost device (enrolled by the tap)
+);
+CREATE INDEX IF NOT EXISTS kt_log_by_user ON kt_log (user, idx);
+CREATE INDEX IF NOT EXISTS kt_log_by_device ON kt_log (device, idx);
 """
 
 
@@ -165,6 +191,7 @@ class PublishResult:
     held: int  # one-time prekeys the relay now holds for the device
     added: int  # of the offered ones, how many were new
     identity_new: bool  # the identity was set by this request
+    log_index: int | None = None  # the key-transparency entry this request appended
 
 
 class Store:
@@ -203,7 +230,7 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         with self._tx():
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise sqlite3.DatabaseError(
                     f"{self.path}: store schema version {version}, expected {SCHEMA_VERSION}"
                 )
@@ -229,16 +256,29 @@ class Store:
     # -- envelopes ---------------------------------------------------------------
 
     def accept(
-        self, sender: str, msg_id: str, recipient: str, raw: bytes, now_ms: int
+        self,
+        sender: str,
+        msg_id: str,
+        recipient: str,
+        raw: bytes,
+        now_ms: int,
+        *,
+        delivered: bool = False,
     ) -> int | None:
         """Store a new envelope. Returns its seq, or None if (sender, id, recipient) was
-        already accepted (pending or delivered): a duplicate, nothing stored."""
+        already accepted (pending or delivered): a duplicate, nothing stored.
+
+        ``delivered=True`` stores it as already acknowledged, in the same transaction
+        (envelopes to a ghost device: handed to the tap at once, never pending)."""
+        acked = now_ms if delivered else None
+        kept = raw if (self.keep_captured or not delivered) else None
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO envelopes (sender, msg_id, recipient, received_ms, size, raw)"
-                " VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO envelopes"
+                " (sender, msg_id, recipient, received_ms, size, raw, acked_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (sender, msg_id, recipient) DO NOTHING",
-                (sender, msg_id, recipient, now_ms, len(raw), raw),
+                (sender, msg_id, recipient, now_ms, len(raw), kept, acked),
             )
             if cur.rowcount == 0:
                 return None
@@ -370,6 +410,21 @@ class Store:
         row = self._db.execute("SELECT 1 FROM devices WHERE device = ?", (device,)).fetchone()
         return row is not None
 
+    def enrolled_by(self, device: str) -> str | None:
+        """Who enrolled the device: its enterprise, ``tap`` for a ghost device, or None
+        if it is not enrolled."""
+        row = self._db.execute(
+            "SELECT enterprise FROM devices WHERE device = ?", (device,)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def has_user(self, user: str) -> bool:
+        """The user has at least one device enrolled by its enterprise."""
+        row = self._db.execute(
+            "SELECT 1 FROM devices WHERE user = ? AND enterprise != ? LIMIT 1", (user, TAP_ID)
+        ).fetchone()
+        return row is not None
+
     def publish(
         self,
         device: str,
@@ -386,16 +441,23 @@ class Store:
         already held or was already handed out."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT identity, spk_id FROM devices WHERE device = ?", (device,)
+                "SELECT identity, spk_id, user, enterprise FROM devices WHERE device = ?",
+                (device,),
             ).fetchone()
             if row is None:
                 raise DirectoryError(f"device {device} is not enrolled")
-            current_identity, current_spk = row
+            current_identity, current_spk, user, enterprise = row
             if current_identity is not None and current_identity != identity:
                 raise DirectoryError("identity already published with a different key")
             if signed_prekey is None and current_spk is None:
                 raise DirectoryError("first publish needs a signed_prekey")
             identity_new = current_identity is None
+            log_index = None
+            if identity_new:
+                # The key binding and its log entry commit together (key transparency).
+                log_index = self._kt_append(
+                    db, user, device, identity, now_ms, ghost=enterprise == TAP_ID
+                )
             if signed_prekey is not None:
                 db.execute(
                     "UPDATE devices SET identity = ?, spk_id = ?, spk_key = ?, spk_sig = ?,"
@@ -433,14 +495,23 @@ class Store:
                 raise DirectoryError(
                     f"would hold {held} one-time prekeys, over the limit of {max_held}"
                 )
-            return PublishResult(held=held, added=added, identity_new=identity_new)
+            return PublishResult(
+                held=held, added=added, identity_new=identity_new, log_index=log_index
+            )
 
-    def devices_of(self, user: str, *, published_only: bool = True) -> list[str]:
-        """The user's enrolled devices (by default only those that published keys)."""
+    def devices_of(
+        self, user: str, *, published_only: bool = True, ghosts: bool = False
+    ) -> list[str]:
+        """The user's enrolled devices (by default only those that published keys, and
+        no ghost device unless ``ghosts``)."""
         query = "SELECT device FROM devices WHERE user = ?"
+        params: list[str] = [user]
         if published_only:
             query += " AND identity IS NOT NULL AND spk_id IS NOT NULL"
-        rows = self._db.execute(query + " ORDER BY device", (user,))
+        if not ghosts:
+            query += " AND enterprise != ?"
+            params.append(TAP_ID)
+        rows = self._db.execute(query + " ORDER BY device", params)
         return [r[0] for r in rows]
 
     def take_bundles(
@@ -450,10 +521,11 @@ class Store:
         *,
         exclude: str | None = None,
         only: Collection[str] | None = None,
+        ghosts: bool = False,
     ) -> list[Bundle]:
         """A prekey bundle for every published device of ``user`` (except ``exclude``;
         if ``only`` is given, just those devices), each with one one-time prekey if any
-        is left. The one-time prekeys handed out
+        is left; ghost devices only with ``ghosts``. The one-time prekeys handed out
         are deleted (and recorded as spent) in this same transaction, so each is handed
         out once even if the relay dies right after."""
         bundles: list[Bundle] = []
@@ -461,8 +533,9 @@ class Store:
             rows = db.execute(
                 "SELECT device, identity, spk_id, spk_key, spk_sig FROM devices"
                 " WHERE user = ? AND identity IS NOT NULL AND spk_id IS NOT NULL"
-                " ORDER BY device",
-                (user,),
+                + ("" if ghosts else " AND enterprise != ?")
+                + " ORDER BY device",
+                (user,) if ghosts else (user, TAP_ID),
             ).fetchall()
             for device, identity, spk_id, spk_key, spk_sig in rows:
                 if device == exclude or (only is not None and device not in only):
@@ -502,3 +575,112 @@ class Store:
             "SELECT count(*) FROM one_time_prekeys WHERE device = ?", (device,)
         ).fetchone()[0]
         return count
+
+    # -- key transparency ---------------------------------------------------------
+
+    @staticmethod
+    def _kt_append(
+        db: sqlite3.Connection, user: str, device: str, identity: str, now_ms: int, *, ghost: bool
+    ) -> int:
+        idx: int = db.execute("SELECT coalesce(max(idx) + 1, 0) FROM kt_log").fetchone()[0]
+        db.execute(
+            "INSERT INTO kt_log (idx, user, device, op, entry, ghost) VALUES (?, ?, ?, ?, ?, ?)",
+            (idx, user, device, "add", entry_bytes(user, device, identity, "add", now_ms), ghost),
+        )
+        return idx
+
+    def kt_backfill(self) -> list[int]:
+        """Log every device that published an identity but has no log entry (a store
+        written before key transparency existed), in the order they published, with
+        their publication time. Returns the new entries' indices."""
+        added = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT device, user, enterprise, identity, published_ms FROM devices"
+                " WHERE identity IS NOT NULL"
+                " AND device NOT IN (SELECT device FROM kt_log)"
+                " ORDER BY published_ms, device"
+            ).fetchall()
+            for device, user, enterprise, identity, published in rows:
+                added.append(
+                    self._kt_append(
+                        db, user, device, identity, published or 0, ghost=enterprise == TAP_ID
+                    )
+                )
+        return added
+
+    def kt_size(self) -> int:
+        size: int = self._db.execute("SELECT count(*) FROM kt_log").fetchone()[0]
+        return size
+
+    def kt_rows(self, start: int = 0) -> list[LogRow]:
+        """Log rows from leaf ``start`` on, in leaf order."""
+        rows = self._db.execute(
+            "SELECT idx, user, device, op, entry, ghost FROM kt_log WHERE idx >= ? ORDER BY idx",
+            (start,),
+        )
+        return [_log_row(r) for r in rows]
+
+    def kt_latest(self, devices: Collection[str]) -> list[LogRow]:
+        """The latest log row of each of ``devices`` that has one, in the given order."""
+        found = []
+        for device in dict.fromkeys(devices):
+            row = self._db.execute(
+                "SELECT idx, user, device, op, entry, ghost FROM kt_log WHERE device = ?"
+                " ORDER BY idx DESC LIMIT 1",
+                (device,),
+            ).fetchone()
+            if row is not None:
+                found.append(_log_row(row))
+        return found
+
+    def kt_rows_of_user(self, user: str, *, ghosts: bool = True, limit: int = -1) -> list[LogRow]:
+        """Every log row about ``user`` (ghost devices' too unless ``ghosts`` is False),
+        in leaf order; at most ``limit`` (-1: all)."""
+        query = "SELECT idx, user, device, op, entry, ghost FROM kt_log WHERE user = ?"
+        if not ghosts:
+            query += " AND ghost = 0"
+        rows = self._db.execute(query + " ORDER BY idx LIMIT ?", (user, limit))
+        return [_log_row(r) for r in rows]
+
+
+def _log_row(row: tuple[int, str, str, str, bytes, int]) -> LogRow:
+    idx, user, device, op, entry, ghost = row
+    return LogRow(idx, user, device, op, bytes(entry), bool(ghost))
+
+
+def load_or_create_signer(path: str | Path, name: str) -> Signer:
+    """The relay's checkpoint signing key (an Ed25519 *signing* key: it decrypts
+    nothing). Read from ``path`` (the signer key's text form, ``PRIVATE+KEY+...``) or,
+    if there is no such file, generated and written there with mode 0600. The verifier
+    key, which clients pin, is (re)written beside it as ``<path>.vkey`` (mode 0644).
+
+    Raises ValueError for a file that holds no valid key of that name, OSError for a
+    file that cannot be read or written."""
+    p = Path(path)
+    try:
+        fd: int | None = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fd = None
+    if fd is None:
+        text = p.read_text(encoding="utf-8").strip()
+        try:
+            signer = Signer.from_skey(text)
+        except ValueError as exc:
+            raise ValueError(f"{p}: not a signer key: {exc}") from None
+        if signer.name != name:
+            raise ValueError(f"{p}: the key is named {signer.name!r}, expected {name!r}")
+    else:
+        signer = Signer.generate(name)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(signer.skey() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    vkey_path = p.with_name(p.name + ".vkey")
+    vkey = signer.verifier().vkey() + "\n"
+    if not vkey_path.exists() or vkey_path.read_text(encoding="utf-8") != vkey:
+        tmp = vkey_path.with_name(vkey_path.name + ".tmp")
+        tmp.write_text(vkey, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, vkey_path)
+    return signer

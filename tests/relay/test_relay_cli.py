@@ -80,17 +80,53 @@ def test_parse_broker_url() -> None:
             parse_broker_url(bad)
 
 
+# What a running relay must not have loaded: code that can decrypt. Whole packages
+# (clients, the interceptor, the umbrella, other crypto libraries) and, of cryptography,
+# the modules that opening an envelope or a back door needs: AEAD (AES-GCM,
+# ChaCha20-Poly1305), X25519/X448 key agreement, HPKE, Fernet, the KDFs and key wrap.
+# cryptography's Ed25519 *is* loaded: the relay signs the key directory's checkpoints
+# (wire.note). So is its generic `ciphers` module, because wire.note imports
+# `serialization`, which imports it for encrypted private-key formats; there is no key
+# in the relay for it to use, and the modules above are what the clients decrypt with.
+_NO_DECRYPTION_CHECK = (
+    "import sys\n"
+    "{extra}"
+    "import relay.service, relay.main, relay.router, relay.store, relay.kt\n"
+    "packages = ('clients', 'interceptor', 'doormat', 'nacl', 'Crypto')\n"
+    "modules = ('cryptography.hazmat.primitives.ciphers.aead',\n"
+    "           'cryptography.hazmat.primitives.asymmetric.x25519',\n"
+    "           'cryptography.hazmat.primitives.asymmetric.x448',\n"
+    "           'cryptography.hazmat.primitives.hpke',\n"
+    "           'cryptography.fernet',\n"
+    "           'cryptography.hazmat.primitives.kdf',\n"
+    "           'cryptography.hazmat.primitives.keywrap')\n"
+    "bad = sorted(m for m in sys.modules if m.split('.')[0] in packages\n"
+    "             or any(m == p or m.startswith(p + '.') for p in modules))\n"
+    "signs = 'cryptography.hazmat.primitives.asymmetric.ed25519' in sys.modules\n"
+    "print(bad, signs)\n"
+)
+
+
+def _loaded_decryption_code(extra: str = "") -> str:
+    code = _NO_DECRYPTION_CHECK.format(extra=extra)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def test_relay_process_loads_no_key_code() -> None:
     """Beyond the import rule on the source: a running relay process has no client,
-    interceptor or crypto-library module loaded at all."""
-    code = (
-        "import sys, relay.service, relay.main, relay.router, relay.store\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('clients', 'interceptor', 'cryptography', 'nacl', 'Crypto', 'doormat'))\n"
-        "print(bad)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    interceptor or umbrella module loaded, and no cryptography module that decrypts; it
+    has Ed25519, with which it signs the directory's checkpoints."""
+    assert _loaded_decryption_code() == "[] True"
+    # The check can fail: a relay that pulled in the clients' crypto would be caught.
+    found = _loaded_decryption_code("import clients.crypto\n")
+    for module in (
+        "clients.crypto",
+        "cryptography.hazmat.primitives.ciphers.aead",
+        "cryptography.hazmat.primitives.asymmetric.x25519",
+        "cryptography.hazmat.primitives.kdf.hkdf",
+    ):
+        assert repr(module) in found, found
 
 
 @pytest.mark.parametrize("mqtt_env", ["embedded"], indirect=True)  # one broker is enough
