@@ -69,6 +69,12 @@ def test_wire_imports_no_actor() -> None:
     assert offenders("wire", ("relay", "clients", "interceptor", "doormat")) == []
 
 
+def test_actors_do_not_import_the_umbrella() -> None:
+    """Dependencies point one way: the umbrella (doormat/) imports the actors."""
+    for actor in ("clients", "interceptor", "relay"):
+        assert offenders(actor, ("doormat",)) == [], actor
+
+
 def test_crypto_core_is_sans_io() -> None:
     forbidden = ("asyncio", "aiomqtt", "amqtt", "paho", "socket", "sqlite3", "subprocess")
     assert offenders("clients/crypto", forbidden) == []
