@@ -12,8 +12,18 @@ Subcommands:
   2 when the file itself is unusable (unreadable, not JSON, missing or mistyped fields,
   bad base64, too large).
 
-Each subcommand is a ``_register_*`` function listed in ``_SUBCOMMANDS``; ``ledger verify``
-and ``ledger report`` (the audit ledger issue) plug in the same way.
+* ``verify --ledger PATH (--key VKEY | --keys FILE)``: check a whole audit ledger file
+  (every entry re-hashed, the tree recomputed, every checkpoint's signature, root and
+  consistency). Exit 0 when everything checks, 1 with every problem located (one per
+  line on stdout), 2 when the file or a key is unusable.
+* ``report --ledger PATH [--json]``: the transparency report (warrants, tasks, records,
+  how often encryption prevented plaintext).
+* ``checkpoint --ledger PATH --signing-key FILE``: sign and store a checkpoint now.
+* ``prove --ledger PATH (--index N | --from M) [--size S]``: an inclusion (or consistency)
+  proof from the ledger, in the JSON that ``verify-proof`` reads.
+
+Each subcommand is a ``_register_*`` function listed in ``_SUBCOMMANDS``. The audit
+ledger itself is ``interceptor.ledger`` (sans I/O) and ``interceptor.ledger_store``.
 """
 
 from __future__ import annotations
@@ -28,7 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from doormat.cli import CommandError
+from interceptor.ledger import LedgerError, render_report
+from interceptor.ledger_store import Ledger, report, verify
 from wire.merkle import ProofError, verify_consistency, verify_inclusion
+from wire.note import NoteError, Signer
 
 # A proof for a tree of 2^64 leaves has at most ~130 hashes (~6 kB of JSON); anything
 # far larger is not a proof, and reading it whole would only cost memory.
@@ -42,8 +55,11 @@ _CONSISTENCY_KEYS = ("size1", "size2", "root1", "root2", "proof")
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "ledger",
-        help="verify Merkle log proofs (audit ledger, key directory)",
-        description="Check the lab's append-only Merkle logs: RFC 9162 proofs, checkpoints.",
+        help="the audit ledger and Merkle log proofs: verify, report, checkpoint, prove",
+        description=(
+            "Check the lab's append-only Merkle logs: RFC 9162 proofs, the audit ledger and "
+            "its signed checkpoints, and its transparency report."
+        ),
     )
     sub = parser.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", required=True)
     for register_subcommand in _SUBCOMMANDS:
@@ -225,7 +241,220 @@ def _cmd_verify_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the audit ledger: verify, report, checkpoint, prove ----------------------------------
+
+# A key file holds a few lines of text; anything much larger is not one.
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
+def _add_ledger_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ledger", required=True, metavar="PATH", help="the audit ledger (SQLite file)"
+    )
+
+
+def _read_text_file(name: str, what: str) -> str:
+    try:
+        with Path(name).open("rb") as handle:
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CommandError(f"cannot read {what} {name}: {exc.strerror or exc}", 2) from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise CommandError(f"{what} {name} is larger than {MAX_KEY_FILE_BYTES} bytes", 2)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"{what} {name} is not UTF-8 text (byte {exc.start})", 2) from None
+
+
+def _vkeys(args: argparse.Namespace) -> list[str]:
+    """Verifier keys from --key (repeatable) and --keys FILE (one per line, # comments)."""
+    keys = list(args.key or [])
+    if args.keys is not None:
+        text = _read_text_file(args.keys, "key file")
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("PRIVATE+KEY+"):
+                # A signing key where a verifier key belongs: say so, and never echo it.
+                raise CommandError(
+                    f"{args.keys} line {number} is a private signing key; give the verifier "
+                    "key (name+id+key) instead",
+                    2,
+                )
+            keys.append(line)
+    if not keys:
+        raise CommandError("give the ledger's verifier key with --key VKEY or --keys FILE", 2)
+    return keys
+
+
+def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "verify",
+        help="check a whole audit ledger and its signed checkpoints",
+        description=(
+            "Re-hash every entry, recompute the Merkle tree, check every checkpoint's "
+            "signature, root and consistency, and the entries' indices. Exit 0 when "
+            "everything checks, 1 with every problem located, 2 for unusable input."
+        ),
+    )
+    _add_ledger_argument(parser)
+    parser.add_argument(
+        "--key",
+        action="append",
+        metavar="VKEY",
+        help="a verifier key, <name>+<hex id>+<base64 key> (repeatable)",
+    )
+    parser.add_argument("--keys", metavar="FILE", help="a file of verifier keys, one per line")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    keys = _vkeys(args)
+    try:
+        result = verify(args.ledger, keys)
+    except LedgerError as exc:  # no ledger at all, or a malformed key
+        raise CommandError(str(exc), 2) from None
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, sort_keys=True, ensure_ascii=False))
+    elif result.ok:
+        print(f"ledger OK: {result.summary()}")
+    else:
+        for problem in result.problems:
+            print(problem)
+    if not result.ok:
+        count = len(result.problems)
+        raise CommandError(
+            f"{args.ledger} does not verify: {count} problem{'s' if count != 1 else ''}, "
+            f"first: {result.problems[0]}",
+            1,
+        )
+    return 0
+
+
+def _register_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "report",
+        help="print the transparency report of an audit ledger",
+        description=(
+            "Count warrants (accepted, refused and why) per case and category, targets, "
+            "tasks, records delivered, and how often encryption prevented plaintext. "
+            "Reads the ledger; `ledger verify` checks it."
+        ),
+    )
+    _add_ledger_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    try:
+        result = report(args.ledger)
+    except LedgerError as exc:
+        raise CommandError(str(exc), 2) from None
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_report(result))
+    return 0
+
+
+def _register_checkpoint(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "checkpoint",
+        help="sign and store a checkpoint of the audit ledger now",
+        description=(
+            "Sign a C2SP checkpoint over the ledger's current size and root with the log's "
+            "key (Go note signer form, PRIVATE+KEY+<origin>+...), store it, and print it."
+        ),
+    )
+    _add_ledger_argument(parser)
+    parser.add_argument(
+        "--signing-key", required=True, metavar="FILE", help="the log's signer key file"
+    )
+    parser.set_defaults(func=_cmd_checkpoint)
+
+
+def _cmd_checkpoint(args: argparse.Namespace) -> int:
+    text = _read_text_file(args.signing_key, "signing key file").strip()
+    try:
+        signer = Signer.from_skey(text)
+    except NoteError as exc:
+        raise CommandError(f"{args.signing_key}: {exc}", 2) from None
+    try:
+        with Ledger(args.ledger, signer=signer, create=False) as ledger:
+            note = ledger.checkpoint()
+    except LedgerError as exc:
+        raise CommandError(str(exc), 2) from None
+    sys.stdout.write(note.decode("utf-8"))
+    return 0
+
+
+def _register_prove(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "prove",
+        help="print an inclusion or consistency proof from the audit ledger",
+        description=(
+            "Print, as transparency-dev JSON that `ledger verify-proof` accepts, the "
+            "inclusion proof of entry N (--index) or the consistency proof from size M "
+            "(--from) in the log of --size entries (default: all). The stored checkpoint "
+            "for that size, if any, is included as the 'checkpoint' field."
+        ),
+    )
+    _add_ledger_argument(parser)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=_count, metavar="N", help="the entry to prove")
+    which.add_argument(
+        "--from",
+        dest="from_size",
+        type=_count,
+        metavar="M",
+        help="prove that the log of M entries is a prefix of the log of --size entries",
+    )
+    parser.add_argument("--size", type=_count, metavar="S", help="the tree size (default: all)")
+    parser.set_defaults(func=_cmd_prove)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or len(text) > 20:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
+def _cmd_prove(args: argparse.Namespace) -> int:
+    try:
+        with Ledger(args.ledger, readonly=True) as ledger:
+            size = ledger.size if args.size is None else args.size
+            if size > ledger.size:
+                raise CommandError(
+                    f"--size {size} is beyond the log, which has {ledger.size} entries", 2
+                )
+            if args.index is not None:
+                if args.index >= size:
+                    raise CommandError(
+                        f"entry {args.index} is not in the first {size} entries of the log", 2
+                    )
+                obj = ledger.inclusion_proof(args.index, size).to_json()
+            else:
+                if args.from_size > size:
+                    raise CommandError(f"--from {args.from_size} is beyond --size {size}", 2)
+                obj = ledger.consistency_proof(args.from_size, size).to_json()
+            note = ledger.checkpoint_at(size)
+    except LedgerError as exc:
+        raise CommandError(str(exc), 2) from None
+    if note is not None:
+        obj["checkpoint"] = note.decode("utf-8", "replace")
+    print(json.dumps(obj, indent=2))
+    return 0
+
+
 # Registration order is the order ``doormat ledger --help`` lists them.
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _register_verify_proof,
+    _register_verify,
+    _register_report,
+    _register_checkpoint,
+    _register_prove,
 )
