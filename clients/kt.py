@@ -73,9 +73,10 @@ class CheckpointInvalid(KTError):
 
 
 class InconsistentCheckpoint(KTError):
-    """The answer's checkpoint cannot be reconciled with the one the device holds: no
-    or a failing consistency proof, or the same size with another root. When the two
-    checkpoints are both validly signed this is proof of a fork and ``alarm`` is set."""
+    """The answer's checkpoint contradicts one the device verified: the consistency
+    proof from the held checkpoint fails, or a size it saw before comes with another
+    root. Both checkpoints are validly signed, so ``alarm`` (a split-view ``Alarm``, also
+    recorded in the view) is set."""
 
     def __init__(self, message: str, alarm: Alarm | None = None) -> None:
         super().__init__(message)
