@@ -91,6 +91,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--quiet", action="store_true", help="print only the exposure report")
+    p.add_argument(
+        "--dashboard",
+        nargs="?",
+        const="127.0.0.1:8765",
+        default=None,
+        metavar="[HOST:]PORT",
+        help="also serve the live dashboard (default 127.0.0.1:8765) and keep running",
+    )
     p.set_defaults(func=run)
 
 
@@ -111,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         li=args.li,
         backdoor=args.backdoor,
     )
+    if args.dashboard is not None:
+        from doormat.dashboard.server import run_demo_with_dashboard
+
+        return run_demo_with_dashboard(opts, args.dashboard)
     try:
         result = asyncio.run(run_demo(opts))
     except OSError as exc:

@@ -1,0 +1,422 @@
+"""The dashboard's hub: one running ``System``, its events fanned out to the pages.
+
+The hub lives in the same asyncio loop as the system. It subscribes to the system's
+``EventLog``, turns each event into pane lines (``panes.route``), keeps the recent ones
+for pages that connect later, and pushes everything to every connected page through a
+queue per page (the app streams them as server-sent events). It also owns the controls:
+LI switch, back door, sending as a user, warrants, the attackers, the operator's
+search, the exposure matrix (recomputed in a worker thread, debounced) and reset (a
+fresh ``System`` from the factory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from clients.backdoors import BACKDOORS
+from doormat.dashboard import observe, oversight
+from doormat.dashboard.panes import STATUSES, panes_of, route
+from doormat.lab.engine import LabEngine
+from doormat.system import System
+from relay.li import MODES
+from wire.events import Event
+
+log = logging.getLogger(__name__)
+
+RECENT = 800  # events a page that connects late gets
+QUEUE = 2000  # messages a slow page may fall behind before it is dropped (it reconnects)
+# Events after which the exposure matrix is recomputed (debounced).
+EXPOSURE_KINDS = ("relay.accepted", "tap.captured", "government.mandate", "relay.li_mode",
+                  "agency.received", "relay.ghost")
+MAX_TEXT = 2000
+
+WARRANT_NOTE = (
+    "This system has no scoped interceptor: the form shows what a warrant holds, but "
+    "there is nobody to submit it to."
+)
+
+
+class ActionError(Exception):
+    """A control the page used was refused (bad input, or the system said no)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _jsonable(event: Event) -> dict[str, Any]:
+    return json.loads(json.dumps(event, default=str))
+
+
+class Hub:
+    def __init__(
+        self,
+        factory: Callable[[], System],
+        *,
+        system: System | None = None,
+        lab: LabEngine | None = None,
+        exposure_delay: float = 1.0,
+    ) -> None:
+        """``factory`` makes a fresh (not started) System, for the start and each reset.
+        ``system``: an already running one to show first (not stopped by the hub)."""
+        self._factory = factory
+        self._system = system
+        self._owned = system is None
+        self._cast: Any = system.cast if system is not None else None
+        self.lab = lab
+        self.exposure_delay = exposure_delay
+        self.generation = 0
+        self._seq = 0
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self._queues: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._exposure: dict[str, Any] | None = None
+        self._exposure_lock = asyncio.Lock()
+        self._exposure_task: asyncio.Task[None] | None = None
+        self._exposure_dirty = False
+        self._reset_lock = asyncio.Lock()
+        self._closed = False
+        if lab is not None:
+            lab.subscribe(self._on_lab)
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    @property
+    def system(self) -> System:
+        if self._system is None:
+            raise ActionError("the system is not running", 503)
+        return self._system
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        if self._system is None:
+            system = self._factory()
+            self._attach(system)
+            await system.start()
+            self._system = system
+            self._owned = True
+        else:
+            self._attach(self._system)
+        self._schedule_exposure()
+
+    def _attach(self, system: System) -> None:
+        self.generation += 1
+        generation = self.generation
+        self._cast = system.cast
+        self._recent.clear()
+        self._exposure = None
+
+        def listener(event: Event) -> None:
+            self._threadsafe(self._on_event, generation, event)
+
+        system.events.subscribe(listener)
+        for event in system.events.events():
+            self._on_event(generation, event, broadcast=False)
+        if self.lab is not None:
+            self.lab.attach(system.events)
+
+    async def reset(self) -> dict[str, Any]:
+        """Stop the system (if the hub started it) and start a fresh one."""
+        async with self._reset_lock:
+            old, owned = self._system, self._owned
+            self._system = None
+            self.generation += 1  # events of the old system are ignored from now on
+            if self._exposure_task is not None:
+                self._exposure_task.cancel()
+                self._exposure_task = None
+            if old is not None and owned:
+                with contextlib.suppress(Exception):
+                    await old.stop()
+            system = self._factory()
+            self._attach(system)
+            try:
+                await system.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await system.stop()
+                raise
+            self._system = system
+            self._owned = True
+            snap = self.snapshot()
+            self._broadcast(snap)
+            self._schedule_exposure()
+            return {"generation": self.generation}
+
+    async def stop(self) -> None:
+        """End every page's stream and stop the system if the hub started it."""
+        self._closed = True
+        for q in list(self._queues):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait(None)
+        if self._exposure_task is not None:
+            self._exposure_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._exposure_task
+        if self._system is not None and self._owned:
+            await self._system.stop()
+        self._system = None
+
+    # -- events -------------------------------------------------------------------------
+
+    def _threadsafe(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._loop is None or threading.get_ident() == self._thread:
+            fn(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_event(self, generation: int, event: Event, broadcast: bool = True) -> None:
+        if generation != self.generation:
+            return
+        self._seq += 1
+        msg = {"type": "event", "seq": self._seq, "event": _jsonable(event),
+               "items": route(event)}
+        self._recent.append(msg)
+        if broadcast:
+            self._broadcast(msg)
+            kind = event.get("kind", "")
+            if kind in ("relay.li_mode", "government.mandate"):
+                modes = self.modes()
+                # The relay emits before System.set_li records the new mode.
+                if kind == "relay.li_mode" and isinstance(event.get("mode"), str):
+                    modes["li"] = event["mode"]
+                if kind == "government.mandate" and isinstance(event.get("backdoor"), str):
+                    modes["backdoor"] = event["backdoor"]
+                self._broadcast({"type": "modes", **modes})
+            if kind in EXPOSURE_KINDS:
+                self._schedule_exposure()
+
+    def _on_lab(self, note: dict[str, Any]) -> None:
+        def push() -> None:
+            if self.lab is None:
+                return
+            self._broadcast({"type": "lab", "solved": note, "summary": self.lab_summary()})
+
+        self._threadsafe(push)
+
+    def _broadcast(self, msg: dict[str, Any]) -> None:
+        for q in list(self._queues):
+            try:
+                q.put_nowait(msg)
+            except asyncio.QueueFull:
+                # Too far behind: end its stream; the page reconnects and gets a snapshot.
+                self._queues.discard(q)
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+                q.put_nowait(None)
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        """A page's queue: first a snapshot, then every message; None ends the stream."""
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=QUEUE)
+        if self._closed:
+            q.put_nowait(None)
+            return q
+        q.put_nowait(self.snapshot())
+        self._queues.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._queues.discard(q)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def modes(self) -> dict[str, Any]:
+        s = self._system
+        return {
+            "li": s.li if s else "off",
+            "backdoor": s.government.backdoor if s else "none",
+        }
+
+    def warrant_status(self) -> dict[str, Any]:
+        enabled = oversight.warrants_available(self._system)
+        ledger = self._system is not None and getattr(self._system, "ledger", None) is not None
+        return {"enabled": enabled, "note": "" if enabled else WARRANT_NOTE, "ledger": ledger}
+
+    def lab_summary(self) -> dict[str, Any] | None:
+        if self.lab is None:
+            return None
+        b = self.lab.board()
+        return {k: b[k] for k in ("solved", "total", "score", "max_score")}
+
+    def snapshot(self) -> dict[str, Any]:
+        s = self._system
+        cast = s.cast if s is not None else self._cast
+        return {
+            "type": "snapshot",
+            "generation": self.generation,
+            "seq": self._seq,
+            "enterprises": [
+                {"name": e.name, "archive": e.archive,
+                 "users": [{"user": u.user, "devices": u.device_ids} for u in e.users]}
+                for e in cast.enterprises
+            ],
+            "devices": cast.devices,
+            "users": [u.user for u in cast.users],
+            "panes": panes_of(cast),
+            "statuses": list(STATUSES),
+            "choices": {"li": list(MODES), "backdoor": list(BACKDOORS)},
+            **self.modes(),
+            "events": list(self._recent),
+            "exposure": self._exposure,
+            "warrant": self.warrant_status(),
+            "lab": self.lab_summary(),
+            "victim": observe.victim_device(s) if s is not None else None,
+            "running": s is not None,
+        }
+
+    # -- the exposure matrix ------------------------------------------------------------------
+
+    def _schedule_exposure(self) -> None:
+        if self._closed or self._system is None:
+            return
+        if self._exposure_task is not None and not self._exposure_task.done():
+            self._exposure_dirty = True
+            return
+        self._exposure_task = asyncio.get_running_loop().create_task(self._exposure_loop())
+
+    async def _exposure_loop(self) -> None:
+        while True:
+            self._exposure_dirty = False
+            await asyncio.sleep(self.exposure_delay)
+            try:
+                await self.exposure_now()
+            except ActionError:
+                return
+            except Exception:  # a failed measurement must not take the hub down
+                log.exception("exposure matrix: computation failed")
+                return
+            if not self._exposure_dirty:
+                return
+
+    async def exposure_now(self) -> dict[str, Any]:
+        """Recompute the exposure matrix now (real decryption, in a worker thread)."""
+        async with self._exposure_lock:
+            generation = self.generation
+            result = await observe.exposure(self.system)
+            if generation != self.generation:
+                raise ActionError("the system was reset during the computation", 409)
+            previous = self._exposure
+            if previous is not None:
+                before = {o["name"]: o for o in previous["observers"]}
+                for o in result["observers"]:
+                    p = before.get(o["name"])
+                    o["previous"] = None if p is None else {
+                        k: p[k] for k in ("captured", "readable", "metadata_records")}
+            self._exposure = result
+            self._broadcast({"type": "exposure", "exposure": result})
+            return result
+
+    @property
+    def exposure(self) -> dict[str, Any] | None:
+        return self._exposure
+
+    # -- controls -----------------------------------------------------------------------
+
+    def set_li(self, mode: Any) -> dict[str, Any]:
+        if mode not in MODES:
+            raise ActionError(f"unknown LI mode {mode!r}: use one of {', '.join(MODES)}")
+        self.system.set_li(mode)
+        return self.modes()
+
+    def set_backdoor(self, backdoor: Any) -> dict[str, Any]:
+        if backdoor not in BACKDOORS:
+            raise ActionError(
+                f"unknown back door {backdoor!r}: use one of {', '.join(BACKDOORS)}")
+        self.system.set_backdoor(backdoor)
+        return self.modes()
+
+    async def send(self, device: Any, to_user: Any, text: Any) -> dict[str, Any]:
+        system = self.system
+        if not isinstance(device, str) or device not in system.devices:
+            raise ActionError(f"no running device {device!r}")
+        if not isinstance(to_user, str) or to_user not in [u.user for u in system.cast.users]:
+            raise ActionError(f"no user {to_user!r}")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+            raise ActionError(f"the message must be 1 to {MAX_TEXT} characters")
+        try:
+            delivery = await system.send(device, to_user, text)
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            raise ActionError(f"sending failed: {exc}", 409) from exc
+        return {"id": delivery.sent.id, "devices": delivery.sent.devices}
+
+    async def search(self, query: Any) -> dict[str, Any]:
+        if not isinstance(query, str):
+            raise ActionError("'query' must be text")
+        try:
+            return await observe.search_relay(self.system, query)
+        except ValueError as exc:
+            raise ActionError(str(exc)) from None
+
+    async def attack(self, attack: Any, device: Any = None) -> dict[str, Any]:
+        if attack == "escrow-key":
+            return await observe.steal_escrow(self.system)
+        if attack == "device-image":
+            try:
+                return await observe.image_device(self.system, str(device))
+            except ValueError as exc:
+                raise ActionError(str(exc)) from None
+        raise ActionError(f"unknown attack {attack!r}: use escrow-key or device-image")
+
+    async def submit_warrant(self, form: dict[str, Any]) -> dict[str, Any]:
+        """Draft the form as a warrant with the system's court (signed by the approvers
+        ticked, altered after signing if asked) and submit it: ``System.submit_warrant``
+        checks it, logs the decision and acts. Returns the decision."""
+        system = self.system
+        if not oversight.warrants_available(system):
+            raise ActionError(WARRANT_NOTE, 501)
+        targets = form.get("targets")
+        if isinstance(targets, str):
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
+        categories = form.get("categories")
+        approvals = form.get("approvals", ["executive", "judicial"])
+        starts, duration = form.get("starts_in_s", 0), form.get("duration_s", 86400)
+        checks = (
+            (isinstance(targets, list) and 0 < len(targets) <= 16
+             and all(isinstance(t, str) and 0 < len(t) <= 200 for t in targets),
+             "targets: 1 to 16, e.g. user:carol@globex"),
+            (isinstance(categories, list) and categories
+             and all(c in ("IRI", "CC") for c in categories), "categories: IRI and/or CC"),
+            (isinstance(approvals, list)
+             and all(a in ("executive", "judicial") for a in approvals), "approvals"),
+            (isinstance(starts, int) and not isinstance(starts, bool)
+             and abs(starts) <= 10 * 365 * 86400, "starts_in_s: whole seconds"),
+            (isinstance(duration, int) and not isinstance(duration, bool)
+             and 0 <= duration <= 10 * 365 * 86400, "duration_s: whole seconds"),
+            (isinstance(form.get("tamper", False), bool), "tamper: true or false"),
+        )
+        for ok, name in checks:
+            if not ok:
+                raise ActionError(f"bad warrant field: {name}")
+        fields = {"targets": targets, "categories": categories, "approvals": approvals,
+                  "starts_in_s": starts, "duration_s": duration,
+                  "tamper": bool(form.get("tamper", False))}
+        try:
+            data = oversight.draft_warrant(system, fields)
+        except oversight.OversightError as exc:
+            raise ActionError(str(exc)) from None
+        decision = await system.submit_warrant(data)
+        answer = decision.to_json() if hasattr(decision, "to_json") else decision
+        return answer if isinstance(answer, dict) else {"result": str(answer)}
+
+    async def verify_ledger(self) -> dict[str, Any]:
+        try:
+            # In the loop's thread: the ledger's connection belongs to it (and a lab's
+            # ledger verifies in milliseconds).
+            return oversight.verify_ledger(self.system)
+        except oversight.OversightError as exc:
+            raise ActionError(str(exc), 409) from None
+
+    async def tamper_ledger(self) -> dict[str, Any]:
+        try:
+            return oversight.tamper_ledger(self.system)
+        except oversight.OversightError as exc:
+            raise ActionError(str(exc), 409) from None

@@ -1,0 +1,192 @@
+"""Every exercise, solved by driving a real System - never by writing to the score store.
+
+The lab engine watches the system's event log; the test only does what a student does
+in the dashboard (send, switch, mandate, steal a key, image a phone, search the relay,
+issue warrants, verify and tamper with the ledger) through the same Hub the page uses.
+
+Exercises whose events the system does not emit yet (FUTURE) are checked separately by
+feeding the documented event names through an EventLog:
+``test_future_exercises_solved_by_documented_event_names``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from doormat.cast import default_cast
+from doormat.dashboard import Hub
+from doormat.lab import LabEngine, ScoreStore, load_exercises
+from doormat.system import System
+from wire.events import EventLog
+
+# Solved only by events the system does not emit yet (the ghost back door's directory
+# entries and key transparency's alarm are being built).
+FUTURE = {"ghost-reads", "ghost-detected"}
+
+
+class Lab:
+    def __init__(self, hub: Hub, engine: LabEngine) -> None:
+        self.hub = hub
+        self.engine = engine
+
+    @property
+    def system(self) -> System:
+        return self.hub.system
+
+    def solved(self) -> set[str]:
+        return set(self.engine.store.solved())
+
+    async def until(self, key: str, timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while key not in self.solved():
+                await asyncio.sleep(0.02)
+
+    async def send(self, device: str, to_user: str, text: str) -> None:
+        d = await self.system.send(device, to_user, text)
+        assert await self.system.wait_delivered(d), f"not delivered: {text}"
+
+    async def settle_tap(self) -> None:
+        """The tap's copies travel on their own; wait until it has all it will get."""
+        for _ in range(200):
+            mirrored = len(self.system.events.events(kind="relay.mirrored"))
+            captured = len([e for e in self.system.events.events(kind="tap.captured")
+                            if e["channel"] == "mirror"])
+            if captured >= mirrored:
+                return
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    def factory() -> System:
+        return System(default_cast(), state_dir=tmp_path / "state")
+
+    engine = LabEngine(load_exercises(), ScoreStore(tmp_path / "home"))
+    hub = Hub(factory, lab=engine, exposure_delay=30.0)
+    await hub.start()
+    try:
+        yield Lab(hub, engine)
+    finally:
+        await hub.stop()
+        engine.store.close()
+
+
+async def test_fresh_run_solves_nothing(lab: Lab) -> None:
+    assert lab.engine.board()["total"] >= 12
+    await asyncio.sleep(0.5)  # start-up events have all been seen
+    assert lab.solved() == set()
+    assert lab.engine.board()["solved"] == 0
+
+
+async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
+    keys = {e.key for e in lab.engine.active()}
+    playable = keys - FUTURE
+    assert lab.solved() == set()
+
+    # A first message.
+    await lab.send("alice@acme.phone", "bob@acme", "Board minutes: kilo-42 stay internal")
+    await lab.until("first-message")
+
+    # The relay operator searches its store for a word that was sent.
+    result = await lab.hub.search("kilo-42")
+    assert result["found"] == 0 and result["envelopes"] >= 2
+    await lab.until("relay-sees-no-plaintext")
+
+    # Blanket, no back door: everything mirrored, nothing read.
+    lab.hub.set_li("blanket")
+    await lab.send("carol@globex.phone", "dave@globex", "Supplier list, lima-7")
+    await lab.send("dave@globex.phone", "bob@acme", "Price sheet, mike-3")
+    await lab.settle_tap()
+    await lab.until("blanket-still-sealed")
+    assert not [e for e in lab.system.events.events(kind="tap.captured") if e["readable"]]
+
+    # Escrow: the tap reads; a stolen escrow key reads every user.
+    lab.hub.set_backdoor("escrow")
+    await lab.send("carol@globex.phone", "dave@globex", "Escrowed: november-1")
+    await lab.send("bob@acme.phone", "alice@acme", "Escrowed: oscar-2")
+    await lab.settle_tap()
+    await lab.until("escrow-opens-the-tap")
+    stolen = await lab.hub.attack("escrow-key")
+    assert stolen["users_read"] >= 2
+    await lab.until("escrow-key-stolen")
+
+    # Global key: the tap reads; one phone's image reads other people's messages.
+    lab.hub.set_backdoor("global-key")
+    await lab.send("bob@acme.phone", "dave@globex", "Global: papa-5")
+    await lab.settle_tap()
+    await lab.until("global-key-opens-the-tap")
+    image = await lab.hub.attack("device-image", "carol@globex.phone")
+    assert image["others_read"] >= 1
+    await lab.until("global-key-one-phone")
+
+    # Warrants, refused for three reasons (scoped, no back door from here on).
+    lab.hub.set_backdoor("none")
+    lab.hub.set_li("scoped")
+    base = {"categories": ["IRI", "CC"], "approvals": ["executive", "judicial"],
+            "starts_in_s": 0, "duration_s": 3600, "tamper": False}
+    d = await lab.hub.submit_warrant({**base, "targets": ["user:alice@acme"], "tamper": True})
+    assert d["reason"] == "bad-signature"
+    await lab.until("warrant-bad-signature")
+    d = await lab.hub.submit_warrant({**base, "targets": ["user:alice@acme"],
+                                      "starts_in_s": -7200})
+    assert d["reason"] == "expired"
+    await lab.until("warrant-expired")
+    d = await lab.hub.submit_warrant({**base, "targets": ["user:*"]})
+    assert d["reason"] == "wildcard-target"
+    await lab.until("warrant-wildcard")
+
+    # A valid CC case against alice (acme archives): readable content from the archive.
+    await asyncio.sleep(1.01)  # the window starts on a fresh second
+    d = await lab.hub.submit_warrant({**base, "targets": ["user:alice@acme"]})
+    assert d["accepted"], d
+    await asyncio.sleep(0.3)  # the task reaches the relay
+    await lab.send("alice@acme.phone", "bob@acme", "Under warrant: quebec-8")
+    await lab.until("scoped-cc-archive", timeout=20)
+
+    # A valid CC case against carol (globex has no archive): ciphertext only.
+    d = await lab.hub.submit_warrant({**base, "targets": ["user:carol@globex"]})
+    assert d["accepted"], d
+    await asyncio.sleep(0.3)
+    await lab.send("carol@globex.phone", "dave@globex", "Under warrant: romeo-4")
+    await lab.until("scoped-metadata-only", timeout=20)
+
+    # Oversight verifies the ledger; an insider edits an entry; verification catches it.
+    verified = await lab.hub.verify_ledger()
+    assert verified["ok"], verified
+    await lab.until("ledger-verified")
+    await lab.hub.tamper_ledger()
+    caught = await lab.hub.verify_ledger()
+    assert not caught["ok"]
+    await lab.until("ledger-tamper-caught")
+
+    assert playable <= lab.solved(), f"not solved: {sorted(playable - lab.solved())}"
+    board = lab.engine.board()
+    assert board["solved"] == len(playable)
+    for row in board["exercises"]:
+        if row["solved"]:
+            assert row["detected_by"] and row["evidence"]["kind"]
+            assert "text" not in row["evidence"]  # no plaintext kept in the score store
+
+
+def test_future_exercises_solved_by_documented_event_names(tmp_path: Path) -> None:
+    """FUTURE exercises: the system does not emit their events yet. Feed the names the
+    lead documented (device.kt_alarm; tap.captured on the ghost channel after a ghost
+    mandate) through an EventLog, and the engine marks them solved."""
+    exercises = load_exercises()
+    store = ScoreStore(tmp_path / "home")
+    engine = LabEngine(exercises, store)
+    log = EventLog()
+    engine.attach(log)
+    log.emit("government", "government.mandate", backdoor="ghost", build="standard")
+    log.emit("tap", "tap.captured", channel="ghost", liid=None, seq=None, id="m1",
+             to="carol@globex.gov", size=400, readable=True, text="hello", **{
+                 "from": "alice@acme.phone"})
+    log.emit("alice@acme.phone", "device.kt_alarm", user="alice@acme",
+             device="alice@acme.gov", reason="device not enrolled by acme")
+    assert set(store.solved()) >= FUTURE
+    assert set(store.solved()) == FUTURE
+    store.close()
