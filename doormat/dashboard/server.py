@@ -72,10 +72,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(hub: Hub, host: str = "127.0.0.1", port: int = 8765) -> AsyncIterator[Running]:
+async def serve(
+    hub: Hub, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None
+) -> AsyncIterator[Running]:
     """Serve ``hub`` (already started) until the block ends; then end the pages' streams
-    and stop the server (the hub itself is the caller's to stop)."""
-    sock = bind(host, port)
+    and stop the server (the hub itself is the caller's to stop). ``sock``: a socket
+    already bound with ``bind`` (else one is bound here)."""
+    sock = sock if sock is not None else bind(host, port)
     real_port = sock.getsockname()[1]
     allowed = LOOPBACK_HOSTS if is_loopback(host) else None
     config = uvicorn.Config(
@@ -166,9 +169,10 @@ async def run_dashboard(
     cast = generated_cast(opts.users) if opts.users else default_cast()
     lab = make_lab(opts)
     hub = Hub(system_factory(opts, cast), lab=lab)
+    sock = bind(opts.host, opts.port)  # a port in use fails before the system starts
     try:
         await hub.start()
-        async with serve(hub, opts.host, opts.port) as running:
+        async with serve(hub, opts.host, opts.port, sock) as running:
             print(f"doormat dashboard: {running.url}  (score board: {running.url}lab; "
                   "Ctrl-C to stop)", flush=True)
             if after_start is not None:
@@ -177,6 +181,7 @@ async def run_dashboard(
                     await result
             await (until() if until is not None else _until_signal())
     finally:
+        sock.close()
         await hub.stop()
         if lab is not None:
             lab.store.close()

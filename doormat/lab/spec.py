@@ -102,6 +102,9 @@ class ExerciseSet:
     def keys(self) -> list[str]:
         return [e.key for e in self.exercises]
 
+    def __contains__(self, key: object) -> bool:
+        return any(e.key == key for e in self.exercises)
+
     def get(self, key: str) -> Exercise:
         for e in self.exercises:
             if e.key == key:
