@@ -157,6 +157,8 @@ class Relay:
         self.events = events
         self.limits = limits or Limits()
         self.observers = list(observers)
+        # Handler of X1 task administration (relay/li.py), if the relay offers LI tasks.
+        self.x1: Callable[[str, bytes], Sequence[Action]] | None = None
         self.clock = clock
         # Key transparency. Without a signer (unit tests) an ephemeral key signs: clients
         # that pinned another key refuse its checkpoints, as they should.
@@ -252,6 +254,12 @@ class Relay:
                 self._msg(out, owner, payload)
             elif kind == topics.ACK:
                 self._ack(out, owner, payload)
+            elif kind == topics.ARCHIVE:
+                self._journal(out, owner, payload)
+            elif kind == topics.X1:
+                if self.x1 is None:
+                    raise Rejected("lawful-intercept tasks are not accepted here")
+                out.extend(self.x1(owner, payload))
             else:
                 self._dir(out, owner, payload)
         except Rejected as refusal:
@@ -271,6 +279,24 @@ class Relay:
             )
         out.append(Ack())
         return out
+
+    # -- archive journal ----------------------------------------------------------
+
+    def _journal(self, out: list[Action], owner: str, payload: bytes) -> None:
+        """Forward a device's sealed journal record to its own enterprise (the only party
+        that can open it). The relay learns that a record of some size went there."""
+        if not is_device(owner) or not self.store.is_enrolled(owner):
+            raise Rejected("journal records come from enrolled devices")
+        if len(payload) > self.limits.max_envelope_bytes:
+            raise Rejected(f"journal record too large: {len(payload)} bytes")
+        enterprise = enterprise_of(owner)
+        wrapped = json.dumps(
+            {"device": owner, "record": base64.b64encode(payload).decode("ascii")}
+        ).encode()
+        out.append(Publish(topics.inbox(enterprise, topics.ARCHIVE), wrapped))
+        self._event(
+            out, "relay.journal", enterprise=enterprise, size=len(payload), **{"from": owner}
+        )
 
     # -- msg ------------------------------------------------------------------------
 
