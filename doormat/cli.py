@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules under doormat.commands, in the order --help lists them.
-COMMANDS = ("demo", "chat", "relay", "broker", "ledger", "court", "dashboard", "lab")
+COMMANDS = ("demo", "chat", "relay", "broker", "ledger", "court", "serve", "dashboard", "lab")
 
 
 class CommandError(Exception):
