@@ -532,7 +532,9 @@ function wireForms() {
     try {
       const r = await api("/api/warrant", body);
       const d = r.decision || {};
-      out.textContent = d.accepted ? `Accepted (${d.reason || "ok"}).` : `Refused: ${d.reason || JSON.stringify(d)}.`;
+      out.textContent = d.accepted
+        ? `Accepted: ${d.message || d.reason || "ok"}.${S.li !== "scoped" ? " The relay runs warrant tasks only while the LI switch is on scoped." : ""}`
+        : `Refused (${d.reason || "?"}): ${d.message || ""}`;
     } catch (err) {
       out.textContent = `Not submitted: ${err.message}`;
     }
