@@ -8,7 +8,10 @@ this module only moves bytes and records events.
 
 Events (actor = the device id): ``device.sent`` (id, to_user, devices, text),
 ``device.received`` (id, from, from_user, text), ``device.unreadable`` (id, from,
-reason), ``device.rejected`` (reason), ``device.bad_bundle`` (device, reason).
+reason), ``device.rejected`` (reason), ``device.bad_bundle`` (device, reason),
+``device.kt_refused`` (device, reason: listed without a valid proof, so not used),
+``device.kt_alarm`` (user, device, time, reason, alarm_kind: a device the user's
+enterprise never enrolled, a key that is not ours, or a split view).
 A device's events carry its own plaintext: that is what its user sees on screen.
 """
 
@@ -19,6 +22,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ from clients.backdoors import ClientBuild
 from clients.crypto import DeviceCrypto, Sealed
 from clients.crypto.errors import CryptoError
 from clients.enterprise import Credentials
+from clients.kt import Alarm, DirectoryView, InconsistentCheckpoint, StaleCheckpoint
 from clients.link import Link
 from clients.store import DeviceStore, HistoryEntry
 from wire import envelope as wire_envelope
@@ -59,6 +64,8 @@ class Device:
         device_list_ttl: float = 2.0,
         build: ClientBuild | None = None,
         archive_key: bytes | None = None,
+        directory_vkey: str | None = None,
+        enrolled: Callable[[], set[str]] | None = None,
     ) -> None:
         self.id = creds.device
         # Our enterprise's disclosed archive key: every message we send or read is
@@ -75,6 +82,18 @@ class Device:
             self._store.save_crypto(self.crypto.to_bytes())
         else:
             self.crypto = DeviceCrypto.from_bytes(state)
+        # Key transparency (clients/kt.py): every directory answer is checked against the
+        # relay's signed, append-only log; our own user's entries are audited against the
+        # devices our enterprise says it enrolled. Without a pinned key: off.
+        self.kt: DirectoryView | None = None
+        if directory_vkey is not None:
+            saved = self._store.get_meta("kt")
+            self.kt = (
+                DirectoryView.from_json(saved)
+                if saved
+                else DirectoryView(directory_vkey, owner=self.id)
+            )
+        self._enrolled = enrolled
         self._link = Link(
             self.id,
             creds.password,
@@ -123,6 +142,7 @@ class Device:
                 await self._link.request("publish", **self.crypto.publish_material())
                 self._store.set_meta("published", str(now_ms()))
             await self._link.request("sync")
+            await self.monitor()
             for kind, msg_id, recipient, payload in self._store.outbox():
                 await self._link.publish(kind, payload)
                 self._store.sent(kind, msg_id, recipient)
@@ -137,17 +157,83 @@ class Device:
         cached = self._device_lists.get(user)
         if cached is not None and time.monotonic() - cached[0] < self._device_list_ttl:
             return cached[1]
-        answer = await self._link.request("devices", user=user)
-        devices = [str(d) for d in answer["devices"]]
+        _, listed = await self._directory("devices", "devices", user=user)
+        devices = [str(d) for d in listed]
         self._device_lists[user] = (time.monotonic(), devices)
         return devices
+
+    def forget_device_lists(self) -> None:
+        """Ask the directory afresh next time (after it is known to have changed)."""
+        self._device_lists.clear()
+
+    async def _directory(
+        self, op: str, listed: str, **fields: Any
+    ) -> tuple[dict[str, Any], list[Any]]:
+        """A ``devices`` or ``bundles`` request and the listed items the directory log
+        proves (all of them without key transparency). With it, the request asks from our
+        checkpoint on, once more if the relay answered from an older one; a listed device
+        without a valid proof is not used, and an event says so."""
+        for attempt in (1, 2):
+            if self.kt is not None and self.kt.since is not None:
+                fields["since"] = self.kt.since
+            answer = await self._link.request(op, **fields)
+            items = list(answer[listed])
+            if self.kt is None:
+                return answer, items
+            try:
+                result = self.kt.verify_lookup(answer.get("kt"), items)
+            except StaleCheckpoint:
+                if attempt == 1:
+                    continue
+                raise
+            except InconsistentCheckpoint as exc:
+                if exc.alarm is not None:
+                    self._alarm(exc.alarm)
+                raise
+            self._save_kt()
+            for refused in result.refused:
+                self._events.emit(
+                    self.id, "device.kt_refused", device=refused.device, reason=refused.reason
+                )
+            proven = set(result.devices)
+            return answer, [
+                i for i in items if (i if isinstance(i, str) else i.get("device")) in proven
+            ]
+        raise AssertionError("unreachable")
+
+    def _save_kt(self) -> None:
+        if self.kt is not None and self.kt.changed:
+            self._store.set_meta("kt", self.kt.to_json())
+            self.kt.changed = False
+
+    def _alarm(self, alarm: Alarm) -> None:
+        emit_alarm(self._events, self.id, alarm)
+
+    async def monitor(self) -> list[Alarm]:
+        """Audit our own user's entries in the directory log (key transparency)."""
+        if self.kt is None:
+            return []
+        fields: dict[str, Any] = {"user": self.user}
+        if self.kt.since is not None:
+            fields["since"] = self.kt.since
+        answer = await self._link.request("monitor", **fields)
+        enrolled = self._enrolled() if self._enrolled is not None else {self.id}
+        alarms = self.kt.monitor(
+            answer,
+            enrolled,
+            known_identities={self.id: self.crypto.publish_material()["identity"]},
+        )
+        self._save_kt()
+        for alarm in alarms:
+            self._alarm(alarm)
+        return alarms
 
     async def _open_sessions(self, user: str, devices: list[str]) -> None:
         missing = [d for d in devices if not self.crypto.has_session(d)]
         if not missing:
             return
-        answer = await self._link.request("bundles", user=user, devices=missing)
-        for bundle in answer["bundles"]:
+        _, bundles = await self._directory("bundles", "bundles", user=user, devices=missing)
+        for bundle in bundles:
             dev = str(bundle.get("device"))
             if dev not in missing or self.crypto.has_session(dev):
                 continue
@@ -213,8 +299,9 @@ class Device:
         """The sealed journal record for our enterprise's disclosed archive, if it runs one."""
         if self.archive_key is None:
             return None
-        record = Record(self.id, direction, msg_id, sender, to_user, ts,
-                        text.decode(errors="replace"))
+        record = Record(
+            self.id, direction, msg_id, sender, to_user, ts, text.decode(errors="replace")
+        )
         return journal_record(self.archive_key, record)
 
     # -- receiving -----------------------------------------------------------------
@@ -298,3 +385,11 @@ class Device:
 
     def history(self) -> list[HistoryEntry]:
         return self._store.history()
+
+
+def emit_alarm(events: EventLog, actor: str, alarm: Alarm) -> None:
+    """A key-transparency alarm as an event (the alarm's own ``kind`` - unenrolled-device,
+    key-mismatch, split-view - travels as ``alarm_kind``)."""
+    fields = alarm.to_json()
+    fields["alarm_kind"] = fields.pop("kind")
+    events.emit(actor, "device.kt_alarm", **fields)

@@ -137,6 +137,9 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         await asyncio.sleep(0.2)  # let the last X2/X3 records and journal copies land
         observers = observers_of(system, image)
         ledger = _close_ledger(system, say)
+        # Every device audits its own user's entries in the directory log.
+        await system.monitor()
+        alarms = system.alarms()
         before = {(d.sender, d.sent.id) for d in list(system.deliveries.values())[: image.taken_at]}
         fs = forward_secrecy(system, image, before)
         result = report(
@@ -151,7 +154,7 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
             messages_sent=system.messages_sent,
             messages_delivered=system.messages_delivered,
             observers=observers,
-            alarms=[],
+            alarms=alarms,
             forward_secrecy=fs,
             ledger=ledger,
             elapsed_s=round(time.monotonic() - started, 3),
@@ -269,7 +272,10 @@ def observers_of(system: System, image: DeviceImage) -> list[ObserverResult]:
     relay_bytes = list(system.relay.captured())
     observers = [assess("relay", relay_bytes, readers=())]
     if system.tap is not None and (system.li == "blanket" or system.government.ghosts):
-        tap_bytes = list(system.tap.captured("mirror")) + list(system.tap.captured("ghost"))
+        # A ghost's envelope reaches the tap twice (mirror and ghost inbox): count it once.
+        tap_bytes = list(
+            dict.fromkeys([*system.tap.captured("mirror"), *system.tap.captured("ghost")])
+        )
         observers.append(assess("blanket-tap", tap_bytes, readers=system.tap.readers))
     received = system.agency.received
     if received:
@@ -410,7 +416,7 @@ def _narrate_message(
             f"{say.paint(repr(texts[0] if texts else '?'), 'cyan')}",
             "cyan",
         )
-    missing = set(delivery.sent.devices) - delivery.delivered_to
+    missing = delivery.expected - delivery.delivered_to
     for dev in sorted(missing):
         say.party(dev, say.paint("NOT DELIVERED", "red", "bold"), "red")
 

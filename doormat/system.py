@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clients.device import Device, Sent
+from clients.crypto import DeviceCrypto
+from clients.device import Device, Sent, emit_alarm
 from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import Account
@@ -31,7 +33,7 @@ from interceptor.tap import Tap
 from interceptor.warrant import Decision
 from relay.service import RelayService
 from wire.events import Event, EventLog, now_ms
-from wire.ids import RELAY_ID, enterprise_of
+from wire.ids import RELAY_ID, enterprise_of, user_of
 from wire.note import Signer
 
 
@@ -44,10 +46,13 @@ class Delivery:
     to_user: str
     text: str
     delivered_to: set[str]
+    # The enrolled devices it was sealed for (a ghost gets a copy too, but is nobody's
+    # screen: it does not count towards delivery).
+    expected: set[str] = field(default_factory=set)
 
     @property
     def complete(self) -> bool:
-        return set(self.sent.devices) <= self.delivered_to
+        return self.expected <= self.delivered_to
 
 
 class System:
@@ -93,6 +98,7 @@ class System:
         self.ledger_signer = Signer.generate(DEFAULT_ORIGIN)
         self.ledger: Ledger | None = None
         self.interceptor: InterceptorService | None = None
+        self._ghosts: asyncio.Task[None] | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -139,6 +145,9 @@ class System:
             self.servers[name] = server
         await self._start_interceptor()
         await asyncio.gather(*(self.start_device(d) for d in self.credentials))
+        if self.government.backdoor == "ghost":
+            self._ghosts = asyncio.get_running_loop().create_task(self._install_ghosts())
+            await self._ghosts
 
     async def _start_interceptor(self) -> None:
         self.ledger = Ledger(self.state_dir / "ledger.sqlite", signer=self.ledger_signer)
@@ -204,14 +213,83 @@ class System:
         self.li = mode
 
     def set_backdoor(self, backdoor: str) -> None:
-        """Impose a mandate: every device from now on runs the mandated client build."""
+        """Impose a mandate: every device from now on runs the mandated client build, or
+        (ghost) the directory lists a government device for every user - installed in
+        the background; ``await system.ghosts_installed()`` waits for it."""
         self.government.mandate(backdoor)
         self.build = self.government.client_build()
         for dev in self.devices.values():
             dev.set_build(self.build)
+        if backdoor == "ghost" and self._ghosts is None:
+            self._ghosts = asyncio.get_running_loop().create_task(self._install_ghosts())
         self.events.emit(
             "government", "government.mandate", backdoor=backdoor, build=self.build.name
         )
+
+    async def ghosts_installed(self) -> None:
+        if self._ghosts is not None:
+            await self._ghosts
+
+    async def _install_ghosts(self) -> None:
+        """The ghost back door: the relay's directory lets the government add a device
+        of its own to every user, and unmodified clients will encrypt to it."""
+        assert self.relay is not None and self.tap is not None
+        self.relay.relay.set_ghost(True)
+        for user in self.cast.users:
+            ghost = f"{user.user}.gov"
+            if ghost in self.government.ghosts:
+                continue
+            crypto = DeviceCrypto.create(ghost, one_time_prekeys=50)
+            await self.tap.link.request("enrol", user=user.user, device=ghost)
+            await self.tap.link.request("publish", device=ghost, **crypto.publish_material())
+            self.government.ghosts[ghost] = crypto
+        for dev in self.devices.values():
+            dev.forget_device_lists()
+
+    def _enrolled_devices(self, user: str) -> set[str]:
+        """What the user's enterprise says it enrolled (devices learn it from there, not
+        from the relay, or monitoring the relay's log would prove nothing)."""
+        ent = self.enterprises[enterprise_of(user)]
+        return {c.device for c in ent.devices.values() if c.user == user}
+
+    async def monitor(self) -> list[dict[str, Any]]:
+        """Every device audits its own user's directory entries; the alarms raised."""
+        alarms = []
+        for dev in list(self.devices.values()):
+            alarms += [a.to_json() for a in await dev.monitor()]
+        return alarms
+
+    def gossip(self) -> list[dict[str, Any]]:
+        """Devices compare the checkpoints they hold, pairwise: a split view shows."""
+        alarms = []
+        devices = [d for d in self.devices.values() if d.kt is not None]
+        for a in devices:
+            for b in devices:
+                note = b.kt.gossip() if b.kt is not None else None
+                if a is b or note is None or a.kt is None:
+                    continue
+                alarm = a.kt.compare(note)
+                if alarm is not None:
+                    emit_alarm(self.events, a.id, alarm)
+                    alarms.append(alarm.to_json())
+        return alarms
+
+    def alarms(self) -> list[dict[str, Any]]:
+        """Key-transparency alarms raised so far, one per (user, device, kind)."""
+        seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for e in self.events.events(kind="device.kt_alarm"):
+            seen.setdefault(
+                (e["user"], e["device"], e["alarm_kind"]),
+                {
+                    "user": e["user"],
+                    "device": e["device"],
+                    "t": e["time"],
+                    "kind": e["alarm_kind"],
+                    "reason": e["reason"],
+                    "raised_by": e["actor"],
+                },
+            )
+        return list(seen.values())
 
     async def start_device(self, device: str) -> Device:
         dev = Device(
@@ -222,6 +300,8 @@ class System:
             self.events,
             build=self.build,
             archive_key=self.servers[enterprise_of(device)].archive_public_key,
+            directory_vkey=self.relay.directory_vkey if self.relay is not None else None,
+            enrolled=functools.partial(self._enrolled_devices, user_of(device)),
         )
         await dev.start()
         self.devices[device] = dev
@@ -258,7 +338,8 @@ class System:
 
     async def send(self, device: str, to_user: str, text: str) -> Delivery:
         sent = await self.devices[device].send(to_user, text)
-        delivery = Delivery(sent, device, to_user, text, set())
+        expected = {d for d in sent.devices if d in self.credentials}
+        delivery = Delivery(sent, device, to_user, text, set(), expected)
         # Events from a fast delivery may already be in; count them.
         for e in self.events.events(kind="device.received"):
             if e["from"] == device and e["id"] == sent.id:
