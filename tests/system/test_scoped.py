@@ -53,8 +53,9 @@ async def test_agency_gets_exactly_the_targets_messages_in_the_window(scoped: Sy
     system = scoped
     await send_all(system, SCRIPT[:3])  # before the warrant: out of scope
     now = await fresh_second()
-    warrant = system.legal.warrant(case="OP-T", targets=TARGETS, categories=["IRI", "CC"],
-                                   not_before=now, not_after=now + 600)
+    warrant = system.legal.warrant(
+        case="OP-T", targets=TARGETS, categories=["IRI", "CC"], not_before=now, not_after=now + 600
+    )
     decision = await system.submit_warrant(warrant.encode())
     assert decision.accepted, decision.message
     before = set(system.deliveries)
@@ -72,10 +73,12 @@ async def test_agency_gets_exactly_the_targets_messages_in_the_window(scoped: Sy
     expect_iri = {(d.sender, d.sent.id) for d in in_window if involves(d, targets)}
     assert expect_readable and expect_iri - expect_readable  # the script covers both cases
 
-    iri = {(r.record["from"], r.record["id"]) for r in system.agency.received
-           if r.record["category"] == "IRI"}
-    readable = {(r.record["from"], r.record["id"]) for r in system.agency.received
-                if r.readable}
+    iri = {
+        (r.record["from"], r.record["id"])
+        for r in system.agency.received
+        if r.record["category"] == "IRI"
+    }
+    readable = {(r.record["from"], r.record["id"]) for r in system.agency.received if r.readable}
     assert iri == expect_iri
     assert readable == expect_readable
     # What it read is what was typed: the agency decrypted the real content.
@@ -87,8 +90,9 @@ async def test_agency_gets_exactly_the_targets_messages_in_the_window(scoped: Sy
     everything = {(r.record["from"], r.record["id"]) for r in system.agency.received}
     assert everything == expect_iri
     # CC for carol (no archive) arrived as ciphertext that nobody in the chain opened.
-    cc_unread = [r for r in system.agency.received
-                 if r.record["category"] == "CC" and not r.readable]
+    cc_unread = [
+        r for r in system.agency.received if r.record["category"] == "CC" and not r.readable
+    ]
     assert cc_unread and all("envelope" in r.record for r in cc_unread)
 
     # The ledger: decision, task, every delivery - and it verifies.
@@ -114,8 +118,7 @@ async def test_refused_warrants_are_logged_and_provision_nothing(
 ) -> None:
     system, legal = scoped, scoped.legal
     now = int(time.time())
-    w = dict(case="OP-X", targets=TARGETS, categories=["IRI"], not_before=now,
-             not_after=now + 600)
+    w = dict(case="OP-X", targets=TARGETS, categories=["IRI"], not_before=now, not_after=now + 600)
     if defect == "forged":
         obj = json.loads(legal.warrant(**w).encode())  # type: ignore[arg-type]
         obj["targets"][0]["value"] = "bob@acme"
@@ -150,8 +153,13 @@ async def test_crash_between_ledger_and_task_leaves_no_task_without_entry(
     system = scoped
     assert system.interceptor is not None and system.relay is not None
     now = int(time.time())
-    w = system.legal.warrant(case="OP-CRASH", targets=TARGETS[:1], categories=["IRI"],
-                             not_before=now, not_after=now + 600)
+    w = system.legal.warrant(
+        case="OP-CRASH",
+        targets=TARGETS[:1],
+        categories=["IRI"],
+        not_before=now,
+        not_after=now + 600,
+    )
     old = system.interceptor
 
     async def die(actions):  # type: ignore[no-untyped-def]
@@ -167,14 +175,23 @@ async def test_crash_between_ledger_and_task_leaves_no_task_without_entry(
 
     # The successor: same ledger, same account, nothing but the ledger to go on.
     successor = ScopedInterceptor(
-        system.ledger, trust=system.legal.trust, policy=system.legal.policy,
-        agency=system.legal.agency.public, directory=lambda f, v: True,
-        archives=lambda e: False, events=system.events, clock_ms=old.core.clock_ms,
+        system.ledger,
+        trust=system.legal.trust,
+        policy=system.legal.policy,
+        agency=system.legal.agency.public,
+        directory=lambda f, v: True,
+        archives=lambda e: False,
+        events=system.events,
+        clock_ms=old.core.clock_ms,
     )
     new = InterceptorService(
-        successor, system.broker.host, system.broker.port,
-        system.account("interceptor").password, system.events,
-        deliver=system.agency.receive, ask_enterprise=lambda e, w: None,
+        successor,
+        system.broker.host,
+        system.broker.port,
+        system.account("interceptor").password,
+        system.events,
+        deliver=system.agency.receive,
+        ask_enterprise=lambda e, w: None,
     )
     await new.start()
     try:
