@@ -108,6 +108,11 @@ class Device:
         self._prekeys_used = 0
         self._refill: asyncio.Task[None] | None = None
 
+    @property
+    def connected(self) -> bool:
+        """Whether the device is connected to the broker right now."""
+        return self._link.connected
+
     def set_build(self, build: ClientBuild) -> None:
         """Install a client build (an update pushed to the device). The build is part of
         the device image: a mandated build's baked-in keys are on its disk like the app."""

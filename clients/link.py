@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiomqtt
@@ -31,7 +31,7 @@ from wire import topics
 log = logging.getLogger(__name__)
 
 EnvelopeHandler = Callable[[bytes], Awaitable[None]]
-ConnectHook = Callable[[], Awaitable[None]]
+ConnectHook = Callable[[], Coroutine[Any, Any, None]]
 OtherHandler = Callable[[str, bytes], Awaitable[None]]
 
 
@@ -158,7 +158,7 @@ class Link:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            await self._dispatch(str(message.topic), bytes(message.payload))  # type: ignore[arg-type]
+            await self._dispatch(str(message.topic), bytes(message.payload))
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from interceptor.errors import WarrantError
 from interceptor.handover import seal_record
 from interceptor.ledger import (
     TASK_START,
@@ -37,7 +38,6 @@ from interceptor.warrant import (
     Directory,
     Policy,
     Warrant,
-    WarrantError,
     WarrantState,
     check_warrant_bytes,
     parse_warrant,

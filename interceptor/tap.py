@@ -58,6 +58,10 @@ class Tap:
     async def start(self, timeout: float = 15.0) -> None:
         await self.link.start(timeout)
 
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
     async def stop(self) -> None:
         await self.link.stop()
         self._db.close()

@@ -443,12 +443,6 @@ def run_enterprise(args: argparse.Namespace) -> int:
 # -- doormat device run -------------------------------------------------------------------
 
 
-def _device_connected(device: Any) -> bool:
-    # Device has no public connection state yet; its Link does.
-    link = getattr(device, "_link", None)
-    return bool(getattr(link, "connected", True))
-
-
 def run_device(args: argparse.Namespace) -> int:
     from clients.device import Device
     from clients.enterprise import Credentials
@@ -497,7 +491,7 @@ def run_device(args: argparse.Namespace) -> int:
             return
         events.emit(device, "service.ready", service="device")
         keeper = asyncio.create_task(
-            beat.keep(lambda: "ready" if _device_connected(dev) else "disconnected", stop)
+            beat.keep(lambda: "ready" if dev.connected else "disconnected", stop)
         )
         if args.bot:
             rng = random.Random(f"{args.seed}:{device}")
@@ -560,9 +554,7 @@ def run_tap(args: argparse.Namespace) -> int:
             events.emit(TAP_ID, "service.stopped", service="tap")
             return
         events.emit(TAP_ID, "service.ready", service="tap")
-        # The tap reconnects by itself and exposes no connection state: once started, it
-        # reports ready.
-        await beat.keep(lambda: "ready", stop)
+        await beat.keep(lambda: "ready" if tap.connected else "disconnected", stop)
         await tap.stop()
         beat.write("stopped")
         events.emit(TAP_ID, "service.stopped", service="tap")
