@@ -28,20 +28,11 @@ from doormat.broker.accounts import (
 from doormat.broker.embedded import EmbeddedBroker
 from doormat.broker.mosquitto import write_config
 from doormat.cli import CommandError
+from doormat.commands.args import port
 
 ACCOUNTS_NAME = "accounts.json"
 DOCKER_CONFIG_DIR = "/mosquitto/config"
 DOCKER_DATA_DIR = "/mosquitto/data"
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range: {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,7 +57,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--accounts", type=Path, default=None, metavar="FILE",
                    help="accounts JSON file (default: the default cast, with passwords "
                         "generated into DIR/accounts.json)")
-    c.add_argument("--port", type=_port, default=1883, help="listener port (default 1883)")
+    c.add_argument("--port", type=port, default=1883, help="listener port (default 1883)")
     c.add_argument("--bind", default="0.0.0.0", metavar="ADDR",
                    help="listener address (default 0.0.0.0)")
     c.add_argument("--config-dir", default=None, metavar="PATH",
@@ -88,7 +79,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     r.add_argument("--accounts", type=Path, default=None, metavar="FILE",
                    help="accounts JSON file (default: the default cast, ./accounts.json)")
-    r.add_argument("--port", type=_port, default=1883, help="port (default 1883; 0 = any free)")
+    r.add_argument("--port", type=port, default=1883, help="port (default 1883; 0 = any free)")
     r.add_argument("--bind", default="127.0.0.1", metavar="ADDR",
                    help="address (default 127.0.0.1; 0.0.0.0 to serve the classroom network)")
     r.add_argument("--verbose", action="store_true", help="log every connection")

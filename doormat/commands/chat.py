@@ -14,7 +14,7 @@ import sys
 
 from doormat.cast import default_cast
 from doormat.cli import CommandError
-from doormat.commands.demo import _broker
+from doormat.commands.args import broker
 from doormat.demo import LINES
 from doormat.narrate import Narrator
 from doormat.system import System
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("user", metavar="USER", help="who you are, e.g. alice@acme (or just alice)")
-    p.add_argument("--broker", type=_broker, default="embedded")
+    p.add_argument("--broker", type=broker, default="embedded")
     p.add_argument("--seed", type=int, default=1, help="seed of the bots' answers")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.set_defaults(func=run)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from doormat.cli import CommandError
+from doormat.commands.args import positive
 from interceptor.court import (
     DEFAULT_AGENCY_ID,
     DEFAULT_NAMES,
@@ -133,16 +134,6 @@ def _hours(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
     if not value > 0 or value > 24 * 366 * 100:
         raise argparse.ArgumentTypeError(f"hours must be positive, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -430,7 +421,7 @@ def _register_check(sub: Sub) -> None:
     p.add_argument("--csp", help="this service provider's id (default doormat)")
     p.add_argument("--agency-key", metavar="FILE", help="the pinned agency key (agency.pub)")
     p.add_argument("--max-hours", type=_hours, help="longest window accepted (default 720)")
-    p.add_argument("--max-targets", type=_positive, help="most targets accepted (default 10)")
+    p.add_argument("--max-targets", type=positive, help="most targets accepted (default 10)")
     p.add_argument(
         "--directory",
         metavar="FILE",

@@ -12,34 +12,7 @@ import asyncio
 from pathlib import Path
 
 from doormat.cli import CommandError
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
-    return value
-
-
-def _users(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 2 <= value <= 200:
-        raise argparse.ArgumentTypeError(f"--users must be 2-200 for the dashboard, got {value}")
-    return value
-
-
-def _broker(text: str) -> str:
-    if text in ("embedded", "mosquitto") or text.startswith("mqtt://"):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"unknown broker {text!r}: use 'embedded', 'mosquitto' or mqtt://HOST:PORT"
-    )
+from doormat.commands.args import broker, port, whole_number
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,15 +30,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 in a container)")
-    p.add_argument("--port", type=_port, default=8765,
+    p.add_argument("--port", type=port, default=8765,
                    help="port to listen on (default 8765; 0 picks a free one)")
-    p.add_argument("--broker", type=_broker, default="embedded",
+    p.add_argument("--broker", type=broker, default="embedded",
                    help="embedded (default), mosquitto, or mqtt://HOST:PORT")
     p.add_argument("--li", choices=("off", "scoped", "blanket"), default="off",
                    help="the relay's LI switch at start (default off)")
     p.add_argument("--backdoor", choices=("none", "escrow", "ghost", "global-key"),
                    default="none", help="the mandated back door at start (default none)")
-    p.add_argument("--users", type=_users, default=None, metavar="N",
+    p.add_argument("--users", type=whole_number(2, 200), default=None, metavar="N",
                    help="a generated cast of N users instead of the default cast")
     p.add_argument("--state", type=Path, default=None, metavar="DIR",
                    help="keep each run's stores in DIR/run-N (default: temp dirs)")

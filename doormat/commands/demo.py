@@ -7,25 +7,8 @@ import asyncio
 from pathlib import Path
 
 from doormat.cli import CommandError
+from doormat.commands.args import broker, positive
 from doormat.demo import DemoOptions, run_demo
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _broker(text: str) -> str:
-    if text in ("embedded", "mosquitto") or text.startswith("mqtt://"):
-        return text
-    raise argparse.ArgumentTypeError(
-        f"unknown broker {text!r}: use 'embedded', 'mosquitto' or mqtt://HOST:PORT"
-    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--broker",
-        type=_broker,
+        type=broker,
         default="embedded",
         help="embedded (amqtt, in-process; default), mosquitto (started locally), "
         "or mqtt://HOST:PORT (an already running broker)",
@@ -48,14 +31,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the conversation (default 1)")
     p.add_argument(
         "--messages",
-        type=_positive,
+        type=positive,
         default=12,
         metavar="N",
         help="how many messages the users send (default 12)",
     )
     p.add_argument(
         "--users",
-        type=_positive,
+        type=positive,
         default=None,
         metavar="N",
         help="a generated cast of N single-device users instead of the default cast",
