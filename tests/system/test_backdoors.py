@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from system_helpers import converse
 
 from doormat.cast import default_cast
 from doormat.demo import observers_of, take_image
@@ -27,16 +28,6 @@ SCRIPT = [
 ]
 
 
-async def converse(system: System) -> dict[tuple[str, str], str]:
-    """Run the script; return (sender device, message id) -> plaintext: the ground truth."""
-    truth = {}
-    for device, to_user, text in SCRIPT:
-        d = await system.send(device, to_user, text)
-        assert await system.wait_delivered(d)
-        truth[(device, d.sent.id)] = text
-    return truth
-
-
 def by_name(observers: list[ObserverResult]) -> dict[str, ObserverResult]:
     return {o.name: o for o in observers}
 
@@ -50,7 +41,7 @@ async def run(
 ) -> tuple[System, dict[tuple[str, str], str], dict[str, ObserverResult]]:
     system = System(default_cast(), broker=broker, state_dir=tmp_path, li=li, backdoor=backdoor)
     await system.start()
-    truth = await converse(system)
+    truth = await converse(system, SCRIPT)
     # The tap's copies travel asynchronously; give them a moment to land.
     if system.tap is not None:
         envelopes = sum(len(d.sent.devices) for d in system.deliveries.values())
@@ -156,10 +147,10 @@ async def test_switching_at_runtime(tmp_path: Path) -> None:
     system = System(default_cast(), state_dir=tmp_path)
     await system.start()
     try:
-        first = await converse(system)
+        first = await converse(system, SCRIPT)
         system.set_li("blanket")
         system.set_backdoor("escrow")
-        second = await converse(system)
+        second = await converse(system, SCRIPT)
         assert system.tap is not None
         envelopes = sum(len(d.sent.devices) for d in system.deliveries.values())
         for _ in range(300):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from system_helpers import converse
+
 from doormat.cast import default_cast
 from doormat.demo import observers_of, take_image
 from doormat.system import System
@@ -15,15 +17,6 @@ SCRIPT = [
     ("dave@globex.phone", "alice@acme", "three"),
     ("bob@acme.phone", "carol@globex", "four"),
 ]
-
-
-async def converse(system: System) -> dict[tuple[str, str], str]:
-    truth = {}
-    for device, to_user, text in SCRIPT:
-        d = await system.send(device, to_user, text)
-        assert await system.wait_delivered(d)
-        truth[(device, d.sent.id)] = text
-    return truth
 
 
 async def settle(system: System) -> None:
@@ -39,11 +32,11 @@ async def test_ghost_reads_everything_after_it_was_added_and_is_detected(
     tmp_path: Path,
 ) -> None:
     async with System(default_cast(), state_dir=tmp_path, li="blanket") as system:
-        before = await converse(system)  # no ghost yet
+        before = await converse(system, SCRIPT)  # no ghost yet
         assert await system.monitor() == []
         system.set_backdoor("ghost")
         await system.ghosts_installed()
-        after = await converse(system)
+        after = await converse(system, SCRIPT)
         await settle(system)
         obs = {o.name: o for o in observers_of(system, take_image(system, "bob@acme.phone", 8))}
         tap = obs["blanket-tap"]
@@ -64,7 +57,7 @@ async def test_no_ghost_no_alarm(tmp_path: Path) -> None:
     async with System(
         default_cast(), state_dir=tmp_path, li="blanket", backdoor="escrow"
     ) as system:
-        await converse(system)
+        await converse(system, SCRIPT)
         await system.monitor()
         assert system.gossip() == []
         assert system.alarms() == []
@@ -79,7 +72,7 @@ async def test_split_view_is_caught_when_devices_compare_checkpoints(tmp_path: P
         await system.ghosts_installed()
         for dev in system.devices.values():
             dev.forget_device_lists()
-        await converse(system)
+        await converse(system, SCRIPT)
         await system.monitor()
         alarms = system.gossip()
         assert any(a["kind"] == "split-view" for a in alarms)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from system_helpers import converse
 
 from doormat.cast import default_cast
 from doormat.system import System
@@ -37,12 +38,6 @@ async def fresh_second() -> int:
     return int(time.time())
 
 
-async def send_all(system: System, script: list[tuple[str, str, str]]) -> None:
-    for device, to_user, text in script:
-        d = await system.send(device, to_user, text)
-        assert await system.wait_delivered(d)
-
-
 @pytest.fixture
 async def scoped(tmp_path: Path):  # type: ignore[no-untyped-def]
     async with System(default_cast(), state_dir=tmp_path, li="scoped") as system:
@@ -51,7 +46,7 @@ async def scoped(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 async def test_agency_gets_exactly_the_targets_messages_in_the_window(scoped: System) -> None:
     system = scoped
-    await send_all(system, SCRIPT[:3])  # before the warrant: out of scope
+    await converse(system, SCRIPT[:3])  # before the warrant: out of scope
     now = await fresh_second()
     warrant = system.legal.warrant(
         case="OP-T", targets=TARGETS, categories=["IRI", "CC"], not_before=now, not_after=now + 600
@@ -59,7 +54,7 @@ async def test_agency_gets_exactly_the_targets_messages_in_the_window(scoped: Sy
     decision = await system.submit_warrant(warrant.encode())
     assert decision.accepted, decision.message
     before = set(system.deliveries)
-    await send_all(system, SCRIPT)
+    await converse(system, SCRIPT)
     await asyncio.sleep(0.5)
 
     targets = {t.split(":", 1)[1] for t in TARGETS}
