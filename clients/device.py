@@ -254,6 +254,11 @@ class Device:
         data = text.encode() if isinstance(text, str) else text
         theirs = await self._devices_of(to_user)
         ours = [d for d in await self._devices_of(self.user) if d != self.id]
+        if self._enrolled is not None and set(ours) - self._enrolled():
+            # Our own user has a device our enterprise never enrolled: audit the log
+            # now (the alarm comes with the log's proof), and send anyway - as any
+            # client would, which is the ghost's whole trick.
+            await self.monitor()
         await self._open_sessions(to_user, theirs)
         if ours and to_user != self.user:
             await self._open_sessions(self.user, ours)

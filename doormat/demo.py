@@ -235,7 +235,11 @@ def _close_ledger(system: System, say: Narrator) -> dict[str, Any]:
     system.ledger.checkpoint()
     result = verify_ledger(system.ledger.path, [system.ledger_signer.verifier()])
     system.events.emit(
-        "oversight", "ledger.verified", ok=result.ok, problems=[str(p) for p in result.problems]
+        "oversight",
+        "ledger.verified",
+        ok=result.ok,
+        problems=[str(p) for p in result.problems],
+        entries=system.ledger.size,
     )
     return {"entries": system.ledger.size, "verified": result.ok}
 

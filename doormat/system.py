@@ -151,6 +151,8 @@ class System:
 
     async def _start_interceptor(self) -> None:
         self.ledger = Ledger(self.state_dir / "ledger.sqlite", signer=self.ledger_signer)
+        # Oversight's copy of the checkpoint key, for `doormat ledger verify --keys`.
+        (self.state_dir / "ledger.vkey").write_text(self.ledger_signer.verifier().vkey() + "\n")
         self._stack.callback(self.ledger.close)
         known_users = {u.user for u in self.cast.users}
         known_devices = set(self.credentials)
@@ -222,6 +224,13 @@ class System:
             dev.set_build(self.build)
         if backdoor == "ghost" and self._ghosts is None:
             self._ghosts = asyncio.get_running_loop().create_task(self._install_ghosts())
+        elif backdoor != "ghost" and self._ghosts is not None and self.relay is not None:
+            # Lifting the mandate: the directory stops listing the ghosts (their log
+            # entries stay: the log is append-only).
+            self.relay.relay.set_ghost(False)
+            self._ghosts = None
+            for dev in self.devices.values():
+                dev.forget_device_lists()
         self.events.emit(
             "government", "government.mandate", backdoor=backdoor, build=self.build.name
         )

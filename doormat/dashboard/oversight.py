@@ -129,7 +129,8 @@ def tamper_ledger(system: System) -> dict[str, Any]:
                 obj = json.loads(bytes(r))
             except ValueError:
                 continue
-            if isinstance(obj, dict) and obj.get("accepted") is False:
+            # A warrant decision keeps its verdict in the entry's payload.
+            if isinstance(obj, dict) and _payload(obj).get("accepted") is False:
                 idx, raw = i, r
                 break
         try:
@@ -137,9 +138,10 @@ def tamper_ledger(system: System) -> dict[str, Any]:
         except ValueError:
             obj = None
         if isinstance(obj, dict):
-            if obj.get("accepted") is False:
-                obj["accepted"] = True
-                obj["reason"] = "accepted"
+            payload = _payload(obj)
+            if payload.get("accepted") is False:
+                payload["accepted"] = True
+                payload["reason"] = "accepted"
                 what = "a refused warrant now reads as accepted"
             else:
                 obj["edited_by"] = "insider"
@@ -156,3 +158,8 @@ def tamper_ledger(system: System) -> dict[str, Any]:
         db.close()
     system.events.emit(INSIDER, "ledger.tampered", index=idx, what=what)
     return {"index": idx, "what": what}
+
+
+def _payload(entry: dict[str, Any]) -> dict[str, Any]:
+    payload = entry.get("payload")
+    return payload if isinstance(payload, dict) else {}

@@ -3,10 +3,6 @@
 The lab engine watches the system's event log; the test only does what a student does
 in the dashboard (send, switch, mandate, steal a key, image a phone, search the relay,
 issue warrants, verify and tamper with the ledger) through the same Hub the page uses.
-
-Exercises whose events the system does not emit yet (FUTURE) are checked separately by
-feeding the documented event names through an EventLog:
-``test_future_exercises_solved_by_documented_event_names``.
 """
 
 from __future__ import annotations
@@ -21,11 +17,6 @@ from doormat.cast import default_cast
 from doormat.dashboard import Hub
 from doormat.lab import LabEngine, ScoreStore, load_exercises
 from doormat.system import System
-from wire.events import EventLog
-
-# Solved only by events the system does not emit yet (the ghost back door's directory
-# entries and key transparency's alarm are being built).
-FUTURE = {"ghost-reads", "ghost-detected"}
 
 
 class Lab:
@@ -84,7 +75,7 @@ async def test_fresh_run_solves_nothing(lab: Lab) -> None:
 
 async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     keys = {e.key for e in lab.engine.active()}
-    playable = keys - FUTURE
+    playable = keys
     assert lab.solved() == set()
 
     # A first message.
@@ -122,6 +113,16 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     image = await lab.hub.attack("device-image", "carol@globex.phone")
     assert image["others_read"] >= 1
     await lab.until("global-key-one-phone")
+
+    # Ghost: the directory lists a government device for everyone; the tap reads what
+    # unmodified clients encrypt to it, and alice's phone's audit of the log catches it.
+    lab.hub.set_backdoor("ghost")
+    await lab.system.ghosts_installed()
+    await lab.send("alice@acme.phone", "bob@acme", "Ghosted: sierra-6")
+    await lab.until("ghost-reads")
+    await lab.until("ghost-detected")
+    alarms = lab.system.alarms()
+    assert {a["device"] for a in alarms if a["user"] == "alice@acme"} == {"alice@acme.gov"}
 
     # Warrants, refused for three reasons (scoped, no back door from here on).
     lab.hub.set_backdoor("none")
@@ -170,23 +171,3 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
         if row["solved"]:
             assert row["detected_by"] and row["evidence"]["kind"]
             assert "text" not in row["evidence"]  # no plaintext kept in the score store
-
-
-def test_future_exercises_solved_by_documented_event_names(tmp_path: Path) -> None:
-    """FUTURE exercises: the system does not emit their events yet. Feed the names the
-    lead documented (device.kt_alarm; tap.captured on the ghost channel after a ghost
-    mandate) through an EventLog, and the engine marks them solved."""
-    exercises = load_exercises()
-    store = ScoreStore(tmp_path / "home")
-    engine = LabEngine(exercises, store)
-    log = EventLog()
-    engine.attach(log)
-    log.emit("government", "government.mandate", backdoor="ghost", build="standard")
-    log.emit("tap", "tap.captured", channel="ghost", liid=None, seq=None, id="m1",
-             to="carol@globex.gov", size=400, readable=True, text="hello", **{
-                 "from": "alice@acme.phone"})
-    log.emit("alice@acme.phone", "device.kt_alarm", user="alice@acme",
-             device="alice@acme.gov", reason="device not enrolled by acme")
-    assert set(store.solved()) >= FUTURE
-    assert set(store.solved()) == FUTURE
-    store.close()
