@@ -198,7 +198,11 @@ class Local:
         out = []
         previous = ""
         for arg in args:
-            if previous == "--port" and arg.isdigit() and int(arg) in self.ports:
+            if arg == sys.executable:
+                # This machine's Python, not a path inside a container (it may well
+                # live under /tmp, which the containers' /tmp would otherwise claim).
+                pass
+            elif previous == "--port" and arg.isdigit() and int(arg) in self.ports:
                 arg = str(self.ports[int(arg)])
             elif previous == "--host" and arg == "0.0.0.0":
                 arg = "127.0.0.1"
