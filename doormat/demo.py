@@ -16,13 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from doormat.attacks import DeviceImage, steal_escrow_key
+from doormat.attacks import DeviceImage
 from doormat.cast import Cast, default_cast, generated_cast
-from doormat.exposure import ObserverResult, assess, report
+from doormat.exposure import (
+    VICTIM_USER_INDEX,
+    forward_secrecy,
+    observers_of,
+    report,
+    take_image,
+)
 from doormat.narrate import Narrator
 from doormat.system import Delivery, System
 from interceptor.ledger_store import verify as verify_ledger
-from wire import envelope as wire_envelope
 from wire.events import Event
 
 LINES = (
@@ -53,10 +58,6 @@ class DemoOptions:
     quiet: bool = False
     li: str = "off"
     backdoor: str = "none"
-
-
-# Whose phone the device-image attacker extracts (another enterprise than most senders).
-VICTIM_USER_INDEX = 2
 
 
 def script(cast: Cast, n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -244,15 +245,6 @@ def _close_ledger(system: System, say: Narrator) -> dict[str, Any]:
     return {"entries": system.ledger.size, "verified": result.ok}
 
 
-def take_image(system: System, device: str, taken_at: int) -> DeviceImage:
-    return DeviceImage.take(
-        device,
-        system.state_dir / f"{device}.sqlite",
-        system.state_dir / "stolen" / f"{device}.image.sqlite",
-        taken_at,
-    )
-
-
 async def _settle(system: System, delivery: Delivery, li: str) -> None:
     """Wait (briefly) until the tap has every envelope of the message, so the narration
     shows what it captured. The report does not depend on this wait."""
@@ -268,72 +260,6 @@ async def _settle(system: System, delivery: Delivery, li: str) -> None:
         if got >= want:
             return
         await asyncio.sleep(0.01)
-
-
-def observers_of(system: System, image: DeviceImage) -> list[ObserverResult]:
-    """Every observer, from the bytes it captured and the keys it holds."""
-    assert system.relay is not None
-    relay_bytes = list(system.relay.captured())
-    observers = [assess("relay", relay_bytes, readers=())]
-    if system.tap is not None and (system.li == "blanket" or system.government.ghosts):
-        # A ghost's envelope reaches the tap twice (mirror and ghost inbox): count it once.
-        tap_bytes = list(
-            dict.fromkeys([*system.tap.captured("mirror"), *system.tap.captured("ghost")])
-        )
-        observers.append(assess("blanket-tap", tap_bytes, readers=system.tap.readers))
-    received = system.agency.received
-    if received:
-        captured, readable, iri = system.agency.exposure()
-        observers.append(
-            ObserverResult("agency", captured, readable, iri, keys=["agency delivery key"])
-        )
-    for name, server in system.servers.items():
-        if server.archive is not None:
-            records = server.archive.records()
-            messages = {(r.sender, r.id) for r in records}
-            # Each record was opened (HPKE) with the archive key by ingest(): real reads.
-            observers.append(
-                ObserverResult(
-                    f"enterprise:{name}",
-                    len(messages),
-                    len(messages),
-                    len(records),
-                    keys=[f"{name} archive key"],
-                )
-            )
-    if system.government.escrow_key is not None:
-        observers.append(
-            assess(
-                "attacker:escrow-key",
-                relay_bytes,
-                readers=[steal_escrow_key(system.government.escrow_key)],
-            )
-        )
-    observers.append(assess("attacker:device-image", relay_bytes, readers=image.readers()))
-    return observers
-
-
-def forward_secrecy(
-    system: System, image: DeviceImage, before: set[tuple[str, str]]
-) -> dict[str, Any]:
-    """What one stolen device image reveals of the messages sent *before* it was taken:
-    with the ratchet alone (its own state), and with everything in the image."""
-    assert system.relay is not None
-    earlier = [raw for raw in system.relay.captured() if _key(raw) in before]
-    ratchet_only = assess("ratchet", earlier, readers=[image.ratchet_reader()])
-    whole_image = assess("image", earlier, readers=image.readers())
-    return {
-        "device": image.device,
-        "image_taken_after_message": image.taken_at,
-        "messages_before": len(before),
-        "readable_with_ratchet_alone": ratchet_only.readable,
-        "readable_with_whole_image": whole_image.readable,
-    }
-
-
-def _key(raw: bytes) -> tuple[str, str]:
-    env = wire_envelope.parse(raw)
-    return (env.sender, env.id)
 
 
 MANDATES = {

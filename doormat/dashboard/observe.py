@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from doormat.attacks import DeviceImage, steal_escrow_key
-from doormat.demo import VICTIM_USER_INDEX, observers_of
-from doormat.exposure import assess
+from doormat.exposure import VICTIM_USER_INDEX, assess, observers_of
 from doormat.system import System
 from wire import envelope as wire_envelope
 from wire.envelope import EnvelopeError

@@ -14,8 +14,7 @@ import pytest
 from system_helpers import converse
 
 from doormat.cast import default_cast
-from doormat.demo import observers_of, take_image
-from doormat.exposure import ObserverResult
+from doormat.exposure import ObserverResult, observers_of, take_image
 from doormat.system import System
 
 SCRIPT = [
@@ -120,7 +119,7 @@ async def test_global_key_one_device_image_reads_everyone(tmp_path: Path) -> Non
 async def test_forward_secrecy_lost_only_with_the_back_door(tmp_path: Path) -> None:
     """A device image taken mid-run: the ratchet alone opens none of the earlier messages;
     with the global-key build the same image opens them all."""
-    from doormat.demo import forward_secrecy
+    from doormat.exposure import forward_secrecy
 
     for backdoor, expect_whole in (("none", 0), ("global-key", 3)):
         system = System(default_cast(), state_dir=tmp_path / backdoor, backdoor=backdoor)

@@ -8,7 +8,7 @@ from pathlib import Path
 from system_helpers import converse
 
 from doormat.cast import default_cast
-from doormat.demo import observers_of, take_image
+from doormat.exposure import observers_of, take_image
 from doormat.system import System
 
 SCRIPT = [
