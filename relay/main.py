@@ -19,11 +19,13 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from relay.li import MODES
+from relay.router import Limits
 from relay.service import JsonLinesLog, RelayError, RelayService
 from wire.ids import RELAY_ID
 
@@ -109,6 +111,21 @@ def add_arguments(parser: argparse.ArgumentParser, *, password_required: bool = 
         "loss, at a cost in throughput (default %(default)s)",
     )
     parser.add_argument(
+        "--device-rate",
+        type=float,
+        default=None,
+        metavar="N",
+        help="per-device limit: envelopes (and, separately, directory requests) per "
+        f"second, sustained; 0 disables (default {Limits().device_rate:g})",
+    )
+    parser.add_argument(
+        "--device-burst",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"per-device burst allowance (default {Limits().device_burst})",
+    )
+    parser.add_argument(
         "--no-keep-captured",
         action="store_true",
         help="clear an envelope's bytes once it is acknowledged (default: keep them, as "
@@ -176,6 +193,17 @@ def run_from_args(args: argparse.Namespace, password: str | None = None) -> int:
     }
     if args.subscription:
         options["subscription"] = args.subscription
+    if args.device_rate is not None or args.device_burst is not None:
+        if (args.device_rate is not None and args.device_rate < 0) or (
+            args.device_burst is not None and args.device_burst < 1
+        ):
+            raise ConfigError("--device-rate must be >= 0 and --device-burst >= 1")
+        default = Limits()
+        options["limits"] = replace(
+            default,
+            device_rate=default.device_rate if args.device_rate is None else args.device_rate,
+            device_burst=default.device_burst if args.device_burst is None else args.device_burst,
+        )
     with contextlib.ExitStack() as stack:
         if args.events == "-":
             out: TextIO = sys.stdout

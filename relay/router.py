@@ -45,6 +45,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from relay.intake import TokenBuckets
 from relay.kt import (
     GHOST_KIND,
     GHOST_NAME,
@@ -107,7 +108,7 @@ Action = Publish | Ack | Event
 
 @dataclass(frozen=True)
 class Limits:
-    """Input bounds. Per-device rate limits (issue 7) would live here too."""
+    """Input bounds, and per-device rate limits (docs/relay.md, "Load and overload")."""
 
     max_envelope_bytes: int = MAX_ENVELOPE_BYTES
     max_ack_bytes: int = 1024
@@ -118,6 +119,13 @@ class Limits:
     max_devices_per_request: int = 64  # the optional 'devices' of a bundles request
     max_monitor_entries: int = 512  # log entries about one user in a monitor answer
     excerpt_bytes: int = 16  # of ciphertext shown in relay.accepted
+    # Per-device token buckets, one per topic owner that is a device and per kind
+    # (msg, dir, archive; acks are not limited: they answer what the relay sent).
+    # Over the limit an input is refused before it is parsed or stored, and the
+    # refusals are summarised: one relay.rejected event and one error reply per device,
+    # kind and second. 0 disables the limit.
+    device_rate: float = 500.0  # inputs per second, sustained
+    device_burst: int = 2500  # saved up while idle
 
 
 class Observer(Protocol):
@@ -160,6 +168,8 @@ class Relay:
         # Handler of X1 task administration (relay/li.py), if the relay offers LI tasks.
         self.x1: Callable[[str, bytes], Sequence[Action]] | None = None
         self.clock = clock
+        self._buckets = TokenBuckets(self.limits.device_rate, self.limits.device_burst)
+        self._limited: dict[tuple[str, str], tuple[int, int]] = {}  # -> (refused, reported)
         # Key transparency. Without a signer (unit tests) an ephemeral key signs: clients
         # that pinned another key refuse its checkpoints, as they should.
         self.kt = DirectoryLog(kt_signer or Signer.generate(KT_ORIGIN))
@@ -250,7 +260,9 @@ class Relay:
             if owner == RELAY_ID:
                 # Only the relay itself may write there; it never does.
                 raise Rejected("the relay's own topic")
-            if kind == topics.MSG:
+            if kind != topics.ACK and not self._within_rate(owner, kind):
+                self._rate_limited(out, owner, kind, payload)
+            elif kind == topics.MSG:
                 self._msg(out, owner, payload)
             elif kind == topics.ACK:
                 self._ack(out, owner, payload)
@@ -279,6 +291,29 @@ class Relay:
             )
         out.append(Ack())
         return out
+
+    # -- rate limits ---------------------------------------------------------------
+
+    def _within_rate(self, owner: str, kind: str) -> bool:
+        if not is_device(owner):
+            return True  # enterprise servers, the tap, the interceptor: not limited
+        return self._buckets.allow((owner, kind), self.clock())
+
+    def _rate_limited(self, out: list[Action], owner: str, kind: str, payload: bytes) -> None:
+        """Refuse without looking inside; report at most once per second per device and
+        kind (a flood of refusals must not cost a reply and an event each)."""
+        now = self.clock()
+        refused, reported = self._limited.get((owner, kind), (0, -1000))
+        refused += 1
+        if now - reported < 1000:
+            self._limited[(owner, kind)] = (refused, reported)
+            return
+        self._limited[(owner, kind)] = (0, now)
+        reason = (
+            f"rate limit: over {self.limits.device_rate:g} per second "
+            f"(burst {self.limits.device_burst}); {refused} refused"
+        )
+        self._reject(out, owner, kind, payload, Rejected(reason, refused=refused))
 
     # -- archive journal ----------------------------------------------------------
 

@@ -20,6 +20,15 @@ time (backpressure: when the broker stops confirming, we stop reading input). Th
 is acknowledged without waiting for our output's PUBACK, because the envelope is already
 durable and is republished on every (re)connect and on the recipient's ``sync``.
 
+Under load (docs/relay.md, "Load and overload"): what the broker has already handed
+over (up to its in-flight window, at most ``read_ahead``) is taken into an ``Intake``
+(relay/intake.py) and handled round-robin by sender, so one flooding device does not
+stand in front of all others; consecutive envelopes and acks are handled in one SQLite
+transaction (group commit, at most ``batch_max``), and their PUBACKs, events and
+forwards follow that commit. PUBACKs go out in arrival order. The socket is
+TCP_NODELAY: without it, Nagle's algorithm holds the PUBACK that follows a forward for
+the peer's delayed ACK (about 40 ms per request/answer round trip).
+
 Running it in-process (the demo, tests)::
 
     service = RelayService(host, port, password, db_path, events)
@@ -37,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,9 +55,10 @@ from typing import Any, Literal, TextIO
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from relay.intake import DeferredEvents, Intake, Item, item_of
 from relay.kt import KT_ORIGIN
 from relay.li import LawfulIntercept
-from relay.router import Ack, Action, Limits, Publish, Relay
+from relay.router import Action, Limits, Publish, Relay
 from relay.store import Store, load_or_create_signer
 from wire import topics
 from wire.events import Event, EventLog, now_ms
@@ -81,6 +92,8 @@ class RelayService:
         keep_captured: bool = True,
         limits: Limits | None = None,
         publish_window: int = 256,
+        batch_max: int = 64,
+        read_ahead: int = 2000,
         keepalive: int = 30,
         backoff: tuple[float, float] = (0.1, 5.0),
         maintenance_interval: float = 600.0,
@@ -99,14 +112,19 @@ class RelayService:
         self.identifier = identifier or username
         self.subscription = subscription
         self.events = events
+        # What the router and the LI switch emit through: held while a group commit is
+        # open, so that every event describes committed work (relay/intake.py).
+        self._events = DeferredEvents(events)
         self.publish_window = publish_window
+        self.batch_max = max(1, batch_max)
+        self.read_ahead = max(1, read_ahead)
         self.keepalive = keepalive
         self.backoff = backoff
         self.maintenance_interval = maintenance_interval
         self.db_path = Path(db_path)
         self.store = Store(db_path, synchronous=synchronous, keep_captured=keep_captured)
         # The LI switch (relay/li.py): the only place a tap can be attached.
-        self.li = LawfulIntercept(events, li_mode, db_path=db_path)
+        self.li = LawfulIntercept(self._events, li_mode, db_path=db_path)
         # The key directory's checkpoint signing key (it signs, it decrypts nothing):
         # given, or kept beside the store (<db>.kt-key, mode 0600; <db>.kt-key.vkey is
         # the verifier key that devices pin).
@@ -115,7 +133,7 @@ class RelayService:
             kt_signer = load_or_create_signer(key_path, KT_ORIGIN)
         self.relay = Relay(
             self.store,
-            events,
+            self._events,
             limits=limits,
             observers=[self.li],
             kt_signer=kt_signer,
@@ -252,6 +270,7 @@ class RelayService:
         client.pending_calls_threshold = self.publish_window + 16  # our window bounds it
         publisher = _Publisher(client, self.publish_window)
         async with client:
+            _set_nodelay(client)
             self._connected = True
             self._connections += 1
             self._emit(
@@ -268,22 +287,25 @@ class RelayService:
             # Whatever was in flight when we last lost the broker (or died) may be lost;
             # republish everything pending. Recipients de-duplicate.
             reason = "startup" if self._connections == 1 else "reconnect"
-            await self._perform(client, publisher, self.relay.startup(reason), None)
+            await self._perform(publisher, self.relay.startup(reason))
             messages = client.messages
+            queue: asyncio.Queue[aiomqtt.Message] = client._queue
+            intake = Intake()
             stop_wait = asyncio.create_task(self._stop.wait())
             nxt: asyncio.Task[aiomqtt.Message] | None = None
             subscribed = False
             try:
                 while True:
-                    # Wait for the next message or stop, whichever first, so that a stop
-                    # lands between messages, never inside one.
-                    if nxt is None:
-                        nxt = asyncio.create_task(anext(messages))
-                    waiting: set[asyncio.Future[Any]] = {nxt, stop_wait}
-                    if not subscribed:
-                        waiting.add(subscribing)
-                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    if subscribing in done and not subscribed:
+                    if not intake:
+                        # Wait for the next message or stop, whichever first, so that a
+                        # stop lands between messages, never inside one.
+                        if nxt is None:
+                            nxt = asyncio.create_task(anext(messages))
+                        waiting: set[asyncio.Future[Any]] = {nxt, stop_wait}
+                        if not subscribed:
+                            waiting.add(subscribing)
+                        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    if not subscribed and subscribing.done():
                         subscribed = True
                         granted = subscribing.result()  # MqttError if the connection dropped
                         if any(_code(g) >= 0x80 for g in granted):
@@ -291,19 +313,22 @@ class RelayService:
                                 f"the broker refused the subscription {self.subscription!r}"
                             )
                         self._ready.set()
-                    if nxt in done:
+                    if nxt is not None and nxt.done():
                         message = nxt.result()  # raises MqttError when the connection drops
                         nxt = None
-                        payload = message.payload
-                        data = (
-                            bytes(payload)
-                            if isinstance(payload, bytes | bytearray)
-                            else str(payload).encode()  # paho gives bytes; the type says more
-                        )
-                        actions = self.relay.handle(str(message.topic), data)
-                        await self._perform(client, publisher, actions, message)
-                    elif stop_wait in done:
-                        break
+                        intake.add(_item(message))
+                    # What the broker already handed over is taken without waiting
+                    # (bounded by its in-flight window and by read_ahead).
+                    while intake.unacked < self.read_ahead:
+                        try:
+                            intake.add(_item(queue.get_nowait()))
+                        except asyncio.QueueEmpty:
+                            break
+                    if self._stop.is_set():
+                        break  # what was taken and not acknowledged comes back next time
+                    if intake:
+                        await self._handle(client, publisher, intake)
+                        await asyncio.sleep(0)  # let paho read and write the socket
             finally:
                 for task in (nxt, stop_wait, subscribing):
                     if task is not None and not task.done():
@@ -312,20 +337,40 @@ class RelayService:
                             await task
                 await publisher.drain(timeout=5.0)
 
-    async def _perform(
-        self,
-        client: aiomqtt.Client,
-        publisher: _Publisher,
-        actions: list[Action],
-        message: aiomqtt.Message | None,
-    ) -> None:
+    async def _handle(self, client: aiomqtt.Client, publisher: _Publisher, intake: Intake) -> None:
+        """Handle the next turn of the intake (round-robin by sender), committing runs
+        of envelopes and acks together, then forward, then release PUBACKs."""
+        items = intake.take(self.batch_max)
+        # Scoped LI tasks write through their own connection to the same database:
+        # with our write transaction open they would wait for it. No group commit then.
+        group = self.batch_max > 1 and self.li.mode != "scoped"
+        start = 0
+        while start < len(items):
+            end = start + 1
+            if group and items[start].kind in _GROUPED:
+                while end < len(items) and items[end].kind in _GROUPED:
+                    end += 1
+            run = items[start:end]
+            with self._events.held():  # events once committed, or never
+                if len(run) > 1:
+                    with self.store.batch():
+                        results = [self.relay.handle(i.topic, i.payload) for i in run]
+                else:
+                    results = [self.relay.handle(run[0].topic, run[0].payload)]
+            for actions in results:
+                await self._perform(publisher, actions)
+            intake.done(run)
+            start = end
+        for item in intake.ackable():
+            # Only now, after the commit (module doc), in arrival order. Same client
+            # that received it: a message id means nothing on another connection.
+            client._client.ack(item.message.mid, item.message.qos)
+
+    async def _perform(self, publisher: _Publisher, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Publish):
                 await publisher.publish(action.topic, action.payload)
-            elif isinstance(action, Ack) and message is not None:
-                # Only now, after handle() committed (module doc). Same client that
-                # received it: a message id means nothing on another connection.
-                client._client.ack(message.mid, message.qos)
+            # Ack: the caller releases PUBACKs in arrival order (Intake.ackable).
             # Event actions were emitted by the router when it decided.
 
     async def _maintenance(self) -> None:
@@ -374,6 +419,30 @@ class _Publisher:
             task.cancel()
 
 
+# Kinds handled in one transaction when they come in a row (group commit).
+_GROUPED = frozenset({topics.MSG, topics.ACK})
+
+
+def _item(message: aiomqtt.Message) -> Item:
+    payload = message.payload
+    data = (
+        bytes(payload)
+        if isinstance(payload, bytes | bytearray)
+        else str(payload).encode()  # paho gives bytes; the type says more
+    )
+    return item_of(str(message.topic), data, message)
+
+
+def _set_nodelay(client: aiomqtt.Client) -> None:
+    """TCP_NODELAY on the client's socket (paho does not set it). Without it a small
+    packet written right after another (a PUBACK after a forward, an answer after a
+    PUBACK) waits for the peer's delayed ACK, about 40 ms."""
+    sock = client._client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr,attr-defined]
+
+
 def _code(rc: Any) -> int:
     value = getattr(rc, "value", rc)
     return int(value)
@@ -411,5 +480,19 @@ class JsonLinesLog(EventLog):
         event: Event = {"t": now_ms(), "actor": actor, "kind": kind, **fields}
         with self._lock:
             self._out.write(json.dumps(event, sort_keys=True) + "\n")
-            self._out.flush()
+            if not self._deferred:
+                self._out.flush()
         return event
+
+    _deferred = False
+
+    @contextlib.contextmanager
+    def deferred_flush(self) -> Iterator[None]:
+        """Several events, one flush (a group commit's events)."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+            with self._lock:
+                self._out.flush()

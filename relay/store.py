@@ -211,6 +211,7 @@ class Store:
         self.keep_captured = keep_captured
         self.retention_ms = retention_ms
         self.retention_rows = retention_rows
+        self._batch = False  # inside batch(): methods use savepoints
         if readonly:
             # A reader beside a running relay (or after it stopped): WAL lets it read
             # committed data without blocking the writer. No schema work, no writes.
@@ -245,6 +246,18 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._batch:
+            # Inside batch(): a savepoint, so that a method that fails (a refused
+            # publish, say) still leaves nothing behind, while the commit is shared.
+            self._db.execute("SAVEPOINT tx")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK TO tx")
+                self._db.execute("RELEASE tx")
+                raise
+            self._db.execute("RELEASE tx")
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -252,6 +265,30 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit: every method called inside is one savepoint of a single
+        transaction, committed when the block ends (rolled back whole if it raises).
+        Nothing done inside is durable, or visible to other connections, before the
+        block ends: acknowledge inputs only after it. Not reentrant."""
+        if self._batch:
+            raise RuntimeError("Store.batch() is not reentrant")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._batch = True
+        try:
+            yield
+        except BaseException:
+            self._batch = False
+            self._db.execute("ROLLBACK")
+            raise
+        self._batch = False
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:  # e.g. SQLITE_BUSY leaves it open
+                self._db.execute("ROLLBACK")
+            raise
 
     # -- envelopes ---------------------------------------------------------------
 
