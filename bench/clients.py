@@ -1,0 +1,472 @@
+"""The bench's devices, run in worker processes so they can use every core.
+
+Two kinds of client, both speaking the real wire protocol through the real broker and
+relay, both really end-to-end encrypting (X3DH + Double Ratchet, 512-byte plaintexts):
+
+* ``device``: real ``clients.device.Device`` objects, exactly as the demo runs them:
+  durable SQLite store per device (``synchronous=FULL``), outbox, de-duplication,
+  ``clients.link.Link`` over aiomqtt. This is the product's own client stack.
+* ``core``: the E2EE core (``clients.crypto.DeviceCrypto``) driven directly by a thin
+  aiomqtt client with TCP_NODELAY, that keeps nothing on disk and acknowledges each
+  envelope without waiting. It is there to load the relay harder than the real client
+  stack can, so that the relay, not the clients, is what the figure measures.
+
+Each message's plaintext carries its send time (``time.monotonic_ns()``, the same clock
+in every process on Linux), its run tag, conversation and sequence number, so latency
+is measured from the decrypted plaintext, and a message is counted once whatever the
+number of copies delivered.
+
+A worker runs an asyncio loop and takes commands from the parent over a pipe
+(``setup``, ``run``, ``stop``); see ``bench/relay.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+PLAINTEXT_BYTES = 512
+
+
+def plaintext(tag: str, conv: int, seq: int) -> bytes:
+    head = f"T{time.monotonic_ns():020d} {tag} {conv:06d} {seq:09d} ".encode()
+    return head + b"." * (PLAINTEXT_BYTES - len(head))
+
+
+def parse_plaintext(data: bytes) -> tuple[int, str, int, int] | None:
+    try:
+        t, tag, conv, seq = data[:64].split(b" ", 4)[:4]
+        if not t.startswith(b"T"):
+            return None
+        return int(t[1:]), tag.decode(), int(conv), int(seq)
+    except ValueError:
+        return None
+
+
+def set_nodelay(client: aiomqtt.Client) -> None:
+    sock = client._client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+
+
+def patch_paho_nodelay() -> None:
+    """Make every paho socket of this process TCP_NODELAY (the fix proposed for
+    clients/link.py), to measure its effect on the real client stack."""
+    import paho.mqtt.client as pc
+
+    original = pc.Client._create_socket_connection
+
+    def patched(self: Any) -> Any:
+        sock = original(self)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    pc.Client._create_socket_connection = patched  # type: ignore[method-assign]
+
+
+# -- the core client ----------------------------------------------------------------
+
+
+class CoreClient:
+    """DeviceCrypto + aiomqtt: the E2EE work of a device without its durable store."""
+
+    def __init__(
+        self,
+        device: str,
+        password: str,
+        host: str,
+        port: int,
+        on_plaintext: Callable[[str, bytes], None],
+    ) -> None:
+        from clients.crypto import DeviceCrypto
+
+        self.id = device
+        self.user = device.rsplit(".", 1)[0]
+        self.crypto = DeviceCrypto.create(device, one_time_prekeys=2)
+        self._client = aiomqtt.Client(
+            host,
+            port,
+            username=device,
+            password=password,
+            identifier=device,
+            clean_session=True,
+            keepalive=60,
+        )
+        self._client.pending_calls_threshold = 10_000
+        self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._on_plaintext = on_plaintext
+        self._reader: asyncio.Task[None] | None = None
+        self.seen: set[tuple[str, str]] = set()
+        self.duplicates = 0
+        self.unreadable = 0
+
+    async def start(self) -> None:
+        await self._client.__aenter__()
+        set_nodelay(self._client)
+        await self._client.subscribe(f"doormat/in/{self.id}/#", qos=1)
+        self._reader = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._reader
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.__aexit__(None, None, None)
+
+    async def request(self, op: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+        req = secrets.token_hex(8)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._answers[req] = fut
+        body = json.dumps({"req": req, "op": op, **fields}).encode()
+        await self._client.publish(f"doormat/out/{self.id}/dir", body, qos=1)
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await fut
+        finally:
+            self._answers.pop(req, None)
+        if not answer.get("ok"):
+            raise RuntimeError(f"{self.id}: {op} refused: {answer.get('error')}")
+        return answer
+
+    async def publish_keys(self) -> None:
+        await self.request("publish", **self.crypto.publish_material())
+
+    async def open_session(self, peer: str) -> None:
+        answer = await self.request("bundles", user=peer.rsplit(".", 1)[0], devices=[peer])
+        bundles = [b for b in answer["bundles"] if b.get("device") == peer]
+        if not bundles:
+            raise RuntimeError(f"{self.id}: no bundle for {peer}")
+        self.crypto.start_session(peer, bundles[0])
+
+    def seal(self, peer: str, data: bytes) -> bytes:
+        from wire.envelope import Envelope
+
+        sealed = self.crypto.encrypt(peer, data)
+        return Envelope(
+            id=secrets.token_hex(16),
+            sender=self.id,
+            recipient=peer,
+            ts=time.time_ns() // 1_000_000,
+            header=sealed.header,
+            body=sealed.body,
+            prekey=sealed.prekey,
+        ).encode()
+
+    async def send(self, peer: str, data: bytes) -> None:
+        await self._client.publish(f"doormat/out/{self.id}/msg", self.seal(peer, data), qos=1)
+
+    async def _read(self) -> None:
+        from clients.crypto import Sealed
+        from clients.crypto.errors import CryptoError
+        from wire.envelope import EnvelopeError, parse
+
+        async for m in self._client.messages:
+            payload = bytes(m.payload)  # type: ignore[arg-type]
+            topic = str(m.topic)
+            if topic.endswith("/dir"):
+                try:
+                    answer = json.loads(payload)
+                except ValueError:
+                    continue
+                fut = self._answers.get(str(answer.get("req")))
+                if fut is not None and not fut.done():
+                    fut.set_result(answer)
+                continue
+            try:
+                env = parse(payload)
+            except EnvelopeError:
+                self.unreadable += 1
+                continue
+            ack = json.dumps({"from": env.sender, "id": env.id}).encode()
+            key = (env.sender, env.id)
+            if key in self.seen:
+                self.duplicates += 1
+            else:
+                try:
+                    data = self.crypto.decrypt(
+                        env.sender, Sealed(header=env.header, body=env.body, prekey=env.prekey)
+                    )
+                except CryptoError:
+                    self.unreadable += 1
+                    data = None
+                self.seen.add(key)
+                if data is not None:
+                    self._on_plaintext(env.sender, data)
+            # Not awaited: paho sends it in order; a lost ack only means a redelivery.
+            self._client._client.publish(f"doormat/out/{self.id}/ack", ack, qos=1)
+
+
+# -- the real device -----------------------------------------------------------------
+
+
+class _Log:
+    """An EventLog that keeps nothing and hands ``device.received`` to a callback."""
+
+    def __init__(self, on_received: Callable[[str, str], None]) -> None:
+        from wire.events import NullLog
+
+        class Log(NullLog):
+            def emit(self, actor: str, kind: str, **fields: Any) -> dict[str, Any]:
+                if kind == "device.received":
+                    on_received(str(fields.get("from")), str(fields.get("text")))
+                return {"actor": actor, "kind": kind}
+
+        self.log = Log()
+
+
+# -- the worker ------------------------------------------------------------------------
+
+
+@dataclass
+class Conversation:
+    index: int
+    sender: str
+    receiver: str
+    waiting: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerConfig:
+    mode: str  # "core" | "device"
+    host: str
+    port: int
+    pairs: list[tuple[int, str, str, str, str]]  # (index, sender, pw, receiver, pw)
+    workdir: str
+    nodelay: bool = False  # device mode: patch paho sockets to TCP_NODELAY
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.cfg = cfg
+        self.convs = {i: Conversation(i, s, r) for i, s, _, r, _ in cfg.pairs}
+        self.clients: dict[str, Any] = {}
+        self._tag = "none"
+        self._recv: list[tuple[int, float]] = []  # (monotonic ns at receipt, latency ms)
+        self._seen: set[tuple[int, int]] = set()
+        self._dups = 0
+        self._other = 0
+
+    # -- receipt -------------------------------------------------------------------
+
+    def _received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        parsed = parse_plaintext(data)
+        if parsed is None:
+            self._other += 1
+            return
+        sent_ns, tag, conv, seq = parsed
+        if tag != self._tag:
+            self._other += 1  # a warm-up reply or a late copy from an earlier run
+            return
+        if (conv, seq) in self._seen:
+            self._dups += 1
+            return
+        self._seen.add((conv, seq))
+        self._recv.append((now, (now - sent_ns) / 1e6))
+        c = self.convs.get(conv)
+        if c is not None:
+            fut = c.waiting.pop(seq, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    # -- commands ------------------------------------------------------------------
+
+    async def setup(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if cfg.mode == "device" and cfg.nodelay:
+            patch_paho_nodelay()
+        started = time.monotonic()
+        if cfg.mode == "core":
+            for _, s, spw, r, rpw in cfg.pairs:
+                self.clients[s] = CoreClient(
+                    s, spw, cfg.host, cfg.port, lambda _f, d: self._received(d)
+                )
+                self.clients[r] = CoreClient(
+                    r, rpw, cfg.host, cfg.port, lambda _f, d: self._received(d)
+                )
+            await asyncio.gather(*(c.start() for c in self.clients.values()))
+            await asyncio.gather(*(self.clients[r].publish_keys() for _, _, _, r, _ in cfg.pairs))
+            await asyncio.gather(*(self.clients[s].publish_keys() for _, s, _, _, _ in cfg.pairs))
+            await asyncio.gather(*(self.clients[s].open_session(r) for _, s, _, r, _ in cfg.pairs))
+        else:
+            from clients.device import Device
+            from clients.enterprise import Credentials
+
+            log = _Log(lambda _f, text: self._received(text.encode())).log
+            for _, s, spw, r, rpw in cfg.pairs:
+                for dev, pw in ((s, spw), (r, rpw)):
+                    user = dev.rsplit(".", 1)[0]
+                    self.clients[dev] = Device(
+                        Credentials(device=dev, user=user, password=pw),
+                        cfg.host,
+                        cfg.port,
+                        Path(cfg.workdir) / f"{dev}.sqlite",
+                        log,
+                        device_list_ttl=1e9,  # no directory lookups once warmed up
+                    )
+            await asyncio.gather(*(c.start() for c in self.clients.values()))
+        # Warm-up: one message each way, so sessions are past X3DH (no prekey message
+        # on every envelope) and device lists are cached.
+        self._tag = "warm"
+        await self._exchange_warmup()
+        return {"clients": len(self.clients), "seconds": round(time.monotonic() - started, 2)}
+
+    async def _exchange_warmup(self) -> None:
+        async def one(c: Conversation) -> None:
+            fut = asyncio.get_running_loop().create_future()
+            c.waiting[0] = fut
+            await self._send(c, "warm", 0)
+            async with asyncio.timeout(60):
+                await fut
+            reply = plaintext("reply", c.index, 0)
+            if self.cfg.mode == "core":
+                await self.clients[c.receiver].send(c.sender, reply)
+            else:
+                await self.clients[c.receiver].send(c.sender.rsplit(".", 1)[0], reply)
+
+        await asyncio.gather(*(one(c) for c in self.convs.values()))
+        await asyncio.sleep(0.5)  # the replies land (counted as "other")
+
+    async def _send(self, c: Conversation, tag: str, seq: int) -> None:
+        data = plaintext(tag, c.index, seq)
+        if self.cfg.mode == "core":
+            await self.clients[c.sender].send(c.receiver, data)
+        else:
+            await self.clients[c.sender].send(c.receiver.rsplit(".", 1)[0], data)
+
+    async def run(
+        self,
+        tag: str,
+        start_at: float,
+        duration: float,
+        window: int = 4,
+        rate: float | None = None,
+        drain: float = 30.0,
+    ) -> dict[str, Any]:
+        """Send for ``duration`` seconds from ``start_at`` (time.monotonic()): closed
+        loop with ``window`` messages in flight per conversation, or open loop at
+        ``rate`` messages per second over all this worker's conversations. Then wait up
+        to ``drain`` seconds for the rest to arrive."""
+        self._tag, self._recv, self._seen, self._dups, self._other = tag, [], set(), 0, 0
+        loop = asyncio.get_running_loop()
+        end = start_at + duration
+        sent = 0
+        errors: list[str] = []
+        pending: set[tuple[int, int]] = set()
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+
+        async def closed(c: Conversation, lane: int) -> None:
+            nonlocal sent
+            seq = lane
+            while time.monotonic() < end:
+                fut = loop.create_future()
+                c.waiting[seq] = fut
+                pending.add((c.index, seq))
+                try:
+                    await self._send(c, tag, seq)
+                    sent += 1
+                    await asyncio.wait_for(fut, timeout=max(0.1, end - time.monotonic() + 0.05))
+                except TimeoutError:
+                    break
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    break
+                seq += window
+
+        async def open_loop() -> None:
+            nonlocal sent
+            convs = list(self.convs.values())
+            interval = 1.0 / rate if rate else 0.0
+            tasks: set[asyncio.Task[None]] = set()
+            n = 0
+
+            async def one(c: Conversation, seq: int) -> None:
+                nonlocal sent
+                try:
+                    await self._send(c, tag, seq)
+                    sent += 1
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+            while True:
+                due = start_at + n * interval
+                if due >= end:
+                    break
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                c = convs[n % len(convs)]
+                seq = n // len(convs)
+                pending.add((c.index, seq))
+                t = asyncio.create_task(one(c, seq))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                n += 1
+            if tasks:
+                await asyncio.wait(set(tasks), timeout=drain)
+
+        if rate is None:
+            await asyncio.gather(
+                *(closed(c, lane) for c in self.convs.values() for lane in range(window))
+            )
+        else:
+            await open_loop()
+        send_end = time.monotonic()
+        # Drain: what was sent must arrive (nothing lost), within a bound.
+        deadline = time.monotonic() + drain
+        while not pending <= self._seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for c in self.convs.values():
+            for fut in c.waiting.values():
+                fut.cancel()
+            c.waiting.clear()
+        lost = len(pending - self._seen)
+        return {
+            "sent": sent,
+            "received": len(self._recv),
+            "lost": lost,
+            "duplicates": self._dups,
+            "other": self._other,
+            "errors": errors[:5],
+            "n_errors": len(errors),
+            "send_end": send_end,
+            "recv": self._recv,
+        }
+
+    async def stop(self) -> dict[str, Any]:
+        await asyncio.gather(*(c.stop() for c in self.clients.values()), return_exceptions=True)
+        return {}
+
+
+def worker_main(conn: Connection, cfg: WorkerConfig) -> None:
+    os.environ.pop("PYTHONASYNCIODEBUG", None)
+    asyncio.run(_serve(conn, cfg))
+
+
+async def _serve(conn: Connection, cfg: WorkerConfig) -> None:
+    loop = asyncio.get_running_loop()
+    worker = Worker(cfg)
+    while True:
+        cmd, args = await loop.run_in_executor(None, conn.recv)
+        try:
+            result = await getattr(worker, cmd)(**args)
+            conn.send(("ok", result))
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+        if cmd == "stop":
+            return
