@@ -170,6 +170,7 @@ class Relay:
         self.clock = clock
         self._buckets = TokenBuckets(self.limits.device_rate, self.limits.device_burst)
         self._limited: dict[tuple[str, str], tuple[int, int]] = {}  # -> (refused, reported)
+        self._is_device: dict[str, bool] = {}  # topic owner -> is a device id (memo)
         # Key transparency. Without a signer (unit tests) an ephemeral key signs: clients
         # that pinned another key refuse its checkpoints, as they should.
         self.kt = DirectoryLog(kt_signer or Signer.generate(KT_ORIGIN))
@@ -295,7 +296,12 @@ class Relay:
     # -- rate limits ---------------------------------------------------------------
 
     def _within_rate(self, owner: str, kind: str) -> bool:
-        if not is_device(owner):
+        device = self._is_device.get(owner)
+        if device is None:
+            device = self._is_device[owner] = is_device(owner)
+            if len(self._is_device) > 100_000:
+                self._is_device.clear()
+        if not device:
             return True  # enterprise servers, the tap, the interceptor: not limited
         return self._buckets.allow((owner, kind), self.clock())
 

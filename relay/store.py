@@ -245,7 +245,13 @@ class Store:
         self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, *, single: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction; inside batch(), a savepoint. ``single``: the block runs one
+        statement, which SQLite already applies all or nothing, so inside a batch it
+        needs no savepoint of its own."""
+        if self._batch and single:
+            yield self._db
+            return
         if self._batch:
             # Inside batch(): a savepoint, so that a method that fails (a refused
             # publish, say) still leaves nothing behind, while the commit is shared.
@@ -309,7 +315,7 @@ class Store:
         (envelopes to a ghost device: handed to the tap at once, never pending)."""
         acked = now_ms if delivered else None
         kept = raw if (self.keep_captured or not delivered) else None
-        with self._tx() as db:
+        with self._tx(single=True) as db:
             cur = db.execute(
                 "INSERT INTO envelopes"
                 " (sender, msg_id, recipient, received_ms, size, raw, acked_ms)"
@@ -327,7 +333,7 @@ class Store:
         """The recipient processed the envelope: it is no longer pending. Returns False
         if it was not pending (unknown, or already acknowledged)."""
         raw_after = "raw" if self.keep_captured else "NULL"
-        with self._tx() as db:
+        with self._tx(single=True) as db:
             cur = db.execute(
                 f"UPDATE envelopes SET acked_ms = ?, raw = {raw_after}"
                 " WHERE sender = ? AND msg_id = ? AND recipient = ? AND acked_ms IS NULL",
