@@ -41,8 +41,11 @@ import aiomqtt
 PLAINTEXT_BYTES = 512
 
 
-def plaintext(tag: str, conv: int, seq: int) -> bytes:
-    head = f"T{time.monotonic_ns():020d} {tag} {conv:06d} {seq:09d} ".encode()
+def plaintext(tag: str, conv: int, seq: int, at_ns: int | None = None) -> bytes:
+    """``at_ns``: when the message was due (open loop), so that time spent waiting to be
+    sent counts in its latency (no coordinated omission)."""
+    at = time.monotonic_ns() if at_ns is None else at_ns
+    head = f"T{at:020d} {tag} {conv:06d} {seq:09d} ".encode()
     return head + b"." * (PLAINTEXT_BYTES - len(head))
 
 
@@ -342,8 +345,8 @@ class Worker:
         await asyncio.gather(*(one(c) for c in self.convs.values()))
         await asyncio.sleep(0.5)  # the replies land (counted as "other")
 
-    async def _send(self, c: Conversation, tag: str, seq: int) -> None:
-        data = plaintext(tag, c.index, seq)
+    async def _send(self, c: Conversation, tag: str, seq: int, at_ns: int | None = None) -> None:
+        data = plaintext(tag, c.index, seq, at_ns)
         if self.cfg.mode == "core":
             await self.clients[c.sender].send(c.receiver, data)
         else:
@@ -394,11 +397,17 @@ class Worker:
             interval = 1.0 / rate if rate else 0.0
             tasks: set[asyncio.Task[None]] = set()
             n = 0
+            # At most this many sends under way: past it, messages wait their turn (and
+            # the wait counts in their latency: they carry the time they were due). An
+            # unbounded number of concurrent publishes makes aiomqtt's per-call
+            # bookkeeping (linear in the calls pending) the bottleneck.
+            outstanding = asyncio.Semaphore(256)
 
-            async def one(c: Conversation, seq: int) -> None:
+            async def one(c: Conversation, seq: int, due_ns: int) -> None:
                 nonlocal sent
                 try:
-                    await self._send(c, tag, seq)
+                    async with outstanding:
+                        await self._send(c, tag, seq, due_ns)
                     sent += 1
                 except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}")
@@ -413,7 +422,7 @@ class Worker:
                 c = convs[n % len(convs)]
                 seq = n // len(convs)
                 pending.add((c.index, seq))
-                t = asyncio.create_task(one(c, seq))
+                t = asyncio.create_task(one(c, seq, int(due * 1e9)))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
                 n += 1

@@ -10,9 +10,11 @@ What is measured, all in one run on one Mosquitto 2 broker (loopback):
   concurrent conversations, a closed loop of a few messages in flight per conversation).
   The same clients then run through the *null relay* (``bench/nullrelay.py``), and the
   two alternate, several times; the figure is the median of each and the ratio the
-  median of the paired ratios. Two kinds of client (``bench/clients.py``): ``device``
-  (the product's ``clients.device.Device``) and ``core`` (the E2EE core driven directly,
-  no client store: loads the relay harder than the real client stack can).
+  median of the paired ratios. Three kinds of client (``bench/clients.py``): ``device``
+  (the product's ``clients.device.Device``), ``device-nodelay`` (the same with the
+  TCP_NODELAY proposed for clients/link.py patched in) and ``core`` (the E2EE core
+  driven directly, no client store: loads the relay harder than the real client stack
+  can).
 * **scaling**: the relay as 1, 2 and 3 workers sharing the load with an MQTT shared
   subscription (``$share/relay/doormat/out/+/+``, one broker account with role relay
   each, one SQLite file).
@@ -64,7 +66,7 @@ class Plan:
     repeats: int
     workers: tuple[int, ...]
     scaling_repeats: int
-    latency_rate: float
+    latency_rates: tuple[float, ...]  # the first is the target's load
     latency_duration: float
     client_procs: int
     modes: tuple[str, ...]
@@ -78,10 +80,10 @@ FULL = Plan(
     repeats=3,
     workers=(1, 2, 3),
     scaling_repeats=2,
-    latency_rate=500.0,
+    latency_rates=(500.0, 200.0),
     latency_duration=6.0,
     client_procs=2,
-    modes=("core", "device"),
+    modes=("core", "device", "device-nodelay"),
 )
 QUICK = Plan(
     conversations=8,
@@ -91,7 +93,7 @@ QUICK = Plan(
     repeats=1,
     workers=(1, 2),
     scaling_repeats=1,
-    latency_rate=200.0,
+    latency_rates=(200.0,),
     latency_duration=1.5,
     client_procs=1,
     modes=("core", "device"),
@@ -211,7 +213,7 @@ class Env:
         accs = [new_account(r, "relay") for r in self.RELAY_ACCOUNTS]
         accs += [new_account("acme", "enterprise"), new_account("globex", "enterprise")]
         for mode in self.plan.modes:
-            m = mode[0]  # "c" | "d"
+            m = {"core": "c", "device": "d", "device-nodelay": "n"}[mode]
             pairs = []
             for i in range(self.plan.conversations):
                 s = new_account(f"{m}s{i:04d}@acme.phone", "device")
@@ -379,11 +381,14 @@ class Env:
             wd = self.dir / f"clients-{mode}-{w}"
             wd.mkdir(exist_ok=True)
             cfg = WorkerConfig(
-                mode=mode,
+                mode="core" if mode == "core" else "device",
                 host=self.broker.host,
                 port=self.broker.port,
                 pairs=pairs[w::n],
                 workdir=str(wd),
+                # device-nodelay: the real devices with the TCP_NODELAY proposed for
+                # clients/link.py (docs/benchmarks.md, found), patched in the worker.
+                nodelay=mode == "device-nodelay",
             )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(child, cfg), daemon=True)
@@ -617,7 +622,8 @@ async def run(plan: Plan, profile: Path | None = None, keep: Path | None = None)
         # Latency at a fixed offered load.
         for mode in plan.modes:
             for kind in ("relay", "null"):
-                await one(mode, kind, 1, plan.latency_rate, plan.latency_duration, plan.warmup)
+                for rate in plan.latency_rates:
+                    await one(mode, kind, 1, rate, plan.latency_duration, plan.warmup)
     finally:
         await env.stop()
         if keep is None:
@@ -653,7 +659,7 @@ def summarise(runs: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
                 if rel and nul and median(nul)
                 else None,
             }
-        lat = {r["relay"]: r for r in runs if r["mode"] == mode and r["offered_rate"]}
+        lat = [r for r in runs if r["mode"] == mode and r["offered_rate"]]
         cpu = {}
         for kind in ("relay", "null"):
             rs = [r for r in thr if r["workers"] == 1 and r["relay"] == kind]
@@ -665,15 +671,16 @@ def summarise(runs: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
         out[mode] = {
             "throughput": by_k,
             "cpu_us_per_msg": cpu,
-            "latency": {
-                kind: {
+            "latency": [
+                {
+                    "via": r["relay"],
                     **r["latency_ms"],
                     "offered_rate": r["offered_rate"],
                     "achieved": r["msgs_per_s"],
                     "lost": r["lost"],
                 }
-                for kind, r in lat.items()
-            },
+                for r in lat
+            ],
             "lost": sum(r["lost"] for r in runs if r["mode"] == mode),
             "duplicates_at_app": sum(r["duplicates_at_app"] for r in runs if r["mode"] == mode),
         }

@@ -144,7 +144,7 @@ async def test_10000_messages_through_three_relay_kills_and_a_broker_restart(
             )
 
         try:
-            await until(lambda: delivered() == CONVERSATIONS * PER_CONVERSATION, 180,
+            await until(lambda: delivered() == CONVERSATIONS * PER_CONVERSATION, 120,
                         "every message at its receiver")  # fmt: skip
         except AssertionError:
             relay.events.poll()
