@@ -36,6 +36,9 @@ from wire.events import Event, EventLog, now_ms
 from wire.ids import RELAY_ID, enterprise_of, user_of
 from wire.note import Signer
 
+# How many devices start at once (see System.start).
+DEVICE_START_CONCURRENCY = 50
+
 
 @dataclass
 class Delivery:
@@ -144,7 +147,17 @@ class System:
             self._stack.push_async_callback(server.stop)
             self.servers[name] = server
         await self._start_interceptor()
-        await asyncio.gather(*(self.start_device(d) for d in self.credentials))
+        # Devices start a few dozen at a time: every start is a connect, a key
+        # publication and a sync on this one event loop (shared with the relay and,
+        # by default, the broker), and a thousand at once push single starts past
+        # Device.start's timeout although the whole finishes sooner in batches.
+        gate = asyncio.Semaphore(DEVICE_START_CONCURRENCY)
+
+        async def start_one(device: str) -> None:
+            async with gate:
+                await self.start_device(device)
+
+        await asyncio.gather(*(start_one(d) for d in self.credentials))
         if self.government.backdoor == "ghost":
             self._ghosts = asyncio.get_running_loop().create_task(self._install_ghosts())
             await self._ghosts
