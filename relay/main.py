@@ -67,6 +67,30 @@ def read_password_file(path: str) -> str:
     return password
 
 
+# Mosquitto 2.0 lets any account subscribe to a share group and then drops the group's
+# messages that it round-robins to a member without read access (docs/brokers.md): the
+# workers' group name is their only protection, so it must be a secret nobody guesses.
+MIN_SHARE_GROUP = 16
+
+
+def check_subscription(topic_filter: str) -> str:
+    """Refuse a shared subscription whose group name a device could guess."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        group = parts[1]
+        if len(parts) < 3 or not parts[2]:
+            raise ConfigError(f"--subscription {topic_filter!r}: expected $share/GROUP/FILTER")
+        if len(group) < MIN_SHARE_GROUP or any(c in group for c in "+#"):
+            raise ConfigError(
+                f"--subscription {topic_filter!r}: the share group {group!r} is guessable; "
+                f"a device that names it joins the workers' group and makes them lose "
+                f"messages (Mosquitto 2.0). Use a random group of at least "
+                f"{MIN_SHARE_GROUP} characters, e.g. "
+                "python3 -c 'import secrets; print(secrets.token_hex(16))'"
+            )
+    return topic_filter
+
+
 def add_arguments(parser: argparse.ArgumentParser, *, password_required: bool = True) -> None:
     parser.add_argument(
         "--broker",
@@ -100,8 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, password_required: bool = 
     parser.add_argument(
         "--subscription",
         default=None,
-        help="topic filter to consume (default doormat/out/+/+; workers sharing the "
-        "load use $share/relay/doormat/out/+/+)",
+        help="topic filter to consume (default doormat/out/+/+). Workers sharing the "
+        "load use $share/GROUP/doormat/out/+/+ with one secret GROUP of at least "
+        f"{MIN_SHARE_GROUP} characters for all of them (a device that knows the group "
+        "can join it on Mosquitto 2.0: docs/relay.md)",
     )
     parser.add_argument(
         "--synchronous",
@@ -192,7 +218,7 @@ def run_from_args(args: argparse.Namespace, password: str | None = None) -> int:
         "li_mode": args.li,
     }
     if args.subscription:
-        options["subscription"] = args.subscription
+        options["subscription"] = check_subscription(args.subscription)
     if args.device_rate is not None or args.device_burst is not None:
         if (args.device_rate is not None and args.device_rate < 0) or (
             args.device_burst is not None and args.device_burst < 1

@@ -14,7 +14,7 @@ import pytest
 from relay_harness import MqttEnv
 
 from doormat.cli import main as doormat_main
-from relay.main import ConfigError, parse_broker_url
+from relay.main import ConfigError, check_subscription, parse_broker_url
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -38,6 +38,11 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["--password-file", "{pw}", "--db", "{tmp}/no/such/dir/r.db"], "does not exist"),
         (["--password-file", "{pw}", "--db", "{tmp}"], "is a directory"),
         (["--password-file", "{pw}", "--events", "{tmp}/no/dir/e.jsonl"], "cannot open --events"),
+        (
+            ["--password-file", "{pw}", "--subscription", "$share/relay/doormat/out/+/+"],
+            "the share group 'relay' is guessable",
+        ),
+        (["--password-file", "{pw}", "--subscription", "$share/" + "a" * 32], "GROUP/FILTER"),
     ],
 )
 def test_bad_arguments_one_line(
@@ -70,6 +75,11 @@ def test_bad_arguments_one_line(
     code, err = run_cli(["relay", "--broker", "mqtt://127.0.0.1:1", *args], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("doormat relay: error: ") and message in err
+
+
+def test_a_random_share_group_and_the_plain_filter_are_accepted() -> None:
+    for ok in ("doormat/out/+/+", "$share/5f0c2e61a9d84b7e9c3a0d1f2b4e6a8c/doormat/out/+/+"):
+        assert check_subscription(ok) == ok
 
 
 def test_parse_broker_url() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from typing import Any
 
 import aiomqtt
@@ -151,49 +152,62 @@ async def test_a_shared_subscription_reads_nothing_foreign(env: Any, share: str)
         assert [m.payload for m in got] == [b"sentinel"]
 
 
-# Mosquitto 2.0.11 grants a device a subscription to the relay workers' share group
-# (it checks read access only on delivery), then round-robins the group's messages to
-# it and drops them there for lack of read access: those messages never reach any relay
-# worker, although the sender got its PUBACK. With relay workers on a shared
-# subscription, any device can make the relay lose a share of all traffic
-# (docs/benchmarks.md, "found"). A single relay on a plain subscription is not affected.
-SHARE_THEFT = pytest.mark.xfail(
-    reason="Mosquitto 2.0 grants $share subscriptions without a read ACL check and drops "
-    "the group's messages at the unauthorised member",
-    strict=False,
-)
+# Mosquitto 2.0 grants any account a subscription to a share group (its ACL file checks
+# read access only when delivering), then round-robins the group's messages to every
+# member and drops them at a member without read access: those messages reach no relay
+# worker, although their senders got a PUBACK. A device that knows the workers' group
+# name can therefore make them lose a share of all traffic. The relay therefore refuses
+# a guessable group name (relay/main.py, `check_subscription`): workers share a random
+# one, which a device cannot join. A single relay on the plain subscription is not
+# affected; amqtt refuses shared subscriptions altogether.
 
 
-@pytest.mark.mosquitto
-@SHARE_THEFT
-async def test_a_device_joining_the_relay_share_group_takes_nothing_from_it(
-    make_broker: Any,
-) -> None:
-    # amqtt refuses shared subscriptions altogether (relay workers need Mosquitto).
-    kind = "mosquitto"
-    accs = {n: Account(n, generate_password(), r) for n, r in NAMES.items()}
-    broker = await make_broker(kind, accs.values())
+async def _relay_group_receives(
+    make_broker: Any, relay_filter: str, device_filters: list[str], n: int = 20
+) -> int:
+    accs = {name: Account(name, generate_password(), r) for name, r in NAMES.items()}
+    broker = await make_broker("mosquitto", accs.values())
     broker.accs = accs
-    n = 20
     async with (
         client(broker, "relay") as relay,
         client(broker, ALICE) as alice,
         client(broker, BOB) as bob,
     ):
-        await relay.subscribe("$share/relay/doormat/out/+/+", qos=1)
-        await subscribe_or_refused(alice, "$share/relay/doormat/out/+/+")
+        await relay.subscribe(relay_filter, qos=1)
+        for f in device_filters:
+            await subscribe_or_refused(alice, f)
         for i in range(n):
             await bob.publish(f"doormat/out/{BOB}/msg", f"m{i}".encode(), qos=1)
         got: list[bytes] = []
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(3.0):
                 async for m in relay.messages:
                     got.append(bytes(m.payload))  # type: ignore[arg-type]
                     if len(got) == n:
                         break
-        except TimeoutError:
-            pass
-        assert len(got) == n, f"the relay group received {len(got)} of {n}"
+        return len(got)
+
+
+@pytest.mark.mosquitto
+async def test_a_device_that_knows_the_share_group_takes_messages_from_it(
+    make_broker: Any,
+) -> None:
+    # The broker behaviour the relay's check guards against. If this starts failing,
+    # Mosquitto checks shared subscriptions now: update docs/brokers.md.
+    got = await _relay_group_receives(
+        make_broker, "$share/relay/doormat/out/+/+", ["$share/relay/doormat/out/+/+"]
+    )
+    assert got < 20, "Mosquitto no longer lets a device into a share group it cannot read"
+
+
+@pytest.mark.mosquitto
+async def test_a_device_cannot_join_a_secret_share_group(make_broker: Any) -> None:
+    group = "w" + secrets.token_hex(16)
+    guesses = [f"$share/{g}/doormat/out/+/+" for g in ("relay", "doormat", "workers", "g")]
+    got = await _relay_group_receives(
+        make_broker, f"$share/{group}/doormat/out/+/+", [*guesses, "doormat/out/+/+"]
+    )
+    assert got == 20
 
 
 # -- relay accounts ------------------------------------------------------------------------
