@@ -45,6 +45,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,7 @@ class DirClient:
     async def _read(self) -> None:
         async for m in self.client.messages:
             with contextlib.suppress(ValueError):
-                answer = json.loads(bytes(m.payload))  # type: ignore[arg-type]
+                answer = json.loads(bytes(m.payload))
                 fut = self.answers.pop(str(answer.get("req")), None)
                 if fut is not None and not fut.done():
                     fut.set_result(answer)
@@ -203,7 +205,8 @@ class Env:
         self.broker: Any = None
         self.accounts: dict[str, Any] = {}
         self.pairs: dict[str, list[tuple[int, str, str, str, str]]] = {}
-        self.workers: dict[str, list[tuple[mp.Process, Any]]] = {}
+        # a client worker process and this end of its pipe
+        self.workers: dict[str, list[tuple[BaseProcess, Connection[Any, Any]]]] = {}
         self.template = workdir / "template"
 
     async def start(self) -> None:
@@ -376,7 +379,7 @@ class Env:
         ctx = mp.get_context("spawn")
         pairs = self.pairs[mode]
         n = min(self.plan.client_procs, len(pairs))
-        ws = []
+        ws: list[tuple[BaseProcess, Connection[Any, Any]]] = []
         for w in range(n):
             wd = self.dir / f"clients-{mode}-{w}"
             wd.mkdir(exist_ok=True)
@@ -649,14 +652,15 @@ def summarise(runs: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:
             rel = [r["msgs_per_s"] for r in thr if r["workers"] == k and r["relay"] == "relay"]
             nul = [r["msgs_per_s"] for r in thr if r["workers"] == k and r["relay"] == "null"]
             pairs = [a / b for a, b in zip(rel, nul, strict=False) if b]
+            rel_median, nul_median = median(rel), median(nul)
             by_k[k] = {
-                "relay_msgs_per_s": rounded(median(rel)),
-                "null_msgs_per_s": rounded(median(nul)),
+                "relay_msgs_per_s": rounded(rel_median),
+                "null_msgs_per_s": rounded(nul_median),
                 "relay_runs": rel,
                 "null_runs": nul,
                 "ratio": rounded(median(pairs), 3) if pairs else None,
-                "ratio_of_medians": rounded(median(rel) / median(nul), 3)
-                if rel and nul and median(nul)
+                "ratio_of_medians": rounded(rel_median / nul_median, 3)
+                if rel_median is not None and nul_median
                 else None,
             }
         lat = [r for r in runs if r["mode"] == mode and r["offered_rate"]]

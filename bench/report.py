@@ -100,7 +100,7 @@ def render(summary: dict[str, Any], results: dict[str, Any]) -> str:
                     f"{_f(t1['null_msgs_per_s'])} msg/s) "
                     f"| {_yes(ratio >= TARGET_RATIO if ratio is not None else None)} |"
                 )
-        best = max(
+        best_rate, best_run = max(
             (
                 (r["msgs_per_s"], r)
                 for r in relay["runs"]
@@ -109,12 +109,12 @@ def render(summary: dict[str, Any], results: dict[str, Any]) -> str:
             default=(None, None),
             key=lambda x: x[0] or 0,
         )
-        if best[1] is not None:
-            r = best[1]
+        if best_run is not None:
+            r = best_run
             w(
                 f"| ≥ {TARGET_RATE:,.0f} E2EE msg/s end to end with Mosquitto | best "
-                f"{_f(best[0])} msg/s ({r['mode']} clients, {r['workers']} relay worker(s)) "
-                f"| {_yes(best[0] >= TARGET_RATE)} |"
+                f"{_f(best_rate)} msg/s ({r['mode']} clients, {r['workers']} relay worker(s)) "
+                f"| {_yes(best_rate >= TARGET_RATE if best_rate is not None else None)} |"
             )
         plan_ = relay["plan"]
         target_rate = (plan_.get("latency_rates") or [plan_.get("latency_rate")])[0]

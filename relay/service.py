@@ -440,7 +440,8 @@ def _set_nodelay(client: aiomqtt.Client) -> None:
     sock = client._client.socket()
     if sock is not None:
         with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr,attr-defined]
+            # paho types the socket as its SocketLike protocol, which has no setsockopt.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
 def _code(rc: Any) -> int:

@@ -52,7 +52,8 @@ class ActionError(Exception):
 
 
 def _jsonable(event: Event) -> dict[str, Any]:
-    return json.loads(json.dumps(event, default=str))
+    out: dict[str, Any] = json.loads(json.dumps(event, default=str))  # an event is an object
+    return out
 
 
 class Hub:

@@ -79,7 +79,7 @@ class Condition:
         """True if the condition holds for any of the values a path named (a path
         without ``*`` names at most one)."""
         if self.op == "exists":
-            return bool(values) == self.value
+            return bool(values) == bool(self.value)
         if not values:
             return self.op in ("ne", "not_in")
         return any(self.test(v) for v in values)
@@ -87,7 +87,7 @@ class Condition:
     def test(self, actual: Any) -> bool:
         op, want = self.op, self.value
         if op == "exists":
-            return (actual is not _MISSING) == want
+            return (actual is not _MISSING) == bool(want)
         if actual is _MISSING:
             return op in ("ne", "not_in")
         if op == "eq":
@@ -101,12 +101,12 @@ class Condition:
         if op in ("gt", "gte", "lt", "lte"):
             if not _number(actual):
                 return False
-            return {
+            return bool({
                 "gt": actual > want,
                 "gte": actual >= want,
                 "lt": actual < want,
                 "lte": actual <= want,
-            }[op]
+            }[op])
         if op == "contains":
             if isinstance(actual, str):
                 return isinstance(want, str) and want in actual

@@ -125,16 +125,16 @@ class _List(list[Any]):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
-
-
-def _compose_node(self: _Loader, parent: Any, index: Any) -> Any:
-    if self.check_event(yaml.AliasEvent):
-        event = self.peek_event()
-        raise yaml.composer.ComposerError(
-            None, None, "aliases (*name) are not allowed in an exercises file", event.start_mark
-        )
-    return yaml.composer.Composer.compose_node(self, parent, index)
+    # ``index`` is typed int in the stubs, but PyYAML passes a mapping's key node too.
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            # types-PyYAML leaves Parser.peek_event unannotated: its event is Any here.
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in an exercises file",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 def _construct_map(loader: _Loader, node: yaml.MappingNode) -> _Map:
@@ -165,7 +165,6 @@ def _construct_seq(loader: _Loader, node: yaml.SequenceNode) -> _List:
     return out
 
 
-_Loader.compose_node = _compose_node  # type: ignore[assignment,method-assign]
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 
@@ -277,8 +276,10 @@ def _matcher(
         if any(f is None for f in factories):
             return None
         fs: list[Callable[[], Matcher]] = [f for f in factories if f is not None]
-        kind = {"sequence": SequenceOf, "all": AllOf, "any": AnyOf}[combo]
-        return lambda: kind([f() for f in fs])  # type: ignore[abstract]
+        make: Callable[[list[Matcher]], Matcher] = {
+            "sequence": SequenceOf, "all": AllOf, "any": AnyOf,
+        }[combo]
+        return lambda: make([f() for f in fs])
     ok = True
     unknown = sorted(set(spec) - STEP_FIELDS)
     if unknown:
@@ -323,7 +324,7 @@ def _matcher(
     if distinct is not None and (not isinstance(distinct, str) or not FIELD_RE.match(distinct)):
         probs.add(f"{where}.distinct", f"expected a field name, got {distinct!r}", line)
         ok = False
-    if not ok:
+    if not ok or not isinstance(kind, str):  # ok: kind is an event kind (narrowed for mypy)
         return None
     return lambda: Step(kind, dict(conds), count, distinct)
 
@@ -387,7 +388,8 @@ def _exercise(raw: Any, index: int, probs: _Problems, line: int | None) -> Exerc
     if "solved_by" in raw:
         build = _matcher(raw["solved_by"], f"{where}.solved_by", probs, line)
         ok = ok and build is not None
-    if not ok or build is None:
+    # ok: key is text and diff a number (the isinstance checks narrow the types for mypy).
+    if not ok or build is None or not isinstance(key, str) or not isinstance(diff, int):
         return None
     return Exercise(
         key=key, title=raw["title"].strip(), difficulty=diff, goal=raw["goal"].strip(),
