@@ -63,7 +63,7 @@ def set_nodelay(client: aiomqtt.Client) -> None:
     sock = client._client.socket()
     if sock is not None:
         with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
 def patch_paho_nodelay() -> None:
@@ -179,7 +179,7 @@ class CoreClient:
         from wire.envelope import EnvelopeError, parse
 
         async for m in self._client.messages:
-            payload = bytes(m.payload)  # type: ignore[arg-type]
+            payload = bytes(m.payload)
             topic = str(m.topic)
             if topic.endswith("/dir"):
                 try:

@@ -36,7 +36,7 @@ def set_nodelay(client: aiomqtt.Client) -> None:
     sock = client._client.socket()
     if sock is not None:
         with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
 async def run(
