@@ -9,11 +9,8 @@ in for a small source change:
 1. TCP_NODELAY on every paho socket (proposed for ``clients/link.py``: set it on
    ``client._client.socket()`` after connecting, as ``relay/service.py`` now does).
    Without it each request/answer round trip waits ~40 ms on Nagle + delayed ACK.
-2. amqtt 0.12.1 ``Broker._run_broadcast`` iterates ``self._subscriptions.items()`` with
-   an ``await`` inside the loop; a subscription added meanwhile (a device connecting)
-   raises ``RuntimeError: dictionary changed size during iteration`` and the message
-   being broadcast is lost. Proposed for ``doormat/broker/embedded.py``: override it to
-   iterate ``list(...)`` snapshots.
+2. (No longer patched: the snapshot iteration of amqtt's ``Broker._run_broadcast``,
+   docs/benchmarks.md "Found" 3, now ships in ``doormat/broker/embedded.py``.)
 3. At most 50 device start-ups at a time (proposed for ``doormat/system.py``
    ``System.start``): 1000 simultaneous connects + key publications + syncs on one
    event loop make individual starts exceed their 20 s timeout.
@@ -22,10 +19,8 @@ in for a small source change:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import socket
 import sys
-import textwrap
 from typing import Any
 
 START_CONCURRENCY = 50
@@ -42,22 +37,6 @@ def apply() -> None:
         return sock
 
     pc.Client._create_socket_connection = nodelay  # type: ignore[method-assign]
-
-    import amqtt.broker as ab
-
-    src = textwrap.dedent(inspect.getsource(ab.Broker._run_broadcast))
-    for old, new in (
-        ("in self._subscriptions.items():", "in list(self._subscriptions.items()):"),
-        (
-            "for target_session, sub_qos in subscriptions:",
-            "for target_session, sub_qos in list(subscriptions):",
-        ),
-    ):
-        if old in src:
-            src = src.replace(old, new)
-    namespace: dict[str, Any] = {}
-    exec(compile(src, ab.__file__, "exec"), ab.__dict__, namespace)
-    ab.Broker._run_broadcast = namespace["_run_broadcast"]  # type: ignore[method-assign]
 
     from doormat.system import System
 

@@ -22,6 +22,9 @@ amqtt 0.12.1 needs a few repairs to behave like the Mosquitto configuration we s
   resent, with DUP, when the session reconnects.
 * Messages queued for an offline persistent session are delivered without the RETAIN
   flag (stock amqtt sets it).
+* A message being broadcast is not lost when a client subscribes meanwhile (stock amqtt
+  iterates its subscription table live across awaits and the broadcast dies with
+  "dictionary changed size during iteration").
 * Subscriptions are granted at QoS 1 at most; a QoS 2 PUBLISH is accepted and
   forwarded at QoS <= 1 (Mosquitto, with ``max_qos 1``, disconnects the client instead).
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
@@ -46,7 +50,7 @@ from amqtt.contexts import (  # type: ignore[import-untyped]
 )
 from amqtt.errors import AMQTTError, MQTTError, NoDataError  # type: ignore[import-untyped]
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket  # type: ignore[import-untyped]
-from amqtt.mqtt.constants import QOS_1  # type: ignore[import-untyped]
+from amqtt.mqtt.constants import QOS_1, QOS_2  # type: ignore[import-untyped]
 from amqtt.mqtt.protocol.broker_handler import (  # type: ignore[import-untyped]
     BrokerProtocolHandler,
 )
@@ -254,6 +258,46 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
             await self._stop_handler(handler)
             return
         await super()._handle_disconnect(client_session, handler, waiter)
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        # amqtt 0.12.1 Broker._run_broadcast, iterating snapshots. Stock amqtt walks
+        # self._subscriptions (and each filter's subscriber list) live, with awaits inside
+        # the walk (the ACL check, queueing for offline sessions). A client subscribing to
+        # a new filter meanwhile raises "dictionary changed size during iteration" (an
+        # unsubscribe or a session cleanup can also shift the list under it): the
+        # exception ends the broadcast task unseen and the message never reaches the
+        # subscribers not yet walked. Seen with 1,000 devices starting while others
+        # received messages (docs/benchmarks.md, "Found" 3). Otherwise unchanged.
+        broadcast = await self._broadcast_queue.get()
+        topic = broadcast["topic"]
+        for k_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(topic, k_filter):
+                continue
+            for target_session, sub_qos in list(subscriptions):
+                qos = broadcast.get("qos", sub_qos)
+                if not await self._topic_filtering(
+                    target_session, topic=topic, action=Action.RECEIVE
+                ):
+                    continue
+                state = target_session.transitions.state
+                # Queued for an offline persistent session (QoS 1/2 only, as stock).
+                if (
+                    state != "connected"
+                    and not target_session.clean_session
+                    and qos in (QOS_1, QOS_2)
+                    and not target_session.is_anonymous
+                ):
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if state != "connected":
+                    continue
+                handler = self._get_handler(target_session)
+                if handler:
+                    running_tasks.append(
+                        asyncio.ensure_future(
+                            handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
+                        )
+                    )
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # Messages queued while a persistent session was away are ordinary deliveries;

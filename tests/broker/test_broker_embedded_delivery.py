@@ -1,0 +1,110 @@
+"""The embedded broker delivers every message it accepted, whatever else goes on.
+
+Two amqtt 0.12.1 bugs that ``doormat.broker.embedded`` works around
+(docs/benchmarks.md, "Found", items 3 and 4):
+
+* a subscription added while a message is being broadcast made the broadcast fail
+  ("dictionary changed size during iteration") and the message was lost;
+* messages a client published and was PUBACKed for, but that the broker had not yet
+  passed on when the client disconnected, were never delivered.
+
+Each test also runs against the stock amqtt behaviour (``stock`` parameter, strict
+xfail), so it is known to catch the bug it is about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiomqtt
+import pytest
+from amqtt.broker import Broker  # type: ignore[import-untyped]
+
+from doormat.broker import EmbeddedBroker
+from doormat.broker.accounts import Account, generate_password
+from doormat.broker.embedded import _DoormatBroker
+
+ALICE = "alice@acme.phone"
+STOCK = pytest.mark.xfail(reason="stock amqtt loses messages here", strict=True)
+
+
+@pytest.fixture(
+    params=[
+        "fixed",
+        pytest.param("stock", marks=STOCK),
+    ]
+)
+def variant(request: pytest.FixtureRequest) -> str:
+    """``fixed``: the broker as shipped; ``stock``: with amqtt's own method put back."""
+    return str(request.param)
+
+
+def use_stock(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    for name in names:
+        monkeypatch.setattr(_DoormatBroker, name, getattr(Broker, name))
+
+
+def make_accounts(*names: tuple[str, str]) -> dict[str, Account]:
+    return {n: Account(n, generate_password(), role) for n, role in names}
+
+
+def client(broker: EmbeddedBroker, acc: Account, **kw: Any) -> aiomqtt.Client:
+    kw.setdefault("clean_session", False)
+    return aiomqtt.Client(
+        broker.host, broker.port, username=acc.username, password=acc.password,
+        identifier=acc.username, timeout=10, **kw,
+    )  # fmt: skip
+
+
+async def collect(c: aiomqtt.Client, want: int, seconds: float = 5.0) -> set[bytes]:
+    got: set[bytes] = set()
+    try:
+        async with asyncio.timeout(seconds):
+            async for m in c.messages:
+                got.add(bytes(m.payload))
+                if len(got) == want:
+                    break
+    except TimeoutError:
+        pass
+    return got
+
+
+async def test_subscriptions_added_during_a_broadcast_lose_nothing(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # amqtt's broadcast walks the subscription table and awaits the ACL check for each
+    # subscriber on the way; a new topic filter added meanwhile broke the walk, and
+    # subscribers after that point in the table never got the message.
+    if variant == "stock":
+        use_stock(monkeypatch, "_run_broadcast")
+    accs = make_accounts(("relay", "relay"), ("relay-2", "relay"), ("relay-3", "relay"),
+                         (ALICE, "device"))  # fmt: skip
+    n = 300
+    async with (
+        EmbeddedBroker(accs.values()) as broker,
+        client(broker, accs["relay"]) as first,
+        client(broker, accs["relay-2"]) as second,
+        client(broker, accs["relay-3"]) as churn,
+        client(broker, accs[ALICE]) as alice,
+    ):
+        # Two subscribers on two filters: the second is walked after an await.
+        await first.subscribe("doormat/out/+/+", qos=1)
+        await second.subscribe("doormat/out/#", qos=1)
+
+        async def subscribe_all_the_time() -> None:
+            for i in range(n):
+                await churn.subscribe(f"doormat/in/churn/{i}", qos=1)
+
+        async def send_all() -> None:
+            sem = asyncio.Semaphore(10)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    await alice.publish(f"doormat/out/{ALICE}/msg", f"m{i}".encode(), qos=1)
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+        await asyncio.gather(subscribe_all_the_time(), send_all())
+        got_first, got_second = await asyncio.gather(collect(first, n), collect(second, n))
+    assert (len(got_first), len(got_second)) == (n, n)
