@@ -16,8 +16,8 @@ What is measured, all in one run on one Mosquitto 2 broker (loopback):
   driven directly, no client store: loads the relay harder than the real client stack
   can).
 * **scaling**: the relay as 1, 2 and 3 workers sharing the load with an MQTT shared
-  subscription (``$share/relay/doormat/out/+/+``, one broker account with role relay
-  each, one SQLite file).
+  subscription (``$share/GROUP/doormat/out/+/+`` with a random GROUP, one broker account
+  with role relay each, one SQLite file).
 * **latency**: p50/p90/p99 from send to decrypted plaintext at a fixed offered load
   (open loop, 500 messages/s by default), through the relay and through the null relay.
 
@@ -271,7 +271,8 @@ class Env:
             for f in self.template.iterdir():
                 shutil.copy2(f, db_dir / f.name)
         await self.wipe_sessions()
-        sub = "doormat/out/+/+" if k == 1 else "$share/relay/doormat/out/+/+"
+        # Workers share a secret group: the relay refuses a guessable one (relay/main.py).
+        sub = "doormat/out/+/+" if k == 1 else f"$share/{secrets.token_hex(16)}/doormat/out/+/+"
         popens, events = [], []
         for i in range(k):
             name = self.RELAY_ACCOUNTS[i]
