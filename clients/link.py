@@ -3,15 +3,20 @@
 One ``Link`` per account (device or enterprise server). It logs in with the account's
 own id, keeps a persistent session (fixed client id, clean_session=False) so the broker
 queues QoS 1 messages while it is away, reconnects with backoff when the broker goes
-away, and offers two things to its owner:
+away, and offers its owner:
 
 * ``publish(kind, payload)`` onto ``doormat/out/<id>/<kind>``, waiting for a connection;
+* ``publish_soon(kind, payload)``: the same without waiting (acks); ``stop`` flushes them;
 * ``request(op, **fields)``, a directory request answered on ``doormat/in/<id>/dir``.
 
 Envelopes arriving on ``doormat/in/<id>/msg`` go to the ``on_envelope`` callback, one at
-a time and in order; anything on another kind of inbox topic goes to ``on_other(kind,
-payload)``. The callback must not call ``request`` (the answer could only be
-read by the loop that is waiting for the callback).
+a time and in order, even across reconnections (a handler still busy when its connection
+dropped finishes before anything from the next connection is handled, and nothing more
+from the lost connection is handled: the relay re-sends it on ``sync``). A refusal the
+relay sends without a request id (``{"req": null, "ok": false, ...}``: an envelope or
+journal record it would not take) goes to ``on_refusal``; anything on another kind of
+inbox topic goes to ``on_other(kind, payload)``. The callbacks must not call ``request``
+(the answer could only be read by the loop that is waiting for the callback).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -33,6 +39,16 @@ log = logging.getLogger(__name__)
 EnvelopeHandler = Callable[[bytes], Awaitable[None]]
 ConnectHook = Callable[[], Coroutine[Any, Any, None]]
 OtherHandler = Callable[[str, bytes], Awaitable[None]]
+RefusalHandler = Callable[[dict[str, Any]], None]
+
+# paho does not set TCP_NODELAY: without it a small packet written right after another
+# (a directory request after a PUBACK, an ack after a delivery) waits for the peer's
+# delayed ACK, ~40-90 ms per request/answer round trip.
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+# aiomqtt walks every pending call on each publish: unbounded concurrency makes each
+# publish cost grow with the number in flight.
+MAX_IN_FLIGHT = 100
 
 
 class LinkError(Exception):
@@ -50,7 +66,9 @@ class Link:
         on_envelope: EnvelopeHandler | None = None,
         on_connect: ConnectHook | None = None,
         on_other: OtherHandler | None = None,
+        on_refusal: RefusalHandler | None = None,
         request_timeout: float = 15.0,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.owner = owner
         self._password = password
@@ -59,6 +77,7 @@ class Link:
         self._on_envelope = on_envelope
         self._on_connect = on_connect
         self._on_other = on_other
+        self._on_refusal = on_refusal
         self._request_timeout = request_timeout
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
@@ -68,6 +87,13 @@ class Link:
         self._stopping = False
         self._stop = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
+        self._slots = asyncio.Semaphore(max_in_flight)
+        # One handler at a time across connections: the reader of a lost connection may
+        # still be inside a handler when the next connection's reader starts.
+        self._handling = asyncio.Lock()
+        self._busy_reader: asyncio.Task[None] | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Link:
         await self.start()
@@ -87,13 +113,18 @@ class Link:
             raise
 
     async def stop(self) -> None:
-        """Disconnect cleanly (an MQTT DISCONNECT, not a dropped socket), then return."""
-        self._stopping = True
-        self._stop.set()
+        """Flush what ``publish_soon`` queued (if connected), disconnect cleanly (an MQTT
+        DISCONNECT, not a dropped socket), then return."""
         if self._hook_task is not None:
             self._hook_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._hook_task
+        if self.connected:
+            # An ack lost here would only make the relay re-send the envelope next time
+            # (harmless, de-duplicated), but a clean stop should not cause that.
+            await self.flush(timeout=5.0)
+        self._stopping = True
+        self._stop.set()
         if self._task is not None:
             try:
                 async with asyncio.timeout(5):
@@ -102,6 +133,9 @@ class Link:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._task
+        for task in [*self._retired, *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._retired, *self._background, return_exceptions=True)
 
     @property
     def connected(self) -> bool:
@@ -118,6 +152,7 @@ class Link:
                 identifier=self.owner,
                 clean_session=False,
                 keepalive=30,
+                socket_options=NODELAY,
             )
             try:
                 async with client:
@@ -131,16 +166,28 @@ class Link:
                         self._hook_task = asyncio.create_task(self._on_connect())
                     reader = asyncio.create_task(self._read(client))
                     stop = asyncio.create_task(self._stop.wait())
-                    await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    stop.cancel()
-                    if not reader.done():
+                    # The reader can be stuck in a handler waiting for a connection (an
+                    # ack publish) while this connection is already gone: watch the
+                    # connection itself, not only the reader.
+                    lost = asyncio.ensure_future(asyncio.shield(client._disconnected))
+                    watched: set[asyncio.Future[Any]] = {reader, stop, lost}
+                    try:
+                        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stop.cancel()
+                        lost.cancel()
+                    if reader.done():
+                        reader.result()  # re-raises a lost connection as MqttError
+                        raise aiomqtt.MqttError("the reader stopped")
+                    if self._stop.is_set():
                         # Stopping: leave the `async with` normally so aiomqtt sends
                         # DISCONNECT and the broker ends the session's connection cleanly.
                         reader.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await reader
                         return
-                    reader.result()  # re-raises a lost connection as MqttError
+                    self._retire(reader)
+                    raise aiomqtt.MqttError("connection lost")
             except aiomqtt.MqttError as exc:
                 first = self._first_connect
                 if first is not None and not first.done() and "authoriz" in str(exc).lower():
@@ -156,19 +203,45 @@ class Link:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
+    def _retire(self, reader: asyncio.Task[None]) -> None:
+        """The reader of a lost connection: stop it now if it is only waiting for input;
+        if it is inside a handler, let the handler finish (its publishes wait for the next
+        connection) - ``_read`` then returns instead of taking more from the dead client."""
+        if reader is not self._busy_reader:
+            reader.cancel()
+        self._retired.add(reader)
+        reader.add_done_callback(self._retired.discard)
+
     async def _read(self, client: aiomqtt.Client) -> None:
+        me = asyncio.current_task()
         async for message in client.messages:
-            await self._dispatch(str(message.topic), bytes(message.payload))
+            async with self._handling:
+                if self._client is not client:
+                    return  # lost meanwhile; the relay re-sends what we did not ack
+                self._busy_reader = me
+                try:
+                    await self._dispatch(str(message.topic), bytes(message.payload))
+                finally:
+                    self._busy_reader = None
+            if self._client is not client:
+                return
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]
         if kind == topics.DIR:
             try:
                 answer = json.loads(payload)
-                future = self._pending.pop(str(answer.get("req")), None)
+                req = answer.get("req")
             except (ValueError, AttributeError):
                 log.warning("%s: unreadable directory answer dropped", self.owner)
                 return
+            if req is None and answer.get("ok") is False:
+                if self._on_refusal is not None:
+                    self._on_refusal(answer)
+                else:
+                    log.warning("%s: the relay refused: %s", self.owner, answer.get("error"))
+                return
+            future = self._pending.pop(str(req), None)
             if future is not None and not future.done():
                 future.set_result(answer)
         elif kind == topics.MSG and self._on_envelope is not None:
@@ -178,27 +251,76 @@ class Link:
 
     async def publish(self, kind: str, payload: bytes) -> None:
         """Publish at QoS 1, waiting for a connection; returns after the broker's PUBACK."""
-        while True:
-            await self._connected.wait()
-            client = self._client
-            if client is None:
-                continue
-            try:
-                await client.publish(topics.outbound(self.owner, kind), payload, qos=1)
-                return
-            except aiomqtt.MqttError:
-                # Lost the connection mid-publish; the run loop reconnects, we retry.
-                # The relay de-duplicates, so a second copy is harmless.
+        await self._publish(kind, payload)
+
+    async def _publish(self, kind: str, payload: bytes) -> aiomqtt.Client:
+        """``publish``, returning the connection (client) that carried it."""
+        topic = topics.outbound(self.owner, kind)
+        async with self._slots:
+            while True:
+                await self._connected.wait()
+                client = self._client
+                if client is None:
+                    await asyncio.sleep(0.01)
+                    continue
+                lost = client._disconnected
+                attempt = asyncio.ensure_future(client.publish(topic, payload, qos=1))
+                try:
+                    await asyncio.wait({attempt, lost}, return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    attempt.cancel()
+                    raise
+                if attempt.done():
+                    try:
+                        attempt.result()
+                        return client
+                    except aiomqtt.MqttError:
+                        pass
+                else:
+                    # The connection is gone: its PUBACK will never come. Retry on the
+                    # next one; the relay de-duplicates, so a second copy is harmless.
+                    attempt.cancel()
                 await asyncio.sleep(0.05)
 
+    def publish_soon(self, kind: str, payload: bytes) -> None:
+        """Publish without waiting for the PUBACK (nor for a connection). Published in
+        call order while connected; ``stop`` waits for them; a failure is logged."""
+        task = asyncio.get_running_loop().create_task(self.publish(kind, payload))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s: background publish failed", self.owner, exc_info=exc)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything ``publish_soon`` queued has its PUBACK; False on timeout."""
+        if not self._background:
+            return True
+        _, pending = await asyncio.wait(set(self._background), timeout=timeout)
+        return not pending
+
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """A directory request and its answer. If the connection drops before the answer
+        arrives (a broker restart can lose either), the same request is sent again on
+        the next connection: every op is safe to repeat."""
         req = secrets.token_hex(8)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
+        body = json.dumps({"req": req, "op": op, **fields}).encode()
         try:
-            await self.publish(topics.DIR, json.dumps({"req": req, "op": op, **fields}).encode())
-            async with asyncio.timeout(self._request_timeout):
-                answer = await future
+            while True:
+                client = await self._publish(topics.DIR, body)
+                watched: set[asyncio.Future[Any]] = {future, client._disconnected}
+                async with asyncio.timeout(self._request_timeout):
+                    await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if future.done():
+                    answer = future.result()
+                    break
         except TimeoutError:
             raise LinkError(f"{self.owner}: the relay did not answer {op!r}") from None
         finally:

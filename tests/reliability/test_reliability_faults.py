@@ -65,24 +65,10 @@ def _history_out(store: Path) -> list[tuple[str, str]]:
         con.close()
 
 
-# A Mosquitto restart while receiving devices are busy leaves their links wedged: the
-# reader task of the lost connection is inside the envelope handler, publishing its ack;
-# Link.publish retries on the dead client (Link._connected is still set) and Link._run
-# waits for that reader before it reconnects, so neither ever moves (docs/benchmarks.md,
-# "found"). Until clients/link.py is fixed the restart case cannot pass; the relay-kill
-# case, which does not drop the devices' connections, must.
-LINK_DEADLOCK = pytest.mark.xfail(
-    reason="clients/link.py: reader stuck publishing an ack on the dead connection while "
-    "_run waits for it (docs/benchmarks.md, found)",
-    strict=False,
-)
-
-
 @pytest.mark.timeout(1500)
 @pytest.mark.parametrize(
     "broker_restart",
-    [pytest.param(False, id="relay-kills"), pytest.param(True, id="relay-kills+broker-restart",
-                                                           marks=LINK_DEADLOCK)],
+    [pytest.param(False, id="relay-kills"), pytest.param(True, id="relay-kills+broker-restart")],
 )  # fmt: skip
 async def test_10000_messages_through_three_relay_kills_and_a_broker_restart(
     tmp_path: Path, make_broker: Any, broker_restart: bool
