@@ -4,7 +4,9 @@ Each benchmark runs as its own subprocess with a time bound, writes its JSON int
 output folder (default ``bench/results/``), and the runner then prints one table with
 the machine (cores, CPU model, Python) and regenerates the results section of
 ``docs/benchmarks.md`` (between its ``bench:results`` markers; the rest of that file is
-written by hand).
+written by hand) and its figures, ``docs/img/bench-*.svg`` (``img/`` beside the file
+given with ``--docs``). ``python -m bench.report`` does the same from the JSON already
+written, without running anything.
 
     relay   bench/relay.py    E2EE throughput vs a null relay, worker scaling, latency
     scale   bench/scale.py    doormat demo --users 1000 --messages 1000: time, memory
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT, machine, write_json
-from bench.report import render, update_docs
+from bench.report import render, update_docs, write_plots
 
 # name -> (module, full args, quick args, time bound in seconds full / quick)
 BENCHES: dict[str, tuple[str, list[str], list[str], float, float]] = {
@@ -128,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": os.getloadavg(),
     }
     write_json(args.out / "summary.json", summary)
-    table = render(summary, results)
+    docs = not args.no_docs and (not args.quick or "--docs" in (argv or sys.argv))
+    plots = write_plots(args.docs, summary, results) if docs else {}
+    table = render(summary, results, plots)
     print()
     print(table)
-    if not args.no_docs and (not args.quick or "--docs" in (argv or sys.argv)):
+    if docs:
         update_docs(args.docs, table)
-        print(f"\n{args.docs} updated")
+        print(f"\n{args.docs} updated, figures in {args.docs.parent / 'img'}")
     return 0 if all(s["ok"] for s in statuses if not s.get("earlier")) else 1
 
 
