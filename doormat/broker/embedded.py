@@ -25,6 +25,10 @@ amqtt 0.12.1 needs a few repairs to behave like the Mosquitto configuration we s
 * A message being broadcast is not lost when a client subscribes meanwhile (stock amqtt
   iterates its subscription table live across awaits and the broadcast dies with
   "dictionary changed size during iteration").
+* What a client published and was PUBACKed for is broadcast even if its connection ends
+  (or a clean-session connection of the same client replaces it) first: stock amqtt
+  PUBACKs on queueing, broadcasts the queue one by one and drops what is left when the
+  connection goes, about half of a pipelined burst.
 * Subscriptions are granted at QoS 1 at most; a QoS 2 PUBLISH is accepted and
   forwarded at QoS <= 1 (Mosquitto, with ``max_qos 1``, disconnects the client instead).
 """
@@ -174,12 +178,21 @@ class _DurableHandler(BrokerProtocolHandler):  # type: ignore[misc]
         session.inflight_out.pop(packet_id, None)
 
 
+def _take_received(session: Session) -> list[Any]:
+    """Empty the queue of messages the session's client published, not yet broadcast."""
+    queue = session.delivered_message_queue
+    return [queue.get_nowait() for _ in range(queue.qsize())]
+
+
 class _DoormatBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker with authentication before any session is touched."""
 
     def __init__(self, config: BrokerConfig, table: AccountTable) -> None:
         super().__init__(config)
         self._table = table
+        # Messages a connection published (and was PUBACKed for) that were still waiting
+        # to be broadcast when it ended, by handler; see _client_message_loop.
+        self._undelivered: dict[BrokerProtocolHandler, list[Any]] = {}
 
     async def _initialize_client_session(
         self,
@@ -221,6 +234,13 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         client_session.client_id = account.username
 
         if client_session.clean_session:
+            previous = self._sessions.get(client_session.client_id)
+            if previous is not None:
+                # Deleting the session clears its queue: broadcast first what its
+                # connection (perhaps still open) published and was PUBACKed for.
+                old_session, old_handler = previous
+                received = _take_received(old_session)
+                await self._broadcast_received(old_session, old_handler, received)
             await self._delete_session(client_session.client_id)
             client_session.parent = 0
         elif client_session.client_id in self._sessions:
@@ -257,7 +277,40 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         if current is not None and current[1] is not handler:
             await self._stop_handler(handler)
             return
+        # Take what this connection published but the message loop has not broadcast
+        # yet, before the session is ended: once it is disconnected, a clean session's
+        # queues are cleared (and a persistent one's wait for a reconnection).
+        # _client_message_loop broadcasts them after the loop's last message.
+        self._undelivered[handler] = _take_received(client_session)
         await super()._handle_disconnect(client_session, handler, waiter)
+
+    async def _client_message_loop(
+        self, client_session: Session, handler: BrokerProtocolHandler
+    ) -> None:
+        # The reader answers a QoS 1 PUBLISH with PUBACK as soon as it has queued the
+        # message (session.delivered_message_queue); this loop then broadcasts the queue
+        # one message at a time, so a client that pipelines publishes gets ahead of it.
+        # When the connection ends, stock amqtt 0.12.1 leaves the loop at once and what
+        # is still queued is never broadcast (a clean session's queue is cleared, a
+        # persistent one's waits for the client to come back): a client that sent a
+        # burst and disconnected after the last PUBACK lost about half of it
+        # (docs/benchmarks.md, "Found" 4). Broadcast the rest here, in order, after the
+        # message the loop may have taken along with the disconnection.
+        try:
+            await super()._client_message_loop(client_session, handler)
+        finally:
+            received = self._undelivered.pop(handler, [])
+        await self._broadcast_received(client_session, handler, received)
+
+    async def _broadcast_received(
+        self, session: Session, handler: BrokerProtocolHandler, messages: list[Any]
+    ) -> None:
+        """What the message loop does with each message a client published, for these."""
+        for message in messages:
+            taken: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            taken.set_result(message)
+            # False means "refused, close the connection": nothing to close any more.
+            await self._handle_message_delivery(session, handler, taken)
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
         # amqtt 0.12.1 Broker._run_broadcast, iterating snapshots. Stock amqtt walks
