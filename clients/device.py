@@ -18,6 +18,7 @@ A device's events carry its own plaintext: that is what its user sees on screen.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -330,11 +331,16 @@ class Device:
         if not self._store.is_processed(env.sender, env.id):
             journal = self._open(env)
             if journal is not None:
-                await self._link.publish(ARCHIVE_KIND, journal)
-                self._store.sent(ARCHIVE_KIND, env.id, env.sender)
-        # Acknowledge after the commit: if we die before this line the relay re-sends,
-        # and the processed-table above turns the repeat into a no-op.
-        await self._link.publish("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
+                self._link.publish_soon(
+                    ARCHIVE_KIND,
+                    journal,
+                    then=functools.partial(self._store.sent, ARCHIVE_KIND, env.id, env.sender),
+                )
+        # Acknowledge after the commit: if we die before the ack leaves, the relay
+        # re-sends, and the processed-table above turns the repeat into a no-op. Not
+        # awaited: waiting for each ack's PUBACK would make receiving one broker round
+        # trip per envelope; a lost ack costs only that redelivery.
+        self._link.publish_soon("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
 
     def _open(self, env: Envelope) -> bytes | None:
         """Decrypt and commit one envelope; returns the journal record to send, if any."""

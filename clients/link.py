@@ -282,12 +282,22 @@ class Link:
                     attempt.cancel()
                 await asyncio.sleep(0.05)
 
-    def publish_soon(self, kind: str, payload: bytes) -> None:
-        """Publish without waiting for the PUBACK (nor for a connection). Published in
-        call order while connected; ``stop`` waits for them; a failure is logged."""
-        task = asyncio.get_running_loop().create_task(self.publish(kind, payload))
+    def publish_soon(
+        self, kind: str, payload: bytes, then: Callable[[], None] | None = None
+    ) -> None:
+        """Publish without waiting for the PUBACK (nor for a connection), then call
+        ``then``. Published in call order while connected; ``stop`` waits for them; a
+        failure is logged."""
+        task = asyncio.get_running_loop().create_task(self._publish_then(kind, payload, then))
         self._background.add(task)
         task.add_done_callback(self._background_done)
+
+    async def _publish_then(
+        self, kind: str, payload: bytes, then: Callable[[], None] | None
+    ) -> None:
+        await self._publish(kind, payload)
+        if then is not None:
+            then()
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
