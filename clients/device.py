@@ -10,9 +10,22 @@ Events (actor = the device id): ``device.sent`` (id, to_user, devices, text),
 ``device.received`` (id, from, from_user, text), ``device.unreadable`` (id, from,
 reason), ``device.rejected`` (reason), ``device.bad_bundle`` (device, reason),
 ``device.kt_refused`` (device, reason: listed without a valid proof, so not used),
+``device.undelivered`` (reason, op; id and to when the relay named the envelope;
+refused and retry for a rate-limit refusal), ``device.resent`` (kinds, count),
 ``device.kt_alarm`` (user, device, time, reason, alarm_kind: a device the user's
 enterprise never enrolled, a key that is not ours, or a split view).
 A device's events carry its own plaintext: that is what its user sees on screen.
+
+Refusals. The relay answers an envelope it will not take on our ``dir`` inbox with
+``{"req": null, "ok": false, "op": "msg", "id", "to", "error"}``. A refusal that names
+the envelope (unknown recipient, ...) is final: the envelope leaves the outbox, the
+history entry records it as undelivered to that device, and ``device.undelivered``
+says so. A rate-limit refusal names nothing (the relay refuses before parsing, and
+reports at most once a second per device and kind, with a count): the device then
+holds new envelopes back, waits longer than that second, and re-sends every envelope
+it published in the last ``RESEND_WINDOW`` seconds, paced under the relay's stated
+rate; the relay de-duplicates those it had taken. That is why published envelopes stay
+in the outbox for that window (a crash meanwhile only re-sends them).
 """
 
 from __future__ import annotations
@@ -21,8 +34,10 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +59,17 @@ from wire.ids import user_of
 log = logging.getLogger(__name__)
 
 ONE_TIME_PREKEYS = 20  # published at first start; refilled when half are used
+
+# How long a published envelope stays re-sendable after a rate-limit refusal: the
+# refusal comes back after the relay has worked through its input, and names nothing.
+RESEND_WINDOW = 5.0
+# The relay reports rate-limit refusals at most once a second per device and kind; a
+# pause longer than that means a refusal after the report is re-sent as well, or makes
+# a new report.
+RATE_LIMIT_PAUSE = 1.2
+_RATE_LIMIT = re.compile(r"^rate limit: over ([0-9.e+]+) per second.*?(?:; (\d+) refused)?$")
+
+OutboxKey = tuple[str, str, str]  # (topic kind, message id, recipient)
 
 
 @dataclass(frozen=True)
@@ -102,12 +128,21 @@ class Device:
             port,
             on_envelope=self._on_envelope,
             on_connect=self._on_connect,
+            on_refusal=self._on_refusal,
         )
         self._ready = asyncio.Event()
         self._device_lists: dict[str, tuple[float, list[str]]] = {}
         self._device_list_ttl = device_list_ttl
         self._prekeys_used = 0
         self._refill: asyncio.Task[None] | None = None
+        # Published envelopes and journal records, oldest first, re-sendable until they
+        # are RESEND_WINDOW old (then they leave the outbox).
+        self._recent: OrderedDict[OutboxKey, tuple[bytes, float]] = OrderedDict()
+        self._open_gate = asyncio.Event()  # cleared while re-sending after a rate limit
+        self._open_gate.set()
+        self._resender: asyncio.Task[None] | None = None
+        self._resend_kinds: set[str] = set()
+        self._resend_rate = 0.0
 
     @property
     def connected(self) -> bool:
@@ -128,6 +163,8 @@ class Device:
             await self._ready.wait()
 
     async def stop(self) -> None:
+        if self._resender is not None:
+            self._resender.cancel()
         await self._link.stop()
         if self._refill is not None:
             self._refill.cancel()
@@ -150,8 +187,9 @@ class Device:
             await self._link.request("sync")
             await self.monitor()
             for kind, msg_id, recipient, payload in self._store.outbox():
+                await self._open_gate.wait()
                 await self._link.publish(kind, payload)
-                self._store.sent(kind, msg_id, recipient)
+                self._published((kind, msg_id, recipient), payload)
         except Exception as exc:  # logged, retried on the next connection
             log.warning("%s: start-up exchange with the relay failed: %s", self.id, exc)
             return
@@ -297,12 +335,90 @@ class Device:
             text=data.decode(errors="replace"),
         )
         for dev, env_bytes in envelopes:
+            await self._open_gate.wait()
             await self._link.publish("msg", env_bytes)
-            self._store.sent("msg", msg_id, dev)
+            self._published(("msg", msg_id, dev), env_bytes)
         if journal is not None:
             await self._link.publish(ARCHIVE_KIND, journal)
-            self._store.sent(ARCHIVE_KIND, msg_id, self.id)
+            self._published((ARCHIVE_KIND, msg_id, self.id), journal)
         return Sent(id=msg_id, devices=devices)
+
+    def _published(self, key: OutboxKey, payload: bytes) -> None:
+        """Keep a published envelope re-sendable for RESEND_WINDOW, then let it go."""
+        now = time.monotonic()
+        self._recent[key] = (payload, now)
+        self._recent.move_to_end(key)
+        while self._recent:
+            oldest, (_, at) = next(iter(self._recent.items()))
+            if now - at < RESEND_WINDOW:
+                break
+            del self._recent[oldest]
+            self._store.sent(*oldest)
+
+    # -- refusals ------------------------------------------------------------------------
+
+    def _on_refusal(self, answer: dict[str, Any]) -> None:
+        """The relay would not take something we published (see the module docstring)."""
+        reason = str(answer.get("error") or "refused")
+        op = answer.get("op")
+        if op == "ack":
+            # Our ack was malformed: a bug here, not something the user sent.
+            log.warning("%s: the relay refused an ack: %s", self.id, reason)
+            return
+        limited = _RATE_LIMIT.match(reason)
+        if limited is not None:
+            # No op: a journal record (or a directory request, which times out and is
+            # retried by whoever asked).
+            kind = "msg" if op == "msg" else ARCHIVE_KIND
+            self._events.emit(
+                self.id,
+                "device.undelivered",
+                reason=reason,
+                op=op,
+                refused=int(limited[2]) if limited[2] else None,
+                retry=True,
+            )
+            self._resend_after_rate_limit(kind, float(limited[1]))
+            return
+        msg_id, to = answer.get("id"), answer.get("to")
+        if op == "msg" and isinstance(msg_id, str) and isinstance(to, str):
+            self._recent.pop(("msg", msg_id, to), None)
+            self._store.undelivered(msg_id, to, reason)
+            self._events.emit(
+                self.id, "device.undelivered", reason=reason, op=op, id=msg_id, to=to, retry=False
+            )
+            return
+        self._events.emit(self.id, "device.undelivered", reason=reason, op=op, retry=False)
+
+    def _resend_after_rate_limit(self, kind: str, rate: float) -> None:
+        self._resend_kinds.add(kind)
+        self._resend_rate = rate
+        if self._resender is None:
+            self._resender = asyncio.get_running_loop().create_task(self._resend())
+
+    async def _resend(self) -> None:
+        self._open_gate.clear()
+        try:
+            while self._resend_kinds:
+                await asyncio.sleep(RATE_LIMIT_PAUSE)
+                kinds, self._resend_kinds = self._resend_kinds, set()
+                # Half the stated rate: the copies count against it like new input, and
+                # the bucket must not run dry again while we re-send.
+                interval = 1.0 / max(1.0, self._resend_rate / 2)
+                due = time.monotonic()
+                todo = [(k, p) for k, (p, _) in self._recent.items() if k[0] in kinds]
+                for key, payload in todo:
+                    await self._link.publish(key[0], payload)
+                    if key in self._recent:
+                        self._published(key, payload)
+                    due += interval
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                self._events.emit(self.id, "device.resent", kinds=sorted(kinds), count=len(todo))
+        except Exception as exc:  # the envelopes stay in the outbox for the next start
+            log.warning("%s: re-sending after a rate limit failed: %s", self.id, exc)
+        finally:
+            self._resender = None
+            self._open_gate.set()
 
     def _journal(
         self, direction: str, msg_id: str, sender: str, to_user: str | None, ts: int, text: bytes
@@ -334,7 +450,9 @@ class Device:
                 self._link.publish_soon(
                     ARCHIVE_KIND,
                     journal,
-                    then=functools.partial(self._store.sent, ARCHIVE_KIND, env.id, env.sender),
+                    then=functools.partial(
+                        self._published, (ARCHIVE_KIND, env.id, env.sender), journal
+                    ),
                 )
         # Acknowledge after the commit: if we die before the ack leaves, the relay
         # re-sends, and the processed-table above turns the repeat into a no-op. Not

@@ -87,6 +87,7 @@ class Link:
         self._stopping = False
         self._stop = asyncio.Event()
         self._first_connect: asyncio.Future[None] | None = None
+        self._max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         # One handler at a time across connections: the reader of a lost connection may
         # still be inside a handler when the next connection's reader starts.
@@ -154,6 +155,8 @@ class Link:
                 keepalive=30,
                 socket_options=NODELAY,
             )
+            # Bounded by our own slots: aiomqtt's warning above 10 pending is only noise.
+            client.pending_calls_threshold = self._max_in_flight + 10
             try:
                 async with client:
                     await client.subscribe(f"{topics.IN}/{self.owner}/#", qos=1)

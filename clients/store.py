@@ -7,6 +7,10 @@ and the ratchet state that decrypted it are committed together, and only then is
 relay told (acknowledged). A device killed at any point therefore either has not
 processed a message (the relay still holds it and re-sends it) or has processed it
 exactly once.
+
+Not everything needs that: a message leaving the outbox once published (``sent``) is
+recorded without a commit of its own, in the next transaction (or at ``close``). If
+that is lost, the device re-sends the envelope, and the relay de-duplicates it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     kind TEXT NOT NULL, id TEXT NOT NULL, recipient TEXT NOT NULL, payload BLOB NOT NULL,
     PRIMARY KEY (kind, id, recipient));
+CREATE TABLE IF NOT EXISTS undelivered (
+    id TEXT NOT NULL, recipient TEXT NOT NULL, reason TEXT NOT NULL,
+    PRIMARY KEY (id, recipient));
 """
 
 
@@ -39,6 +46,8 @@ class HistoryEntry:
     device: str  # the sending device
     ts: int
     text: bytes
+    # For "out": the devices the relay refused the envelope for, and why.
+    undelivered: tuple[tuple[str, str], ...] = ()
 
 
 class DeviceStore:
@@ -49,8 +58,12 @@ class DeviceStore:
         # FULL: a commit is on disk before we acknowledge to the relay.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._sent: list[tuple[str, str, str]] = []  # left the outbox, not yet written
 
     def close(self) -> None:
+        if self._sent:
+            with self._tx():
+                pass
         self._db.close()
 
     def load_crypto(self) -> bytes | None:
@@ -133,13 +146,26 @@ class DeviceStore:
     def outbox(self) -> list[tuple[str, str, str, bytes]]:
         """(topic kind, message id, recipient, payload) of everything not yet published."""
         rows = self._db.execute("SELECT kind, id, recipient, payload FROM outbox").fetchall()
-        return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+        gone = set(self._sent)
+        return [(r[0], r[1], r[2], bytes(r[3])) for r in rows if (r[0], r[1], r[2]) not in gone]
 
     def sent(self, kind: str, msg_id: str, recipient: str) -> None:
-        self._db.execute(
-            "DELETE FROM outbox WHERE kind = ? AND id = ? AND recipient = ?",
-            (kind, msg_id, recipient),
-        )
+        """The envelope may leave the outbox. Written with the next transaction: a commit
+        (an fsync) of its own per envelope would cost more than the rare harmless re-send
+        after a crash."""
+        self._sent.append((kind, msg_id, recipient))
+
+    def undelivered(self, msg_id: str, recipient: str, reason: str) -> None:
+        """The relay refused this message's envelope for ``recipient``, for good."""
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO undelivered (id, recipient, reason) VALUES (?, ?, ?)",
+                (msg_id, recipient, reason),
+            )
+            self._db.execute(
+                "DELETE FROM outbox WHERE kind = 'msg' AND id = ? AND recipient = ?",
+                (msg_id, recipient),
+            )
 
     def _put_journal(self, msg_id: str, sender: str, journal: bytes) -> None:
         self._db.execute(
@@ -152,7 +178,23 @@ class DeviceStore:
         rows = self._db.execute(
             "SELECT direction, id, peer_user, device, ts, text FROM history ORDER BY seq"
         ).fetchall()
-        return [HistoryEntry(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+        refused: dict[str, list[tuple[str, str]]] = {}
+        for msg_id, recipient, reason in self._db.execute(
+            "SELECT id, recipient, reason FROM undelivered ORDER BY id, recipient"
+        ):
+            refused.setdefault(msg_id, []).append((recipient, reason))
+        return [
+            HistoryEntry(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                bytes(r[5]),
+                tuple(refused.get(r[1], ())) if r[0] == "out" else (),
+            )
+            for r in rows
+        ]
 
     def _put_crypto(self, state: bytes) -> None:
         self._db.execute(
@@ -162,15 +204,24 @@ class DeviceStore:
         )
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self)
+
+    def _flush_sent(self) -> None:
+        if self._sent:
+            self._db.executemany(
+                "DELETE FROM outbox WHERE kind = ? AND id = ? AND recipient = ?", self._sent
+            )
+            self._sent = []
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, store: DeviceStore) -> None:
         self._db = db
+        self._store = store
 
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
+        self._store._flush_sent()
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
