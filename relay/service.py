@@ -66,6 +66,9 @@ from wire.ids import RELAY_ID
 from wire.note import Signer
 
 log = logging.getLogger(__name__)
+
+# paho does not set TCP_NODELAY (see the module doc).
+_NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 ACTOR = RELAY_ID
 
 # CONNACK codes that will not get better by retrying with the same credentials.
@@ -263,6 +266,7 @@ class RelayService:
             identifier=self.identifier,
             clean_session=False,
             keepalive=self.keepalive,
+            socket_options=_NODELAY,
         )
         # Before connecting: a resumed session's queued messages arrive right after the
         # CONNACK, and paho would acknowledge each on receipt (see the module doc).
@@ -270,7 +274,6 @@ class RelayService:
         client.pending_calls_threshold = self.publish_window + 16  # our window bounds it
         publisher = _Publisher(client, self.publish_window)
         async with client:
-            _set_nodelay(client)
             self._connected = True
             self._connections += 1
             self._emit(
@@ -431,17 +434,6 @@ def _item(message: aiomqtt.Message) -> Item:
         else str(payload).encode()  # paho gives bytes; the type says more
     )
     return item_of(str(message.topic), data, message)
-
-
-def _set_nodelay(client: aiomqtt.Client) -> None:
-    """TCP_NODELAY on the client's socket (paho does not set it). Without it a small
-    packet written right after another (a PUBACK after a forward, an answer after a
-    PUBACK) waits for the peer's delayed ACK, about 40 ms."""
-    sock = client._client.socket()
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            # paho types the socket as its SocketLike protocol, which has no setsockopt.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
 def _code(rc: Any) -> int:

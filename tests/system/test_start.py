@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +42,28 @@ async def test_devices_start_in_bounded_batches_and_all_start(
         assert len(system.devices) >= 12
         assert all(d.connected for d in system.devices.values())
     assert most == 3
+
+
+async def test_every_client_socket_to_the_broker_is_nodelay(system: System) -> None:
+    # paho leaves Nagle on: a request/answer round trip then waits for the peer's
+    # delayed ACK (88 ms instead of 1 per directory request, docs/benchmarks.md).
+    assert system.broker is not None
+    port = system.broker.port
+    client_sockets = []
+    for obj in gc.get_objects():
+        if isinstance(obj, socket.socket) and obj.fileno() != -1:
+            with contextlib.suppress(OSError):
+                if (
+                    obj.family in (socket.AF_INET, socket.AF_INET6)
+                    and obj.type == socket.SOCK_STREAM
+                    and obj.getpeername()[1] == port
+                ):
+                    client_sockets.append(obj)
+    # relay, tap, interceptor, two enterprise servers and every device
+    assert len(client_sockets) >= len(system.devices) + 4
+    slow = [
+        s.getsockname()
+        for s in client_sockets
+        if not s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    ]
+    assert not slow, f"{len(slow)} of {len(client_sockets)} client sockets without TCP_NODELAY"
