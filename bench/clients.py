@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+
+from clients.link import NODELAY
 
 PLAINTEXT_BYTES = 512
 
@@ -57,28 +58,6 @@ def parse_plaintext(data: bytes) -> tuple[int, str, int, int] | None:
         return int(t[1:]), tag.decode(), int(conv), int(seq)
     except ValueError:
         return None
-
-
-def set_nodelay(client: aiomqtt.Client) -> None:
-    sock = client._client.socket()
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
-
-
-def patch_paho_nodelay() -> None:
-    """Make every paho socket of this process TCP_NODELAY (the fix proposed for
-    clients/link.py), to measure its effect on the real client stack."""
-    import paho.mqtt.client as pc
-
-    original = pc.Client._create_socket_connection
-
-    def patched(self: Any) -> Any:
-        sock = original(self)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-
-    pc.Client._create_socket_connection = patched  # type: ignore[method-assign]
 
 
 # -- the core client ----------------------------------------------------------------
@@ -108,6 +87,7 @@ class CoreClient:
             identifier=device,
             clean_session=True,
             keepalive=60,
+            socket_options=NODELAY,
         )
         self._client.pending_calls_threshold = 10_000
         self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -119,7 +99,6 @@ class CoreClient:
 
     async def start(self) -> None:
         await self._client.__aenter__()
-        set_nodelay(self._client)
         await self._client.subscribe(f"doormat/in/{self.id}/#", qos=1)
         self._reader = asyncio.create_task(self._read())
 
@@ -250,7 +229,6 @@ class WorkerConfig:
     port: int
     pairs: list[tuple[int, str, str, str, str]]  # (index, sender, pw, receiver, pw)
     workdir: str
-    nodelay: bool = False  # device mode: patch paho sockets to TCP_NODELAY
 
 
 class Worker:
@@ -291,8 +269,6 @@ class Worker:
 
     async def setup(self) -> dict[str, Any]:
         cfg = self.cfg
-        if cfg.mode == "device" and cfg.nodelay:
-            patch_paho_nodelay()
         started = time.monotonic()
         if cfg.mode == "core":
             for _, s, spw, r, rpw in cfg.pairs:

@@ -22,21 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
-import socket
 import sys
 
 import aiomqtt
 
+from clients.link import NODELAY
+
 TO = b'"to":"'
-
-
-def set_nodelay(client: aiomqtt.Client) -> None:
-    sock = client._client.socket()
-    if sock is not None:
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
 async def run(
@@ -54,6 +47,7 @@ async def run(
         identifier=username,
         clean_session=True,
         keepalive=30,
+        socket_options=NODELAY,  # as the relay
     )
     client.pending_calls_threshold = window + 16
     sem = asyncio.Semaphore(window)
@@ -69,7 +63,6 @@ async def run(
 
     forwarded = 0
     async with client:
-        set_nodelay(client)
         await client.subscribe(subscription, qos=1)
         print("ready", flush=True)
         messages = client.messages

@@ -10,11 +10,9 @@ What is measured, all in one run on one Mosquitto 2 broker (loopback):
   concurrent conversations, a closed loop of a few messages in flight per conversation).
   The same clients then run through the *null relay* (``bench/nullrelay.py``), and the
   two alternate, several times; the figure is the median of each and the ratio the
-  median of the paired ratios. Three kinds of client (``bench/clients.py``): ``device``
-  (the product's ``clients.device.Device``), ``device-nodelay`` (the same with the
-  TCP_NODELAY proposed for clients/link.py patched in) and ``core`` (the E2EE core
-  driven directly, no client store: loads the relay harder than the real client stack
-  can).
+  median of the paired ratios. Two kinds of client (``bench/clients.py``): ``device``
+  (the product's ``clients.device.Device``) and ``core`` (the E2EE core driven
+  directly, no client store: loads the relay harder than the real client stack can).
 * **scaling**: the relay as 1, 2 and 3 workers sharing the load with an MQTT shared
   subscription (``$share/GROUP/doormat/out/+/+`` with a random GROUP, one broker account
   with role relay each, one SQLite file).
@@ -53,8 +51,9 @@ from typing import Any
 import aiomqtt
 import psutil
 
-from bench.clients import WorkerConfig, set_nodelay, worker_main
+from bench.clients import WorkerConfig, worker_main
 from bench.common import ROOT, machine, median, percentile, rounded, write_json
+from clients.link import NODELAY
 
 PY = sys.executable
 
@@ -85,7 +84,7 @@ FULL = Plan(
     latency_rates=(500.0, 200.0),
     latency_duration=6.0,
     client_procs=2,
-    modes=("core", "device", "device-nodelay"),
+    modes=("core", "device"),
 )
 QUICK = Plan(
     conversations=8,
@@ -109,7 +108,13 @@ class DirClient:
     def __init__(self, owner: str, password: str, host: str, port: int) -> None:
         self.owner = owner
         self.client = aiomqtt.Client(
-            host, port, username=owner, password=password, identifier=owner, clean_session=True
+            host,
+            port,
+            username=owner,
+            password=password,
+            identifier=owner,
+            clean_session=True,
+            socket_options=NODELAY,
         )
         self.client.pending_calls_threshold = 100_000
         self.answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -117,7 +122,6 @@ class DirClient:
 
     async def __aenter__(self) -> DirClient:
         await self.client.__aenter__()
-        set_nodelay(self.client)
         await self.client.subscribe(f"doormat/in/{self.owner}/dir", qos=1)
         self.reader = asyncio.create_task(self._read())
         return self
@@ -216,7 +220,7 @@ class Env:
         accs = [new_account(r, "relay") for r in self.RELAY_ACCOUNTS]
         accs += [new_account("acme", "enterprise"), new_account("globex", "enterprise")]
         for mode in self.plan.modes:
-            m = {"core": "c", "device": "d", "device-nodelay": "n"}[mode]
+            m = {"core": "c", "device": "d"}[mode]
             pairs = []
             for i in range(self.plan.conversations):
                 s = new_account(f"{m}s{i:04d}@acme.phone", "device")
@@ -390,9 +394,6 @@ class Env:
                 port=self.broker.port,
                 pairs=pairs[w::n],
                 workdir=str(wd),
-                # device-nodelay: the real devices with the TCP_NODELAY proposed for
-                # clients/link.py (docs/benchmarks.md, found), patched in the worker.
-                nodelay=mode == "device-nodelay",
             )
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, args=(child, cfg), daemon=True)

@@ -1,19 +1,13 @@
 """Scale: ``doormat demo --users N --messages N`` on one machine, timed, memory measured.
 
     python -m bench.scale [--users 1000] [--messages 1000] [--brokers embedded,mosquitto]
-                          [--timeout 300] [--json FILE] [--quick] [--no-fixes]
+                          [--timeout 300] [--json FILE] [--quick]
 
 For each broker it runs the real command, ``doormat demo --users N --messages N --quiet
 --report FILE --broker B``, in a subprocess, with a time bound, and records: exit code,
 wall time, the report's ``messages_sent`` / ``messages_delivered``, peak RSS of the demo
 process (``ru_maxrss``) and the peak of the whole process tree (demo + Mosquitto),
 sampled every 0.2 s.
-
-Unless ``--no-fixes``, it runs each broker a second time *with the changes proposed in
-docs/benchmarks.md ("found")* applied in-process by ``bench/scale_fixes.py`` (no
-source file is modified): TCP_NODELAY on the clients' MQTT sockets, a snapshot
-iteration in amqtt's broadcast loop, and at most 50 device start-ups at a time. That
-row shows what those changes are worth, measured, not guessed.
 """
 
 from __future__ import annotations
@@ -50,14 +44,11 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def run_one(
-    users: int, messages: int, broker: str, timeout: float, fixes: bool, workdir: Path
+    users: int, messages: int, broker: str, timeout: float, workdir: Path
 ) -> dict[str, Any]:
-    report = workdir / f"report-{broker}-{'fixed' if fixes else 'shipped'}.json"
+    report = workdir / f"report-{broker}.json"
     report.unlink(missing_ok=True)
-    if fixes:
-        cmd = [sys.executable, "-m", "bench.scale_fixes"]
-    else:
-        cmd = [sys.executable, "-m", "doormat"]
+    cmd = [sys.executable, "-m", "doormat"]
     cmd += [
         "demo",
         "--users",
@@ -78,7 +69,7 @@ def run_one(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     env.pop("PYTHONASYNCIODEBUG", None)
-    log = workdir / f"demo-{broker}-{'fixed' if fixes else 'shipped'}.log"
+    log = workdir / f"demo-{broker}.log"
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
@@ -100,7 +91,7 @@ def run_one(
     wall = time.monotonic() - started
     result: dict[str, Any] = {
         "broker": broker,
-        "variant": "with proposed fixes" if fixes else "as shipped",
+        "variant": "as shipped",
         "command": " ".join(cmd[1:]),
         "users": users,
         "messages": messages,
@@ -136,23 +127,20 @@ def run_one(
     return result
 
 
-def run(
-    users: int, messages: int, brokers: list[str], timeout: float, fixes: bool
-) -> dict[str, Any]:
+def run(users: int, messages: int, brokers: list[str], timeout: float) -> dict[str, Any]:
     info = machine()
     runs = []
     with tempfile.TemporaryDirectory(prefix="doormat-scale-") as tmp:
         for broker in brokers:
-            for variant in [False, True] if fixes else [False]:
-                r = run_one(users, messages, broker, timeout, variant, Path(tmp))
-                runs.append(r)
-                print(
-                    f"  {broker:9} {r['variant']:20}: exit {r['exit_code']}"
-                    f"{' (timed out)' if r['timed_out'] else ''}, {r['wall_s']} s, "
-                    f"delivered {r.get('messages_delivered')}/{r.get('messages_sent')}, "
-                    f"peak RSS {r['peak_rss_tree_mb']} MB",
-                    flush=True,
-                )
+            r = run_one(users, messages, broker, timeout, Path(tmp))
+            runs.append(r)
+            print(
+                f"  {broker:9}: exit {r['exit_code']}"
+                f"{' (timed out)' if r['timed_out'] else ''}, {r['wall_s']} s, "
+                f"delivered {r.get('messages_delivered')}/{r.get('messages_sent')}, "
+                f"peak RSS {r['peak_rss_tree_mb']} MB",
+                flush=True,
+            )
     return {
         "benchmark": "scale",
         "machine": info,
@@ -172,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--messages", type=int, default=None)
     p.add_argument("--brokers", default="embedded,mosquitto")
     p.add_argument("--timeout", type=float, default=300.0)
-    p.add_argument("--no-fixes", action="store_true")
-    p.add_argument("--quick", action="store_true", help="20 users, 20 messages, no fixes run")
+    p.add_argument("--quick", action="store_true", help="20 users, 20 messages")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     users = 20 if args.quick else args.users
@@ -183,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         messages,
         args.brokers.split(","),
         120 if args.quick else args.timeout,
-        fixes=not (args.no_fixes or args.quick),
     )
     if args.json:
         write_json(args.json, result)
