@@ -50,7 +50,7 @@ from clients.crypto.errors import CryptoError
 from clients.enterprise import Credentials
 from clients.kt import Alarm, DirectoryView, InconsistentCheckpoint, StaleCheckpoint
 from clients.link import Link
-from clients.store import DeviceStore, HistoryEntry
+from clients.store import DeviceStore, HistoryEntry, Incoming
 from wire import envelope as wire_envelope
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms
@@ -70,6 +70,14 @@ RATE_LIMIT_PAUSE = 1.2
 _RATE_LIMIT = re.compile(r"^rate limit: over ([0-9.e+]+) per second.*?(?:; (\d+) refused)?$")
 
 OutboxKey = tuple[str, str, str]  # (topic kind, message id, recipient)
+
+
+@dataclass(frozen=True)
+class _Opened:
+    env: Envelope
+    text: bytes | None  # None: could not be read
+    reason: str | None  # why not
+    journal: bytes | None  # the record for our enterprise's archive, if it runs one
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ class Device:
             creds.password,
             host,
             port,
-            on_envelope=self._on_envelope,
+            on_envelopes=self._on_envelopes,
             on_connect=self._on_connect,
             on_refusal=self._on_refusal,
         )
@@ -433,35 +441,49 @@ class Device:
 
     # -- receiving -----------------------------------------------------------------
 
-    async def _on_envelope(self, payload: bytes) -> None:
-        try:
-            env = wire_envelope.parse(payload)
-        except EnvelopeError as exc:
-            self._events.emit(self.id, "device.rejected", reason=str(exc))
-            return
-        if env.recipient != self.id:
-            self._events.emit(
-                self.id, "device.rejected", reason=f"envelope addressed to {env.recipient}"
-            )
-            return
-        if not self._store.is_processed(env.sender, env.id):
-            journal = self._open(env)
-            if journal is not None:
-                self._link.publish_soon(
-                    ARCHIVE_KIND,
-                    journal,
-                    then=functools.partial(
-                        self._published, (ARCHIVE_KIND, env.id, env.sender), journal
-                    ),
+    async def _on_envelopes(self, payloads: list[bytes]) -> None:
+        """Envelopes that arrived together: opened in order, committed in one
+        transaction (one fsync, not one each), then shown and acknowledged."""
+        to_ack: list[Envelope] = []
+        opened: list[_Opened] = []
+        fresh: set[tuple[str, str]] = set()
+        for payload in payloads:
+            try:
+                env = wire_envelope.parse(payload)
+            except EnvelopeError as exc:
+                self._events.emit(self.id, "device.rejected", reason=str(exc))
+                continue
+            if env.recipient != self.id:
+                self._events.emit(
+                    self.id, "device.rejected", reason=f"envelope addressed to {env.recipient}"
                 )
+                continue
+            to_ack.append(env)
+            if (env.sender, env.id) in fresh or self._store.is_processed(env.sender, env.id):
+                continue  # a redelivery: acknowledged again, nothing else
+            fresh.add((env.sender, env.id))
+            opened.append(self._decrypt(env))
+        if opened:
+            self._store.commit_incoming_many(
+                self.crypto.to_bytes(),
+                [
+                    Incoming(
+                        o.env.sender, user_of(o.env.sender), o.env.id, o.env.ts, o.text, o.journal
+                    )
+                    for o in opened
+                ],
+            )
+        for o in opened:
+            self._show(o)
         # Acknowledge after the commit: if we die before the ack leaves, the relay
         # re-sends, and the processed-table above turns the repeat into a no-op. Not
         # awaited: waiting for each ack's PUBACK would make receiving one broker round
         # trip per envelope; a lost ack costs only that redelivery.
-        self._link.publish_soon("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
+        for env in to_ack:
+            self._link.publish_soon("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
 
-    def _open(self, env: Envelope) -> bytes | None:
-        """Decrypt and commit one envelope; returns the journal record to send, if any."""
+    def _decrypt(self, env: Envelope) -> _Opened:
+        """Open one envelope (the ratchet steps in memory; the caller commits them)."""
         sealed = Sealed(header=env.header, body=env.body, prekey=env.prekey)
         try:
             text: bytes | None = self.crypto.decrypt(env.sender, sealed)
@@ -471,31 +493,34 @@ class Device:
         journal = None
         if text is not None:
             journal = self._journal("in", env.id, env.sender, None, env.ts, text)
-        self._store.commit_incoming(
-            self.crypto.to_bytes(),
-            env.sender,
-            user_of(env.sender),
-            env.id,
-            env.ts,
-            text,
-            journal,
-        )
-        if text is None:
+        return _Opened(env, text, reason, journal)
+
+    def _show(self, o: _Opened) -> None:
+        """After the commit: the event for the user, the journal record for the archive."""
+        env = o.env
+        if o.text is None:
             self._events.emit(
-                self.id, "device.unreadable", id=env.id, reason=reason, **{"from": env.sender}
+                self.id, "device.unreadable", id=env.id, reason=o.reason, **{"from": env.sender}
             )
-            return None
+            return
         self._events.emit(
             self.id,
             "device.received",
             id=env.id,
             from_user=user_of(env.sender),
-            text=text.decode(errors="replace"),
+            text=o.text.decode(errors="replace"),
             **{"from": env.sender},
         )
         if env.prekey is not None:
             self._note_prekey_used()
-        return journal
+        if o.journal is not None:
+            self._link.publish_soon(
+                ARCHIVE_KIND,
+                o.journal,
+                then=functools.partial(
+                    self._published, (ARCHIVE_KIND, env.id, env.sender), o.journal
+                ),
+            )
 
     def _note_prekey_used(self) -> None:
         self._prekeys_used += 1

@@ -9,10 +9,12 @@ away, and offers its owner:
 * ``publish_soon(kind, payload)``: the same without waiting (acks); ``stop`` flushes them;
 * ``request(op, **fields)``, a directory request answered on ``doormat/in/<id>/dir``.
 
-Envelopes arriving on ``doormat/in/<id>/msg`` go to the ``on_envelope`` callback, one at
-a time and in order, even across reconnections (a handler still busy when its connection
-dropped finishes before anything from the next connection is handled, and nothing more
-from the lost connection is handled: the relay re-sends it on ``sync``). A refusal the
+Envelopes arriving on ``doormat/in/<id>/msg`` go to the ``on_envelopes`` callback, in
+order, as lists of those that had already arrived together (so that the owner can
+commit them in one transaction), or one at a time to ``on_envelope``; one call at a
+time, even across reconnections (a reader still busy when its connection dropped
+finishes what it had taken before anything from the next connection is handled, and
+takes nothing more from the lost connection: the relay re-sends it on ``sync``). A refusal the
 relay sends without a request id (``{"req": null, "ok": false, ...}``: an envelope or
 journal record it would not take) goes to ``on_refusal``; anything on another kind of
 inbox topic goes to ``on_other(kind, payload)``. The callbacks must not call ``request``
@@ -37,6 +39,7 @@ from wire import topics
 log = logging.getLogger(__name__)
 
 EnvelopeHandler = Callable[[bytes], Awaitable[None]]
+EnvelopesHandler = Callable[[list[bytes]], Awaitable[None]]
 ConnectHook = Callable[[], Coroutine[Any, Any, None]]
 OtherHandler = Callable[[str, bytes], Awaitable[None]]
 RefusalHandler = Callable[[dict[str, Any]], None]
@@ -49,6 +52,8 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 # aiomqtt walks every pending call on each publish: unbounded concurrency makes each
 # publish cost grow with the number in flight.
 MAX_IN_FLIGHT = 100
+# At most this many messages already received are taken and handled together.
+READ_AHEAD = 64
 
 
 class LinkError(Exception):
@@ -64,6 +69,7 @@ class Link:
         port: int,
         *,
         on_envelope: EnvelopeHandler | None = None,
+        on_envelopes: EnvelopesHandler | None = None,
         on_connect: ConnectHook | None = None,
         on_other: OtherHandler | None = None,
         on_refusal: RefusalHandler | None = None,
@@ -75,6 +81,7 @@ class Link:
         self._host = host
         self._port = port
         self._on_envelope = on_envelope
+        self._on_envelopes = on_envelopes
         self._on_connect = on_connect
         self._on_other = on_other
         self._on_refusal = on_refusal
@@ -217,17 +224,40 @@ class Link:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         me = asyncio.current_task()
+        queue = client._queue
         async for message in client.messages:
+            taken = [message]
+            while len(taken) < READ_AHEAD and not queue.empty():
+                taken.append(queue.get_nowait())
             async with self._handling:
                 if self._client is not client:
                     return  # lost meanwhile; the relay re-sends what we did not ack
                 self._busy_reader = me
                 try:
-                    await self._dispatch(str(message.topic), bytes(message.payload))
+                    await self._dispatch_all(taken)
                 finally:
                     self._busy_reader = None
             if self._client is not client:
                 return
+
+    async def _dispatch_all(self, messages: list[aiomqtt.Message]) -> None:
+        batch = self._on_envelopes
+        if batch is None:
+            for message in messages:
+                await self._dispatch(str(message.topic), bytes(message.payload))
+            return
+        run: list[bytes] = []  # consecutive envelopes
+        for message in messages:
+            topic, payload = str(message.topic), bytes(message.payload)
+            if topic.rsplit("/", 1)[-1] == topics.MSG:
+                run.append(payload)
+                continue
+            if run:
+                await batch(run)
+                run = []
+            await self._dispatch(topic, payload)
+        if run:
+            await batch(run)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]

@@ -50,6 +50,18 @@ class HistoryEntry:
     undelivered: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """A processed envelope, as committed."""
+
+    sender: str
+    peer_user: str
+    id: str
+    ts: int
+    text: bytes | None  # None: it could not be read
+    journal: bytes | None = None
+
+
 class DeviceStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -103,17 +115,25 @@ class DeviceStore:
     ) -> None:
         """Record a processed envelope (with its plaintext, or None if it could not be
         read), its journal record if any, and the crypto state after it, atomically."""
+        self.commit_incoming_many(state, [Incoming(sender, peer_user, msg_id, ts, text, journal)])
+
+    def commit_incoming_many(self, state: bytes, envelopes: list[Incoming]) -> None:
+        """``commit_incoming`` for envelopes opened one after another, in one transaction
+        with the crypto state after the last."""
         with self._tx():
-            if journal is not None:
-                self._put_journal(msg_id, sender, journal)
             self._put_crypto(state)
-            self._db.execute("INSERT INTO processed (sender, id) VALUES (?, ?)", (sender, msg_id))
-            if text is not None:
+            for e in envelopes:
+                if e.journal is not None:
+                    self._put_journal(e.id, e.sender, e.journal)
                 self._db.execute(
-                    "INSERT INTO history (direction, id, peer_user, device, ts, text)"
-                    " VALUES ('in', ?, ?, ?, ?, ?)",
-                    (msg_id, peer_user, sender, ts, text),
+                    "INSERT INTO processed (sender, id) VALUES (?, ?)", (e.sender, e.id)
                 )
+                if e.text is not None:
+                    self._db.execute(
+                        "INSERT INTO history (direction, id, peer_user, device, ts, text)"
+                        " VALUES ('in', ?, ?, ?, ?, ?)",
+                        (e.id, e.peer_user, e.sender, e.ts, e.text),
+                    )
 
     def commit_outgoing(
         self,
