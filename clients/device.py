@@ -375,8 +375,7 @@ class Device:
             return
         limited = _RATE_LIMIT.match(reason)
         if limited is not None:
-            # No op: a journal record (or a directory request, which times out and is
-            # retried by whoever asked).
+            # No op: a journal record, or a directory request (the link asks again).
             kind = "msg" if op == "msg" else ARCHIVE_KIND
             self._events.emit(
                 self.id,

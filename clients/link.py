@@ -54,6 +54,9 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 MAX_IN_FLIGHT = 100
 # At most this many messages already received are taken and handled together.
 READ_AHEAD = 64
+# After a rate-limit refusal that may be of a directory request: wait longer than the
+# relay's reporting second before asking again.
+RATE_LIMIT_PAUSE = 1.2
 
 
 class LinkError(Exception):
@@ -89,6 +92,7 @@ class Link:
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ask_again: dict[str, asyncio.Future[None]] = {}  # by req
         self._task: asyncio.Task[None] | None = None
         self._hook_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -269,6 +273,10 @@ class Link:
                 log.warning("%s: unreadable directory answer dropped", self.owner)
                 return
             if req is None and answer.get("ok") is False:
+                if "op" not in answer and str(answer.get("error")).startswith("rate limit"):
+                    # Maybe one of our requests (or a journal record): the refusal does
+                    # not say which, and asking again is harmless.
+                    self._ask_again_later()
                 if self._on_refusal is not None:
                     self._on_refusal(answer)
                 else:
@@ -281,6 +289,11 @@ class Link:
             await self._on_envelope(payload)
         elif self._on_other is not None:
             await self._on_other(kind, payload)
+
+    def _ask_again_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        for again in self._ask_again.values():
+            loop.call_later(RATE_LIMIT_PAUSE, _settle, again)
 
     async def publish(self, kind: str, payload: bytes) -> None:
         """Publish at QoS 1, waiting for a connection; returns after the broker's PUBACK."""
@@ -348,17 +361,20 @@ class Link:
         return not pending
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """A directory request and its answer. If the connection drops before the answer
-        arrives (a broker restart can lose either), the same request is sent again on
-        the next connection: every op is safe to repeat."""
+        """A directory request and its answer. The same request is sent again if the
+        connection drops before the answer arrives (a broker restart can lose either; on
+        the next connection), or after a pause if the relay refuses something of ours
+        for its rate limit without saying what: every op is safe to repeat."""
+        loop = asyncio.get_running_loop()
         req = secrets.token_hex(8)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[req] = future
         body = json.dumps({"req": req, "op": op, **fields}).encode()
         try:
             while True:
+                again = self._ask_again[req] = loop.create_future()
                 client = await self._publish(topics.DIR, body)
-                watched: set[asyncio.Future[Any]] = {future, client._disconnected}
+                watched: set[asyncio.Future[Any]] = {future, client._disconnected, again}
                 async with asyncio.timeout(self._request_timeout):
                     await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 if future.done():
@@ -368,6 +384,12 @@ class Link:
             raise LinkError(f"{self.owner}: the relay did not answer {op!r}") from None
         finally:
             self._pending.pop(req, None)
+            self._ask_again.pop(req, None)
         if not answer.get("ok"):
             raise LinkError(f"{self.owner}: relay refused {op!r}: {answer.get('error')}")
         return answer
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

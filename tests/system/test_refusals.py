@@ -175,3 +175,16 @@ async def test_envelope_refused_for_good_is_recorded_as_undelivered(world: World
     assert all(h.undelivered == () for h in carol.history() if h.id != msg_id)
     # Out of the outbox: not re-sent on the next connection.
     assert all(mid != msg_id for _, mid, _, _ in carol._store.outbox())
+
+
+@pytest.mark.timeout(60)
+async def test_rate_limited_directory_requests_are_asked_again(world: World) -> None:
+    carol = world.devices[CAROL]
+    n = 40  # four times the burst, at once
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(carol._link.request("devices", user="dave@globex") for _ in range(n))),
+        30,  # without asking again, the refused ones would time out (15 s) and raise
+    )
+    assert all(a["ok"] and a["devices"] == [DAVE] for a in answers)
+    told = world.events.events(kind="device.undelivered", actor=CAROL)
+    assert told and all(e["op"] is None and e["retry"] for e in told)
