@@ -356,7 +356,9 @@ class Device:
         now = time.monotonic()
         self._recent[key] = (payload, now)
         self._recent.move_to_end(key)
-        while self._recent:
+        # Not while re-sending: what is still to be re-sent must stay (and only a final
+        # refusal takes something out meanwhile).
+        while self._recent and self._resender is None:
             oldest, (_, at) = next(iter(self._recent.items()))
             if now - at < RESEND_WINDOW:
                 break
@@ -415,6 +417,8 @@ class Device:
                 due = time.monotonic()
                 todo = [(k, p) for k, (p, _) in self._recent.items() if k[0] in kinds]
                 for key, payload in todo:
+                    if key not in self._recent:
+                        continue  # refused for good meanwhile
                     await self._link.publish(key[0], payload)
                     if key in self._recent:
                         self._published(key, payload)

@@ -180,8 +180,8 @@ class Link:
                         self._hook_task = asyncio.create_task(self._on_connect())
                     reader = asyncio.create_task(self._read(client))
                     stop = asyncio.create_task(self._stop.wait())
-                    # The reader can be stuck in a handler waiting for a connection (an
-                    # ack publish) while this connection is already gone: watch the
+                    # The reader can be inside a handler waiting for a connection (a
+                    # publish) while this connection is already gone: watch the
                     # connection itself, not only the reader.
                     lost = asyncio.ensure_future(asyncio.shield(client._disconnected))
                     watched: set[asyncio.Future[Any]] = {reader, stop, lost}
