@@ -154,7 +154,13 @@ async def test_10000_messages_through_three_relay_kills_and_a_broker_restart(
         assert ds.unreadable == []
         assert sum(len(v) for v in sent.values()) == CONVERSATIONS * PER_CONVERSATION
         accepted = relay.events.of("relay.accepted")
-        assert len({(e["from"], e["id"]) for e in accepted}) == CONVERSATIONS * PER_CONVERSATION
+        distinct = {(e["from"], e["id"]) for e in accepted}
+        # Accepted once, never twice (a re-sent copy is a relay.duplicate). The event log
+        # is written just after the store's commit, so a SIGKILL between the two can
+        # cost a line, never a message: the device histories above are the proof of
+        # delivery; here only a handful of lines may be missing, one group per kill.
+        assert len(accepted) == len(distinct)
+        assert CONVERSATIONS * PER_CONVERSATION - len(distinct) <= 3 * 64
         again = sum(1 for e in relay.events.of("relay.delivered") if e["reason"] != "route")
         print(
             f"\nfaults (kind, at message, seconds): {faults}; relay accepted "
