@@ -22,7 +22,12 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from clients.crypto import pad, unpad
 from clients.crypto.errors import CryptoError
@@ -72,16 +77,51 @@ class ArchiveError(ValueError):
 
 
 class Archive:
+    """The archive: its private key and the records it opened, in one SQLite store.
+
+    The key lives in the store too, so a restarted enterprise still opens the records
+    its devices sealed before the restart (and the public key it handed them at
+    activation stays valid)."""
+
     def __init__(self, enterprise: str, db_path: str | Path, key: X25519PrivateKey | None = None):
         self.enterprise = enterprise
-        self.key = key if key is not None else X25519PrivateKey.generate()
         self._db = sqlite3.connect(db_path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS records (device TEXT, direction TEXT, id TEXT,"
-            " sender TEXT, to_user TEXT, ts INTEGER, text TEXT,"
-            " PRIMARY KEY (device, direction, sender, id))"
-        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS records (device TEXT, direction TEXT, id TEXT,"
+                " sender TEXT, to_user TEXT, ts INTEGER, text TEXT,"
+                " PRIMARY KEY (device, direction, sender, id))"
+            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS archive_key (private BLOB NOT NULL)")
+            self.key = self._load_or_store_key(db_path, key)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise ArchiveError(f"{db_path}: not a readable archive store ({exc})") from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _load_or_store_key(
+        self, db_path: str | Path, key: X25519PrivateKey | None
+    ) -> X25519PrivateKey:
+        rows = self._db.execute("SELECT private FROM archive_key").fetchall()
+        if not rows:
+            key = key if key is not None else X25519PrivateKey.generate()
+            raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+            self._db.execute("INSERT INTO archive_key VALUES (?)", (raw,))
+            return key
+        stored = rows[0][0]
+        if len(rows) != 1 or not isinstance(stored, bytes) or len(stored) != 32:
+            raise ArchiveError(f"{db_path}: corrupt archive key (not one 32-byte X25519 key)")
+        loaded = X25519PrivateKey.from_private_bytes(stored)
+        if (
+            key is not None
+            and key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()) != stored
+        ):
+            # Silently replacing it would orphan every record sealed to the old key.
+            raise ArchiveError(f"{db_path}: holds another archive key than the one given")
+        return loaded
 
     @property
     def public_key(self) -> bytes:
