@@ -10,11 +10,12 @@ ENV PYTHONUNBUFFERED=1 \
 # A non-root user with uid/gid 1883: the eclipse-mosquitto image's `mosquitto` user. The
 # broker files `doormat broker config` writes into the shared `config` volume (the
 # password file is 0600) are then readable by Mosquitto on its read-only mount.
-# /config and /state are owned by it, so fresh named volumes mounted there are too.
+# /config, /state and /policy (the enterprises' IT policy, docs/compose.md) are owned
+# by it, so fresh named volumes mounted there are too.
 RUN groupadd --gid 1883 doormat \
     && useradd --uid 1883 --gid 1883 --create-home --shell /usr/sbin/nologin doormat \
-    && mkdir -p /config /state \
-    && chown doormat:doormat /config /state
+    && mkdir -p /config /state /policy \
+    && chown doormat:doormat /config /state /policy
 
 WORKDIR /app
 COPY . /app

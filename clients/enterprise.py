@@ -95,6 +95,11 @@ async def enrol_at_relay(link: Link, enterprise: Enterprise) -> list[str]:
     return enrolled
 
 
+def archive_store(state_dir: str | Path, enterprise: str) -> Path:
+    """Where an enterprise's archive keeps its key and records."""
+    return Path(state_dir) / f"archive-{enterprise}.sqlite"
+
+
 class EnterpriseServer:
     """The enterprise's running server: its link to the relay and, if it runs one, its
     disclosed compliance archive, fed by the journal records its devices send."""
@@ -112,9 +117,7 @@ class EnterpriseServer:
         self._events = events
         self.archive: Archive | None = None
         if enterprise.archive:
-            self.archive = Archive(
-                enterprise.name, Path(state_dir) / f"archive-{enterprise.name}.sqlite"
-            )
+            self.archive = Archive(enterprise.name, archive_store(state_dir, enterprise.name))
         self.link = Link(enterprise.name, password, host, port, on_other=self._on_other)
         self.cases: dict[str, ArchiveCase] = {}
         self._warrants = WarrantState()  # our own replay/generation memory

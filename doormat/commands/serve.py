@@ -1,8 +1,9 @@
 """Service commands: one long-running process per part of the system, for docker compose.
 
     doormat enterprise serve --name acme --broker mqtt://H:P --accounts accounts.json --state DIR
+                             [--policy-dir DIR]
     doormat device run alice@acme.phone --broker mqtt://H:P --accounts accounts.json --state DIR
-                       [--bot SECONDS --seed N]
+                       [--bot SECONDS --seed N] [--policy-dir DIR]
     doormat tap run --broker mqtt://H:P --accounts accounts.json --db tap.sqlite
     doormat health [--file PATH] [--process relay --broker URL] [--url URL]
 
@@ -10,6 +11,12 @@
 runs in the foreground, writes its events as JSON lines to stdout, retries a broker or
 relay that is not there yet, and stops cleanly on SIGTERM or SIGINT with exit 0. A refused
 login or a bad argument is a one-line error, exit 2.
+
+IT policy: what a BES pushes to its devices at activation. With ``--policy-dir DIR``
+(``DOORMAT_POLICY_DIR``, a volume the enterprises write and the devices read) an
+enterprise that runs a compliance archive writes ``DIR/<enterprise>.archive.pub``, its
+archive's public key, before it reports ready; a device that finds its enterprise's file
+there journals every message it sends or reads to that archive.
 
 Every option can also come from an environment variable (compose sets them); ``ENV_VARS``
 lists them per command and docs/compose.md documents them. A flag beats the variable.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -52,6 +60,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "DOORMAT_BROKER": "--broker: mqtt://HOST:PORT",
         "DOORMAT_ACCOUNTS": "--accounts: the accounts file `doormat broker config` wrote",
         "DOORMAT_STATE": "--state: folder for the enterprise's compliance archive",
+        "DOORMAT_POLICY_DIR": "--policy-dir: where to write the archive key for devices",
         "DOORMAT_HEALTH_FILE": "--health-file: heartbeat file for `doormat health`",
     },
     "device run": {
@@ -61,6 +70,7 @@ ENV_VARS: dict[str, dict[str, str]] = {
         "DOORMAT_STATE": "--state: folder for the device's keys and history",
         "DOORMAT_BOT_INTERVAL": "--bot: seconds between the bot's messages (0: no bot)",
         "DOORMAT_SEED": "--seed: seed of the bot's choices",
+        "DOORMAT_POLICY_DIR": "--policy-dir: where to read the enterprise's archive key",
         "DOORMAT_HEALTH_FILE": "--health-file: heartbeat file for `doormat health`",
     },
     "tap run": {
@@ -79,6 +89,7 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 HEARTBEAT_INTERVAL = 2.0  # seconds between heartbeat writes
 DEFAULT_MAX_AGE = 30.0  # a heartbeat older than this is stale
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # back-off while the broker or the relay is not there yet
+POLICY_SUFFIX = ".archive.pub"  # DIR/<enterprise>.archive.pub: the pushed archive key
 
 # What the bots say (seeded choice); each message also names its sender and number.
 PHRASES = (
@@ -145,6 +156,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     es.add_argument("--archive", action=argparse.BooleanOptionalAction, default=None,
                     help="run a disclosed compliance archive (default: as in the default "
                          "cast: acme does, globex does not)")
+    es.add_argument("--policy-dir", type=Path, default=_env("DOORMAT_POLICY_DIR"),
+                    metavar="DIR",
+                    help=f"push the IT policy to devices: write DIR/NAME{POLICY_SUFFIX} "
+                         "(the archive's public key) before reporting ready, or remove it "
+                         "if there is no archive (env DOORMAT_POLICY_DIR)")
     es.set_defaults(func=run_enterprise)
 
     d = sub.add_parser("device", help="run a device (a compose service, optionally a bot)",
@@ -170,6 +186,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="send a message every SECONDS (env DOORMAT_BOT_INTERVAL; 0 = never)")
     dr.add_argument("--seed", type=int, default=_env("DOORMAT_SEED", "0"),
                     help="seed of the bot's choices of addressee and text (env DOORMAT_SEED)")
+    dr.add_argument("--policy-dir", type=Path, default=_env("DOORMAT_POLICY_DIR"),
+                    metavar="DIR",
+                    help=f"read the enterprise's IT policy: if DIR/ENTERPRISE{POLICY_SUFFIX} "
+                         "exists, journal every message to that archive key "
+                         "(env DOORMAT_POLICY_DIR)")
     dr.set_defaults(func=run_device)
 
     t = sub.add_parser("tap", help="run the government's blanket tap (a compose service)",
@@ -379,11 +400,62 @@ async def _start_with_retries(
         delay = min(delay * 2, RETRY_MAX)
 
 
+# -- the IT policy: the archive key an enterprise pushes to its devices -------------------
+
+
+def policy_file(policy_dir: Path, enterprise: str) -> Path:
+    return policy_dir / f"{enterprise}{POLICY_SUFFIX}"
+
+
+def write_policy(policy_dir: Path, enterprise: str, archive_key: bytes | None) -> Path:
+    """Publish (or withdraw, with None) the enterprise's archive key for its devices.
+
+    Written to a temporary name and renamed, so a device starting meanwhile reads either
+    no file or a whole one, never half a key."""
+    path = policy_file(policy_dir, enterprise)
+    try:
+        policy_dir.mkdir(parents=True, exist_ok=True)
+        if archive_key is None:
+            path.unlink(missing_ok=True)
+            return path
+        body = {"enterprise": enterprise,
+                "archive_public_key": base64.b64encode(archive_key).decode()}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(body) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CommandError(f"cannot write the policy {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def read_policy(policy_dir: Path, enterprise: str) -> bytes | None:
+    """The archive key the enterprise pushed, or None if it pushed none (no archive)."""
+    path = policy_file(policy_dir, enterprise)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CommandError(f"cannot read the policy {path}: {exc.strerror or exc}") from None
+    try:
+        body = json.loads(text)
+        named = body["enterprise"]
+        key = base64.b64decode(body["archive_public_key"], validate=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CommandError(f"corrupt policy {path}: {type(exc).__name__}: {exc}") from None
+    if named != enterprise:
+        raise CommandError(f"corrupt policy {path}: it is {named!r}'s, not {enterprise!r}'s")
+    if len(key) != 32:
+        raise CommandError(f"corrupt policy {path}: archive key is {len(key)} bytes, not 32")
+    return key
+
+
 # -- doormat enterprise serve -------------------------------------------------------------
 
 
 def run_enterprise(args: argparse.Namespace) -> int:
-    from clients.enterprise import Credentials, Enterprise, EnterpriseServer
+    from clients.archive import Archive, ArchiveError
+    from clients.enterprise import Credentials, Enterprise, EnterpriseServer, archive_store
     from wire.ids import IdError, check_enterprise, enterprise_of, is_device, user_of
 
     if not args.name:
@@ -412,6 +484,17 @@ def run_enterprise(args: argparse.Namespace) -> int:
         state.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"cannot create --state {state}: {exc.strerror}") from None
+    archive_key: bytes | None = None
+    if archive:
+        # Opened once here: a corrupt store is a one-line error, and the key (kept in
+        # the store, so the same across restarts) is known before the policy is pushed.
+        try:
+            opened = Archive(name, archive_store(state, name))
+        except ArchiveError as exc:
+            raise CommandError(str(exc)) from None
+        archive_key = opened.public_key
+        opened.close()
+    policy = None if args.policy_dir is None else write_policy(args.policy_dir, name, archive_key)
 
     async def main(stop: asyncio.Event) -> None:
         events = StdoutLog()
@@ -419,6 +502,12 @@ def run_enterprise(args: argparse.Namespace) -> int:
         beat.write("starting")
         events.emit(name, "service.starting", service="enterprise", broker=args.broker,
                     devices=sorted(enterprise.devices), archive=archive)
+        if policy is not None:
+            events.emit(name, "enterprise.policy", file=str(policy),
+                        archive_public_key=None if archive_key is None
+                        else base64.b64encode(archive_key).decode(),
+                        policy=f"devices journal to {name}'s archive" if archive_key
+                        else f"no archive: {name}'s devices are end-to-end only")
         try:
             server = await _start_with_retries(
                 stop, events, name,
@@ -446,7 +535,7 @@ def run_enterprise(args: argparse.Namespace) -> int:
 def run_device(args: argparse.Namespace) -> int:
     from clients.device import Device
     from clients.enterprise import Credentials
-    from wire.ids import IdError, check_device, is_device, user_of
+    from wire.ids import IdError, check_device, enterprise_of, is_device, user_of
 
     if not args.device:
         raise CommandError("give the DEVICE id (or set DOORMAT_DEVICE)")
@@ -469,6 +558,14 @@ def run_device(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot create --state {state}: {exc.strerror}") from None
     store = state / f"{device}.sqlite"
+    enterprise = enterprise_of(device)
+    archive_key = None if args.policy_dir is None else read_policy(args.policy_dir, enterprise)
+    if archive_key is not None:
+        policy = f"journals to {enterprise}'s archive"
+    elif args.policy_dir is not None:
+        policy = f"no archive: {enterprise} pushed no archive key"
+    else:
+        policy = "no archive: no policy dir given"
 
     async def main(stop: asyncio.Event) -> None:
         from clients.link import LinkError
@@ -477,11 +574,12 @@ def run_device(args: argparse.Namespace) -> int:
         beat = Heartbeat(args.health_file, f"device {device}")
         beat.write("starting")
         events.emit(device, "service.starting", service="device", broker=args.broker,
-                    bot_interval=args.bot, seed=args.seed)
+                    bot_interval=args.bot, seed=args.seed, policy=policy,
+                    archive=enterprise if archive_key is not None else None)
         try:
             dev = await _start_with_retries(
                 stop, events, device,
-                lambda: Device(creds, host, port, store, events),
+                lambda: Device(creds, host, port, store, events, archive_key=archive_key),
                 lambda d: d.start(),
                 lambda d: d.stop(),
             )

@@ -393,13 +393,63 @@ def test_only_named_volumes_so_down_v_is_a_full_reset(compose: Compose) -> None:
             assert m.volume in declared, f"{s.name}: volume {m.volume} not declared"
             used.add(m.volume)
     assert used == declared
-    # Every service that keeps state keeps it in its own volume.
+    # Every service that keeps state keeps it in its own volume; the shared ones are
+    # written only by their writers (config: the broker files; policy: each enterprise
+    # its own key file) and mounted read-only by everyone else.
+    shared = {"config": ["config"], "policy": enterprise_services(compose)}
     for s in doormat_services(compose):
         for m in s.mounts:
-            if not m.read_only and m.volume != "config":
-                owners = [o.name for o in compose.services.values()
-                          if any(x.volume == m.volume and not x.read_only for x in o.mounts)]
+            owners = [o.name for o in compose.services.values()
+                      if any(x.volume == m.volume and not x.read_only for x in o.mounts)]
+            if m.volume in shared:
+                assert owners == shared[m.volume], f"{m.volume} written by {owners}"
+            elif not m.read_only:
                 assert owners == [s.name], f"{m.volume} written by {owners}"
+
+
+def enterprise_services(compose: Compose) -> list[str]:
+    return [s.name for s in compose.services.values()
+            if s.command[:3] == ["doormat", "enterprise", "serve"]]
+
+
+def test_the_policy_volume_carries_each_enterprise_archive_key_to_its_devices(
+    compose: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enterprises write the policy volume where --policy-dir says, and every device
+    reads it, read-only, at the path its own --policy-dir says (docs/compose.md)."""
+    readers = [s for s in compose.services.values()
+               if s.command[:3] == ["doormat", "device", "run"]]
+    writers = [compose.services[n] for n in enterprise_services(compose)]
+    assert readers and writers
+    for s in [*writers, *readers]:
+        parsed = parse_in_process(s.command[1:], monkeypatch, s.environment)
+        policy_dir = str(parsed["policy_dir"])
+        mount = next((m for m in s.mounts if m.target == policy_dir), None)
+        assert mount is not None, f"{s.name}: --policy-dir {policy_dir} is no mount"
+        assert mount.volume == "policy", f"{s.name}: {policy_dir} is {mount.volume}"
+        assert mount.read_only == (s in readers), f"{s.name}: policy read_only is wrong"
+    # The devices read it at start, so they wait until their enterprise has written it
+    # (it does before it reports ready).
+    for s in readers:
+        for w in writers:
+            assert s.depends_on.get(w.name) == HEALTHY, f"{s.name} does not wait for {w.name}"
+
+
+def test_every_volume_a_doormat_service_writes_is_a_folder_the_image_user_owns(
+    compose: Compose,
+) -> None:
+    """A fresh named volume takes the owner of the folder it is mounted on in the image
+    (or root, if the image has none there): the non-root user can write only those the
+    Dockerfile creates and chowns to it."""
+    steps = " ".join(r for w, r in _dockerfile() if w == "RUN")
+    mkdir = re.search(r"mkdir -p ((?:/\S+ ?)+)", steps)
+    chown = re.search(r"chown doormat:doormat ((?:/\S+ ?)+)", steps)
+    assert mkdir and chown, steps
+    owned = set(mkdir.group(1).split()) & set(chown.group(1).split())
+    for s in doormat_services(compose):
+        for m in s.mounts:
+            if not m.read_only:
+                assert m.target in owned, f"{s.name}: {m.target} is not chowned in the image"
 
 
 def test_every_service_has_a_healthcheck_and_conditions_on_its_dependencies(
@@ -531,3 +581,48 @@ def test_dockerignore_keeps_secrets_and_state_out_of_the_image() -> None:
     for needed in ("pyproject.toml", "README.md", "doormat", "relay", "clients",
                    "interceptor", "wire"):
         assert needed not in ignored
+
+
+# -- the IT policy file -------------------------------------------------------------------
+
+
+def test_policy_file_round_trip_withdrawal_and_corrupt_files(tmp_path: Path) -> None:
+    from doormat.cli import CommandError
+    from doormat.commands.serve import policy_file, read_policy, write_policy
+
+    key = bytes(range(32))
+    path = write_policy(tmp_path, "acme", key)
+    assert path == policy_file(tmp_path, "acme") and path.name == "acme.archive.pub"
+    assert read_policy(tmp_path, "acme") == key
+    assert [p.name for p in tmp_path.iterdir()] == ["acme.archive.pub"]  # no temp left
+    assert read_policy(tmp_path, "globex") is None  # no file: no archive
+    write_policy(tmp_path, "acme", None)  # now without an archive: withdrawn
+    assert read_policy(tmp_path, "acme") is None
+
+    for body, why in [
+        ("{not json", "JSONDecodeError"),
+        ('{"enterprise": "acme"}', "KeyError"),
+        ('{"enterprise": "acme", "archive_public_key": "!!"}', "Error"),
+        ('{"enterprise": "globex", "archive_public_key": "' + "A" * 44 + '"}', "globex"),
+        ('{"enterprise": "acme", "archive_public_key": "AAAA"}', "3 bytes, not 32"),
+        ("[1, 2]", "TypeError"),
+    ]:
+        path.write_text(body)
+        with pytest.raises(CommandError, match=f"corrupt policy {path}.*{why}"):
+            read_policy(tmp_path, "acme")
+
+
+def test_device_run_with_a_corrupt_policy_is_a_one_line_error(tmp_path: Path) -> None:
+    res = run_doormat("broker", "config", "--out", str(tmp_path / "cfg"), "--local")
+    assert res.returncode == 0, res.stderr
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "acme.archive.pub").write_text('{"enterprise": "acme", "archive_public_key": 1}')
+    res = run_doormat("device", "run", "alice@acme.phone", "--state", str(tmp_path / "s"),
+                      env={"DOORMAT_ACCOUNTS": str(tmp_path / "cfg" / ACCOUNTS_NAME),
+                           "DOORMAT_POLICY_DIR": str(policy)})
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt policy" in lines[0] and "acme.archive.pub" in lines[0], \
+        res.stderr
+    assert not res.stdout  # it never started

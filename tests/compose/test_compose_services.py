@@ -11,6 +11,7 @@ stop every service with exit 0.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -362,6 +363,57 @@ def test_every_service_started_locally_answers_its_health_check(world: World) ->
     assert all("stopped" in out for _, out in after.values()), after
     elapsed = time.monotonic() - started
     print(f"started in waves {waves}; total {elapsed:.1f} s; skipped: {skipped or 'none'}")
+
+
+def test_acme_devices_journal_to_acme_archive_through_the_policy_volume(world: World) -> None:
+    """The scoped-CC source works in compose: acme pushes its archive key into the
+    `policy` volume, its devices read it there and journal, and acme's archive opens
+    what they sealed (a real decryption with the key kept in its store)."""
+    from clients.archive import Archive
+    from clients.enterprise import archive_store
+
+    compose = world.compose
+    wanted = {"config", "mosquitto", "relay", "acme", "globex", "alice-phone", "bob-phone"}
+    world.start_all([s for s in compose.services.values() if s.name in wanted])
+
+    acme = compose.services["acme"]
+    policy_dir = Path(world.local.path(acme, acme.environment["DOORMAT_POLICY_DIR"]))
+    pushed = json.loads((policy_dir / "acme.archive.pub").read_text())
+    assert pushed["enterprise"] == "acme"
+    assert not (policy_dir / "globex.archive.pub").exists(), "globex runs no archive"
+    for name in ("alice-phone", "bob-phone"):
+        device = compose.services[name]
+        # The devices see the very folder acme wrote, through their read-only mount.
+        assert world.local.path(device, device.environment["DOORMAT_POLICY_DIR"]) == \
+            str(policy_dir)
+        starting = next(e for e in world.events(name) if e["kind"] == "service.starting")
+        assert starting["policy"] == "journals to acme's archive", starting
+        assert starting["archive"] == "acme"
+
+    deadline = time.monotonic() + TRAFFIC_TIMEOUT
+    archived: list[dict[str, object]] = []
+    while not archived:
+        archived = [e for e in world.events("acme") if e["kind"] == "enterprise.archived"
+                    and re.search(r"\(\S+@acme\.phone #\d+\)$", str(e["text"]))]
+        if time.monotonic() > deadline:
+            tails = "\n".join(world.running[n].tail() for n in ("acme", "alice-phone"))
+            pytest.fail(f"acme archived no bot message in {TRAFFIC_TIMEOUT:.0f} s\n{tails}")
+        time.sleep(0.3)
+    print(f"{time.monotonic() - world.t0:5.1f} s: acme archived {archived[0]}", flush=True)
+
+    running = ["alice-phone", "bob-phone", "acme", "globex", "relay", "mosquitto"]
+    for name, code in world.stop(running).items():
+        assert code == 0, f"{name} exited {code} on SIGTERM\n{world.running[name].tail()}"
+    # acme's store, reopened as a restarted acme would: the same key it pushed, and the
+    # records it opened are there.
+    state = Path(world.local.path(acme, acme.environment["DOORMAT_STATE"]))
+    archive = Archive("acme", archive_store(state, "acme"))
+    try:
+        assert base64.b64encode(archive.public_key).decode() == pushed["archive_public_key"]
+        texts = {r.text for r in archive.records()}
+        assert {str(e["text"]) for e in archived} <= texts
+    finally:
+        archive.close()
 
 
 def test_health_fails_clearly_when_nothing_runs(
