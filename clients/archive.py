@@ -85,6 +85,8 @@ class Archive:
 
     def __init__(self, enterprise: str, db_path: str | Path, key: X25519PrivateKey | None = None):
         self.enterprise = enterprise
+        # Autocommit: a record is committed when ``ingest`` returns, before the Link
+        # acknowledges it to the broker (a server killed earlier gets it again).
         self._db = sqlite3.connect(db_path, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -133,6 +135,12 @@ class Archive:
     def ingest(self, device: str, sealed: bytes) -> Record:
         """Open and store one record journalled by ``device`` (the relay vouches for the
         topic it came on; the record must name the same device)."""
+        return self.ingest_new(device, sealed)[0]
+
+    def ingest_new(self, device: str, sealed: bytes) -> tuple[Record, bool]:
+        """``ingest``, and whether the record is new: False for one already archived
+        (same device, direction, sender and id: a broker redelivery after a crash, or a
+        device re-sending its outbox), which is stored only once."""
         try:
             body = unpad(_SUITE.decrypt(sealed, self.key, info=_INFO + device.encode()))
             obj = json.loads(body)
@@ -149,11 +157,11 @@ class Archive:
             raise ArchiveError(f"journal record from {device} does not open: {exc}") from None
         if rec.device != device or rec.direction not in ("in", "out"):
             raise ArchiveError(f"journal record from {device} names {rec.device}")
-        self._db.execute(
+        cur = self._db.execute(
             "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
             (rec.device, rec.direction, rec.id, rec.sender, rec.to_user, rec.ts, rec.text),
         )
-        return rec
+        return rec, cur.rowcount == 1
 
     def records(self) -> list[Record]:
         rows = self._db.execute(

@@ -152,9 +152,13 @@ class EnterpriseServer:
         try:
             wrapped = json.loads(payload)
             device = str(wrapped["device"])
-            record = self.archive.ingest(device, base64.b64decode(wrapped["record"]))
+            record, new = self.archive.ingest_new(device, base64.b64decode(wrapped["record"]))
         except (ArchiveError, ValueError, KeyError, TypeError) as exc:
             self._events.emit(self.enterprise.name, "enterprise.rejected", reason=str(exc))
+            return
+        if not new:
+            # Already archived, exported and reported: a redelivery (we died or lost the
+            # connection before acknowledging it) or a device re-sending its outbox.
             return
         self._push_to_cases(record)
         self._events.emit(

@@ -14,7 +14,14 @@ order, as lists of those that had already arrived together (so that the owner ca
 commit them in one transaction), or one at a time to ``on_envelope``; one call at a
 time, even across reconnections (a reader still busy when its connection dropped
 finishes what it had taken before anything from the next connection is handled, and
-takes nothing more from the lost connection: the relay re-sends it on ``sync``). A refusal the
+takes nothing more from the lost connection: the relay re-sends it on ``sync``).
+
+Acknowledgement: paho's automatic PUBACK is off. Each message is acknowledged to the
+broker only once the handler that took it has returned, so a handler that stores
+something must have committed it by then; then, in arrival order, on the connection it
+came on. A message from a lost connection, or one whose handler raised, is not
+acknowledged: the broker sends it again on the next connection of the persistent
+session, so handlers must take a repeat calmly (de-duplicate). A refusal the
 relay sends without a request id (``{"req": null, "ok": false, ...}``: an envelope or
 journal record it would not take) goes to ``on_refusal``; anything on another kind of
 inbox topic goes to ``on_other(kind, payload)``. The callbacks must not call ``request``
@@ -90,6 +97,9 @@ class Link:
         self._on_refusal = on_refusal
         self._request_timeout = request_timeout
         self._client: aiomqtt.Client | None = None
+        # Publishes need only the connection (CONNACK); requests and ``connected`` also
+        # the subscription (SUBACK), so that the answer can reach us.
+        self._online = asyncio.Event()
         self._connected = asyncio.Event()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ask_again: dict[str, asyncio.Future[None]] = {}  # by req
@@ -168,39 +178,62 @@ class Link:
             )
             # Bounded by our own slots: aiomqtt's warning above 10 pending is only noise.
             client.pending_calls_threshold = self._max_in_flight + 10
+            # Before connecting: a resumed session's queued messages arrive right after
+            # the CONNACK, and paho would acknowledge each on receipt, before any handler
+            # stored it; a crash then would lose it for good (the broker forgot it).
+            client._client.manual_ack_set(True)
             try:
                 async with client:
-                    await client.subscribe(f"{topics.IN}/{self.owner}/#", qos=1)
                     self._client = client
-                    self._connected.set()
-                    backoff = 0.05
-                    if self._first_connect is not None and not self._first_connect.done():
-                        self._first_connect.set_result(None)
-                    if self._on_connect is not None:
-                        self._hook_task = asyncio.create_task(self._on_connect())
+                    self._online.set()
+                    # Read before the SUBACK: amqtt answers a SUBSCRIBE only after the
+                    # client acknowledged what it resends on reconnect, which we now do
+                    # only after handling it.
                     reader = asyncio.create_task(self._read(client))
+                    subscribing = asyncio.create_task(
+                        client.subscribe(f"{topics.IN}/{self.owner}/#", qos=1)
+                    )
                     stop = asyncio.create_task(self._stop.wait())
                     # The reader can be inside a handler waiting for a connection (a
                     # publish) while this connection is already gone: watch the
                     # connection itself, not only the reader.
                     lost = asyncio.ensure_future(asyncio.shield(client._disconnected))
-                    watched: set[asyncio.Future[Any]] = {reader, stop, lost}
+                    ended: set[asyncio.Future[Any]] = {reader, stop, lost}
                     try:
-                        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                        await asyncio.wait(
+                            {*ended, subscribing}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if not any(f.done() for f in ended) and subscribing.exception() is None:
+                            self._connected.set()
+                            backoff = 0.05
+                            first = self._first_connect
+                            if first is not None and not first.done():
+                                first.set_result(None)
+                            if self._on_connect is not None:
+                                self._hook_task = asyncio.create_task(self._on_connect())
+                            await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         stop.cancel()
                         lost.cancel()
+                        subscribing.cancel()
                     if reader.done():
+                        self._gone()
                         reader.result()  # re-raises a lost connection as MqttError
                         raise aiomqtt.MqttError("the reader stopped")
                     if self._stop.is_set():
                         # Stopping: leave the `async with` normally so aiomqtt sends
-                        # DISCONNECT and the broker ends the session's connection cleanly.
+                        # DISCONNECT (after the PUBACKs already queued) and the broker
+                        # ends the session's connection cleanly.
                         reader.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await reader
                         return
+                    # No PUBACK from now on for what that reader took (see _ack).
+                    self._gone()
                     self._retire(reader)
+                    failed = None if subscribing.cancelled() else subscribing.exception()
+                    if failed is not None:
+                        raise aiomqtt.MqttError(f"subscribing failed: {failed}")
                     raise aiomqtt.MqttError("connection lost")
             except aiomqtt.MqttError as exc:
                 first = self._first_connect
@@ -212,10 +245,16 @@ class Link:
                     return
                 log.info("%s: connection lost (%s); reconnecting", self.owner, exc)
             finally:
-                self._connected.clear()
-                self._client = None
+                self._gone()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    def _gone(self) -> None:
+        """This connection is over (or ending): nothing more is published or acknowledged
+        on it."""
+        self._online.clear()
+        self._connected.clear()
+        self._client = None
 
     def _retire(self, reader: asyncio.Task[None]) -> None:
         """The reader of a lost connection: stop it now if it is only waiting for input;
@@ -235,33 +274,49 @@ class Link:
                 taken.append(queue.get_nowait())
             async with self._handling:
                 if self._client is not client:
-                    return  # lost meanwhile; the relay re-sends what we did not ack
+                    return  # lost meanwhile; the broker re-sends what we did not ack
                 self._busy_reader = me
                 try:
-                    await self._dispatch_all(taken)
+                    await self._dispatch_all(client, taken)
                 finally:
                     self._busy_reader = None
             if self._client is not client:
                 return
 
-    async def _dispatch_all(self, messages: list[aiomqtt.Message]) -> None:
+    async def _dispatch_all(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+        """Hand ``messages`` to the handlers, acknowledging each (in arrival order) once
+        the handler that took it has returned. If one raises, neither its messages nor
+        any later ones are acknowledged (PUBACKs must keep the arrival order)."""
         batch = self._on_envelopes
         if batch is None:
             for message in messages:
                 await self._dispatch(str(message.topic), bytes(message.payload))
+                self._ack(client, [message])
             return
-        run: list[bytes] = []  # consecutive envelopes
+        run: list[aiomqtt.Message] = []  # consecutive envelopes
         for message in messages:
-            topic, payload = str(message.topic), bytes(message.payload)
+            topic = str(message.topic)
             if topic.rsplit("/", 1)[-1] == topics.MSG:
-                run.append(payload)
+                run.append(message)
                 continue
             if run:
-                await batch(run)
+                await batch([bytes(m.payload) for m in run])
+                self._ack(client, run)
                 run = []
-            await self._dispatch(topic, payload)
+            await self._dispatch(topic, bytes(message.payload))
+            self._ack(client, [message])
         if run:
-            await batch(run)
+            await batch([bytes(m.payload) for m in run])
+            self._ack(client, run)
+
+    def _ack(self, client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+        """PUBACK handled messages, on the connection they came on, only while it lasts:
+        a message id means nothing on another connection, and what a lost connection
+        carried comes again on the next one (the session is persistent)."""
+        if self._client is not client or client._disconnected.done():
+            return
+        for message in messages:
+            client._client.ack(message.mid, message.qos)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]
@@ -304,7 +359,8 @@ class Link:
         topic = topics.outbound(self.owner, kind)
         async with self._slots:
             while True:
-                await self._connected.wait()
+                # Not the SUBACK: a handler may publish before it (see _run).
+                await self._online.wait()
                 client = self._client
                 if client is None:
                     await asyncio.sleep(0.01)
@@ -373,6 +429,9 @@ class Link:
         try:
             while True:
                 again = self._ask_again[req] = loop.create_future()
+                # Subscribed first, so that the answer reaches us (afterwards the
+                # persistent session keeps the subscription).
+                await self._connected.wait()
                 client = await self._publish(topics.DIR, body)
                 watched: set[asyncio.Future[Any]] = {future, client._disconnected, again}
                 async with asyncio.timeout(self._request_timeout):

@@ -49,8 +49,12 @@ class Tap:
         self._events = events
         # A callable lets the key set change while the tap runs (a new mandate).
         self._readers = readers
+        # Autocommit: each capture's INSERT is committed (WAL, synchronous FULL) when it
+        # returns, i.e. before ``_on_message`` returns and the Link acknowledges the
+        # record to the broker; a tap killed earlier gets the record again.
         self._db = sqlite3.connect(db_path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         # Also the government's line to the directory, for the ghost back door.
         self.link = Link(TAP_ID, password, host, port, on_other=self._on_message)
@@ -90,7 +94,9 @@ class Tap:
             (kind, liid, seq, env.sender, env.id, env.recipient, len(raw), raw),
         )
         if cur.rowcount == 0:
-            return  # a redelivered copy: already captured
+            # A redelivered copy (the broker re-sends what the tap had not acknowledged
+            # when it died or lost the connection): already captured and reported.
+            return
         text = None
         for reader in self.readers:
             text = reader.try_open(env)
