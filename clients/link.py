@@ -231,7 +231,13 @@ class Link:
                     # No PUBACK from now on for what that reader took (see _ack).
                     self._gone()
                     self._retire(reader)
-                    failed = None if subscribing.cancelled() else subscribing.exception()
+                    # Cancelled above if still pending: only a finished subscribe has a
+                    # result to look at (exception() on a pending task would raise).
+                    failed = (
+                        subscribing.exception()
+                        if subscribing.done() and not subscribing.cancelled()
+                        else None
+                    )
                     if failed is not None:
                         raise aiomqtt.MqttError(f"subscribing failed: {failed}")
                     raise aiomqtt.MqttError("connection lost")
