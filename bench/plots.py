@@ -299,6 +299,12 @@ def x_axis_log(svg: Svg, frame: Frame, scale: Log, label: str) -> None:
     svg.text(frame.left + frame.width / 2, frame.bottom + 36, label, size=12, anchor="middle")
 
 
+def x_axis_categories(svg: Svg, frame: Frame, label_y: float, label: str) -> None:
+    """The baseline of a chart whose x positions are groups (labelled by the caller)."""
+    svg.line(frame.left, frame.bottom, frame.right, frame.bottom, stroke=INK)
+    svg.text(frame.left + frame.width / 2, label_y, label, size=12, anchor="middle")
+
+
 # -- shared decorations ----------------------------------------------------------------
 
 Swatch = Callable[[Svg, float, float], None]  # draws a 20 x 12 key at (x, middle y)
@@ -604,14 +610,7 @@ def throughput_plot(relay: Mapping[str, Any], summary: Mapping[str, Any]) -> Plo
                 class_="ratio",
             )
     target_line(svg, frame.left, frame.right, y(TARGET_RATE), f"target {TARGET_RATE:,.0f} msg/s")
-    svg.line(frame.left, frame.bottom, frame.right, frame.bottom, stroke=INK)
-    svg.text(
-        frame.left + frame.width / 2,
-        x_label_y,
-        "client kind and relay workers",
-        size=12,
-        anchor="middle",
-    )
+    x_axis_categories(svg, frame, x_label_y, "client kind and relay workers")
     caption(svg, x_label_y + 22, cap)
 
     medians = [
@@ -806,14 +805,7 @@ def latency_plot(relay: Mapping[str, Any], summary: Mapping[str, Any]) -> Plot |
         center = g0 + col_w
         svg.text(center, frame.bottom + 54, mode, size=12, anchor="middle", font_weight="bold")
         svg.text(center, frame.bottom + 69, f"{rate:,.0f} msg/s offered", size=11, anchor="middle")
-    svg.line(frame.left, frame.bottom, frame.right, frame.bottom, stroke=INK)
-    svg.text(
-        frame.left + frame.width / 2,
-        x_label_y,
-        "client kind and offered rate",
-        size=12,
-        anchor="middle",
-    )
+    x_axis_categories(svg, frame, x_label_y, "client kind and offered rate")
     caption(svg, x_label_y + 22, cap)
     kept: list[float] = []
     behind: list[str] = []
