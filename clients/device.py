@@ -49,7 +49,7 @@ from clients.crypto import DeviceCrypto, Sealed
 from clients.crypto.errors import CryptoError
 from clients.enterprise import Credentials
 from clients.kt import Alarm, DirectoryView, InconsistentCheckpoint, StaleCheckpoint
-from clients.link import Link
+from clients.link import RATE_LIMIT_PAUSE, Link
 from clients.store import DeviceStore, HistoryEntry, Incoming
 from wire import envelope as wire_envelope
 from wire.envelope import Envelope, EnvelopeError
@@ -63,10 +63,6 @@ ONE_TIME_PREKEYS = 20  # published at first start; refilled when half are used
 # How long a published envelope stays re-sendable after a rate-limit refusal: the
 # refusal comes back after the relay has worked through its input, and names nothing.
 RESEND_WINDOW = 5.0
-# The relay reports rate-limit refusals at most once a second per device and kind; a
-# pause longer than that means a refusal after the report is re-sent as well, or makes
-# a new report.
-RATE_LIMIT_PAUSE = 1.2
 _RATE_LIMIT = re.compile(r"^rate limit: over ([0-9.e+]+) per second.*?(?:; (\d+) refused)?$")
 
 OutboxKey = tuple[str, str, str]  # (topic kind, message id, recipient)

@@ -61,8 +61,10 @@ NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 MAX_IN_FLIGHT = 100
 # At most this many messages already received are taken and handled together.
 READ_AHEAD = 64
-# After a rate-limit refusal that may be of a directory request: wait longer than the
-# relay's reporting second before asking again.
+# After a rate-limit refusal, how long a client waits before sending again (a directory
+# request here, envelopes in clients/device.py). The relay reports rate-limit refusals at
+# most once a second per device and kind; a pause longer than that means a refusal after
+# the report is covered by the retry, or makes a new report.
 RATE_LIMIT_PAUSE = 1.2
 
 
