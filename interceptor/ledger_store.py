@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from interceptor.ledger import (
+from interceptor.ledger.entries import (
     DEFAULT_ORIGIN,
     FORMAT,
     ConsistencyProof,
