@@ -34,23 +34,18 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from interceptor.ledger.entries import (
+from interceptor.ledger.entries import FORMAT, Entry, parse_entry
+from interceptor.ledger.errors import EntryError, LedgerError
+from interceptor.ledger.log import (
     DEFAULT_ORIGIN,
-    FORMAT,
     ConsistencyProof,
-    Entry,
-    EntryError,
     InclusionProof,
     LedgerCore,
-    LedgerError,
-    LogVerifier,
     Receipt,
-    VerifyReport,
     check_origin,
-    parse_entry,
-    peek_checkpoint,
-    transparency_report,
 )
+from interceptor.ledger.transparency import transparency_report
+from interceptor.ledger.verifier import LogVerifier, VerifyReport, peek_checkpoint
 from wire.note import NoteError, Signer, Verifier
 
 APPLICATION_ID = 0x646D6C67  # "dmlg"
