@@ -37,8 +37,6 @@ from wire.canonical import CanonicalError, canonical_bytes
 from wire.ids import DEVICE_RE, USER_RE
 from wire.merkle import hash_leaf
 
-#: The SQLite file's format tag (stored in its meta table).
-FORMAT = "doormat-ledger/1"
 #: The ``v`` of every entry.
 ENTRY_VERSION = 1
 #: One entry's canonical bytes. A decision message is short; a huge entry is a bug.
@@ -428,7 +426,6 @@ def oversight_entry(event: str, actor: str, detail: str = "") -> dict[str, Any]:
 __all__ = [
     "ENTRY_TYPES",
     "ENTRY_VERSION",
-    "FORMAT",
     "MAX_ENTRY_BYTES",
     "MAX_TIME_MS",
     "OVERSIGHT",
