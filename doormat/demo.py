@@ -27,7 +27,7 @@ from doormat.exposure import (
 )
 from doormat.narrate import Narrator
 from doormat.system import Delivery, System
-from interceptor.ledger_store import verify as verify_ledger
+from interceptor.ledger import verify as verify_ledger
 from wire.events import Event
 
 LINES = (

@@ -25,8 +25,7 @@ from doormat.cast import INTERCEPTOR_ID, TAP_ID, Cast, enrol
 from doormat.legal import LegalWorld
 from interceptor.agency import Agency
 from interceptor.government import Government
-from interceptor.ledger import DEFAULT_ORIGIN
-from interceptor.ledger_store import Ledger
+from interceptor.ledger import DEFAULT_ORIGIN, Ledger
 from interceptor.scoped import Deliver, ScopedInterceptor
 from interceptor.service import InterceptorService
 from interceptor.tap import Tap

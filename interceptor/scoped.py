@@ -26,12 +26,12 @@ from interceptor.ledger import (
     TASK_START,
     TASK_STOP,
     WARRANT_DECISION,
+    Ledger,
     record_delivered_entry,
     task_start_entry,
     task_stop_entry,
     warrant_decision_entry,
 )
-from interceptor.ledger_store import Ledger
 from interceptor.trust import AgencyPublicKey, TrustStore
 from interceptor.warrant import (
     Decision,

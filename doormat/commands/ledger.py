@@ -23,7 +23,7 @@ Subcommands:
   proof from the ledger, in the JSON that ``verify-proof`` reads.
 
 Each subcommand is a ``_register_*`` function listed in ``_SUBCOMMANDS``. The audit
-ledger itself is ``interceptor.ledger`` (sans I/O) and ``interceptor.ledger_store``.
+ledger itself is the ``interceptor.ledger`` package (sans I/O, and its SQLite store).
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from doormat.cli import CommandError
-from interceptor.ledger import LedgerError, render_report
-from interceptor.ledger_store import Ledger, report, verify
+from interceptor.ledger import Ledger, LedgerError, render_report, report, verify
 from wire.merkle import ProofError, verify_consistency, verify_inclusion
 from wire.note import NoteError, Signer
 

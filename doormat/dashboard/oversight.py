@@ -8,7 +8,7 @@ scoped interceptor with ``System.submit_warrant(bytes)``, which checks it, logs 
 decision in the ledger and acts (or refuses, with a reason code).
 
 Verifying the ledger is what oversight does: sign a checkpoint, then re-hash every entry
-and check every checkpoint (``interceptor.ledger_store.verify``). The result is reported
+and check every checkpoint (``interceptor.ledger.verify``). The result is reported
 as ``ledger.verified`` (and ``ledger.tamper_detected`` at the first problem's place)
 unless the system offers ``verify_ledger()`` itself, which then reports.
 """
@@ -97,7 +97,7 @@ def verify_ledger(system: System) -> dict[str, Any]:
     signer = getattr(system, "ledger_signer", None)
     if ledger is None or signer is None:
         raise OversightError("this system has no audit ledger")
-    from interceptor.ledger_store import verify
+    from interceptor.ledger import verify
 
     ledger.checkpoint()
     report = verify(ledger.path, [signer.verifier()])

@@ -29,7 +29,7 @@ from test_ledger_support import (
 )
 
 from doormat.cli import main as cli_main
-from interceptor.ledger_store import Ledger, report
+from interceptor.ledger import Ledger, report
 from wire.checkpoint import open_checkpoint
 from wire.note import Signer
 

@@ -20,14 +20,15 @@ from test_ledger_support import (
 
 from interceptor.court import cancel
 from interceptor.ledger import (
+    Ledger,
     make_entry,
     oversight_entry,
     render_report,
+    report,
     task_start_entry,
     task_stop_entry,
     transparency_report,
 )
-from interceptor.ledger_store import Ledger, report
 
 
 @pytest.fixture(scope="module")

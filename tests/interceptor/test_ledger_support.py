@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from interceptor.court import AgencyKeyPair, ApproverKey, approve, cancel, issue, trust_store_of
 from interceptor.ledger import (
     DEFAULT_ORIGIN,
+    Ledger,
     oversight_entry,
     record_delivered_entry,
     task_start_entry,
     task_stop_entry,
     warrant_decision_entry,
 )
-from interceptor.ledger_store import Ledger
 from interceptor.warrant import (
     Decision,
     Policy,

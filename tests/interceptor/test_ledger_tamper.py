@@ -29,12 +29,14 @@ from test_ledger_support import (
 )
 
 from interceptor.ledger import (
+    Ledger,
+    LedgerFileError,
     VerifyReport,
     make_entry,
     oversight_entry,
     record_delivered_entry,
+    verify,
 )
-from interceptor.ledger_store import Ledger, LedgerFileError, verify
 from wire.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from wire.merkle import hash_leaf
 

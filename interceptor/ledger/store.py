@@ -18,8 +18,9 @@ tree) and checks that the indices run 0..n-1; re-hashing every entry and checkin
 checkpoint is ``verify``'s job, so that opening stays fast.
 
 ``verify(path, keys)`` and ``report(path)`` open the file read-only and never write.
-The logic of both lives in ``interceptor.ledger`` (sans I/O); this module only reads
-rows and turns SQLite's failures into :class:`LedgerFileError` or located problems.
+The logic of both lives in the package's sans-I/O modules (``interceptor.ledger.verifier``
+and ``interceptor.ledger.transparency``); this module only reads rows and turns SQLite's
+failures into :class:`LedgerFileError` or located problems.
 """
 
 from __future__ import annotations
@@ -34,25 +35,22 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from interceptor.ledger import (
+from interceptor.ledger.entries import Entry, parse_entry
+from interceptor.ledger.errors import EntryError, LedgerError
+from interceptor.ledger.log import (
     DEFAULT_ORIGIN,
-    FORMAT,
     ConsistencyProof,
-    Entry,
-    EntryError,
     InclusionProof,
     LedgerCore,
-    LedgerError,
-    LogVerifier,
     Receipt,
-    VerifyReport,
     check_origin,
-    parse_entry,
-    peek_checkpoint,
-    transparency_report,
 )
+from interceptor.ledger.transparency import transparency_report
+from interceptor.ledger.verifier import LogVerifier, VerifyReport, peek_checkpoint
 from wire.note import NoteError, Signer, Verifier
 
+#: The SQLite file's format tag (stored in its meta table).
+FORMAT = "doormat-ledger/1"
 APPLICATION_ID = 0x646D6C67  # "dmlg"
 _BUSY_TIMEOUT_S = 10.0
 
@@ -486,7 +484,7 @@ def _verify_rows(conn: sqlite3.Connection, checker: LogVerifier) -> None:
 
 
 def report(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The transparency report of a ledger file (see ``interceptor.ledger.
+    """The transparency report of a ledger file (see ``interceptor.ledger.transparency.
     transparency_report``). Reads; does not verify."""
     conn, origin = _open_existing(path)
     try:
@@ -515,6 +513,7 @@ def report(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 __all__ = [
     "APPLICATION_ID",
+    "FORMAT",
     "Ledger",
     "LedgerFileError",
     "parse_verifier_keys",
