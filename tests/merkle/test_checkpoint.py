@@ -377,7 +377,12 @@ def test_signing_refuses_bad_text(log_signer: Signer) -> None:
 
 
 def test_signer_repr_hides_the_key(log_signer: Signer) -> None:
-    assert log_signer.skey().split("+")[-1] not in repr(log_signer)
+    # The key material is everything after "PRIVATE+KEY+<name>+<id>+" (its base64 may
+    # itself contain or end in "+", so it is not simply the last "+"-separated field).
+    name_and_id = f"{log_signer.name}+{log_signer.key_id:08x}+"
+    secret = log_signer.skey().split(name_and_id, 1)[1]
+    assert len(secret) == 44  # base64 of the algorithm byte and the 32-byte seed
+    assert secret not in repr(log_signer)
 
 
 def test_docs_example_checkpoint_verifies() -> None:
