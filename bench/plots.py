@@ -98,6 +98,7 @@ PAD_IN = 0.15  # left and right margin of the header and caption
 # A white box behind a label, so that it reads over grid and target lines (a stroke
 # path effect would do it too, but would turn the text into paths in the SVG).
 HALO: dict[str, Any] = {"boxstyle": "square,pad=0.12", "facecolor": "white", "edgecolor": "none"}
+VALUE: dict[str, Any] = {"weight": "bold", "bbox": HALO}  # a value written beside its mark
 TARGET_DASH = (0, (6, 3))
 
 
@@ -254,39 +255,23 @@ def legend(ax: Axes, handles: Sequence[Any], ncols: int, **kw: Any) -> None:
     )
 
 
+def note(
+    ax: Axes, text: str, xy: tuple[float, float], offset: tuple[float, float], **style: Any
+) -> None:
+    """``text`` at ``xy`` (data coordinates unless ``xycoords`` says otherwise), moved by
+    ``offset`` points."""
+    style = {"size": 8.5, "color": INK, "ha": "center", "va": "bottom", **style}
+    ax.annotate(text, xy=xy, xytext=offset, textcoords="offset points", **style)
+
+
 def target_line(ax: Axes, y: float, label: str, text: str, side: str = "right") -> None:
     """A dashed red line across ``ax`` at ``y`` (``label`` for the legend), with ``text``
     written above it at the ``side`` end."""
     ax.axhline(y, color=TARGET, linewidth=1.3, linestyle=TARGET_DASH, label=label, gid="target")
-    ax.annotate(
-        text,
-        xy=(1.0 if side == "right" else 0.0, y),
-        xycoords=("axes fraction", "data"),
-        xytext=(-4 if side == "right" else 4, 3),
-        textcoords="offset points",
-        ha=side,
-        va="bottom",
-        size=8.5,
-        color=TARGET,
-        bbox=HALO,
-    )
-
-
-def value_label(ax: Axes, x: float, y: float, text: str, **kw: Any) -> None:
-    """A value written above (x, y) in bold."""
-    ax.annotate(
-        text,
-        xy=(x, y),
-        xytext=kw.pop("xytext", (0, 5)),
-        textcoords="offset points",
-        ha=kw.pop("ha", "center"),
-        va=kw.pop("va", "bottom"),
-        size=8.5,
-        weight="bold",
-        color=INK,
-        bbox=HALO,
-        **kw,
-    )
+    right = side == "right"
+    xy = (1.0 if right else 0.0, y)
+    offset = (-4.0 if right else 4.0, 3.0)
+    note(ax, text, xy, offset, xycoords=("axes fraction", "data"), ha=side, color=TARGET, bbox=HALO)
 
 
 def group_labels(
@@ -380,21 +365,13 @@ def throughput_figure(relay: Mapping[str, Any], summary: Mapping[str, Any]) -> F
                 mark_y.append(TARGET_RATIO * null)
                 above.append(TARGET_RATIO * null)
             if value is None:
-                ax.annotate(
-                    "none",
-                    xy=(x, 0),
-                    xytext=(0, 4),
-                    textcoords="offset points",
-                    ha="center",
-                    size=8,
-                    color=MUTED,
-                )
+                note(ax, "none", (x, 0), (0, 4), size=8, color=MUTED)
                 continue
             xs.append(x)
             heights.append(value)
             top = max([value, *above])
             tops.append(top)
-            value_label(ax, x, top, thousands(value))
+            note(ax, thousands(value), (x, top), (0, 5), **VALUE)
         ax.bar(
             xs,
             heights,
@@ -525,26 +502,6 @@ def saturated(lat: Mapping[str, Any] | None, rate: float) -> bool:
     return achieved is not None and achieved < 0.98 * rate
 
 
-def spread(values: Sequence[float], gap: float) -> list[float]:
-    """Label positions moved apart (symmetrically, keeping order) to be >= gap apart."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    placed = [values[i] for i in order]
-    for _ in range(20):
-        moved = False
-        for j in range(1, len(placed)):
-            short = gap - (placed[j] - placed[j - 1])
-            if short > 1e-9:
-                placed[j - 1] -= short / 2
-                placed[j] += short / 2
-                moved = True
-        if not moved:
-            break
-    out = [0.0] * len(values)
-    for i, p in zip(order, placed, strict=True):
-        out[i] = p
-    return out
-
-
 @styled
 def latency_figure(relay: Mapping[str, Any], summary: Mapping[str, Any]) -> Figure | None:
     groups = latency_groups(relay)
@@ -586,7 +543,6 @@ def latency_figure(relay: Mapping[str, Any], summary: Mapping[str, Any]) -> Figu
     ax.set_xlim(-0.6, len(groups) - 0.4)
     points: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in PERCENTILES}
     ticks: list[tuple[float, str, bool]] = []  # (x, label, saturated)
-    gap = 0.045 * (math.log10(hi) - math.log10(lo))  # between labels, in decades
     for gi, (_, rate, cols) in enumerate(groups):
         for ci, (via, lat) in enumerate(cols):
             x = gi + (ci - 0.5) * 2 * COLUMN_OFFSET
@@ -600,34 +556,19 @@ def latency_figure(relay: Mapping[str, Any], summary: Mapping[str, Any]) -> Figu
                 if lat is not None and lat.get(p) is not None and lat[p] > 0
             ]
             if not present:
-                ax.annotate(
-                    "not run" if lat is None else "no data",
-                    xy=(x, lo),
-                    xytext=(0, 5),
-                    textcoords="offset points",
-                    ha="center",
-                    size=8,
-                    color=MUTED,
-                )
+                note(ax, "not run" if lat is None else "no data", (x, lo), (0, 5), color=MUTED)
                 continue
             for p, v in present:
                 points[p][0].append(x)
                 points[p][1].append(v)
             ys = [v for _, v in present]
             ax.vlines(x, min(ys), max(ys), colors=INK, linewidth=1.3, zorder=2)
-            labelled = [(p, v) for p, v in present if p != "p90"]
-            at = spread([math.log10(v) for _, v in labelled], gap)
-            for (_, v), y in zip(labelled, at, strict=True):
-                ax.annotate(
-                    ms(v),
-                    xy=(x, 10**y),
-                    xytext=(7, 0),
-                    textcoords="offset points",
-                    va="center",
-                    size=8.5,
-                    color=INK,
-                    bbox=HALO,
-                )
+            # p99 written up from its marker and p50 down, so that the two never overlap.
+            for p, v in present:
+                if p == "p99":
+                    note(ax, ms(v), (x, v), (7, -3), ha="left", bbox=HALO)
+                elif p == "p50":
+                    note(ax, ms(v), (x, v), (7, 3), ha="left", va="top", bbox=HALO)
     for p, marker in PERCENTILES.items():
         xs, ys = points[p]
         ax.plot(
@@ -661,17 +602,16 @@ def latency_figure(relay: Mapping[str, Any], summary: Mapping[str, Any]) -> Figu
     for text, (_, _, behind) in zip(ax.get_xticklabels(), ticks, strict=True):
         text.set_fontweight("bold" if behind else "normal")
     ax.tick_params(axis="x", length=0)
-    ax.annotate(
+    # What the two lines of the column labels are, at their left.
+    note(
+        ax,
         "via\nachieved msg/s",
-        xy=(0, 0),
+        (0, 0),
+        (-8, -3.5),
         xycoords="axes fraction",
-        xytext=(-8, -3.5),
-        textcoords="offset points",
         ha="right",
         va="top",
-        size=8.5,
         color=MUTED,
-        multialignment="right",
     )
     group_labels(
         ax,
@@ -783,17 +723,7 @@ def ledger_figure(ledger: Mapping[str, Any], summary: Mapping[str, Any]) -> Figu
         label=f"{BOUND} (the bound)",
         gid="bound",
     )
-    left.annotate(
-        BOUND,
-        xy=(stairs_x[-1], stairs_y[-1]),
-        xytext=(-4, 6),
-        textcoords="offset points",
-        ha="right",
-        va="bottom",
-        size=8.5,
-        color=MUTED,
-        bbox=HALO,
-    )
+    note(left, BOUND, (stairs_x[-1], stairs_y[-1]), (-4, 6), ha="right", color=MUTED, bbox=HALO)
     left.plot(
         sizes,
         hashes,
@@ -806,7 +736,7 @@ def ledger_figure(ledger: Mapping[str, Any], summary: Mapping[str, Any]) -> Figu
         gid="hashes",
     )
     for s, h in zip(sizes, hashes, strict=True):
-        value_label(left, s, h, f"{h}", xytext=(6, -4), ha="left", va="top")
+        note(left, f"{h}", (s, h), (6, -4), ha="left", va="top", **VALUE)
     left.set_title("Inclusion proof size")
     left.set_ylim(0, max(max(stairs_y), *hashes) * 1.1)
     left.set_ylabel("hashes per proof (count)")
@@ -823,7 +753,7 @@ def ledger_figure(ledger: Mapping[str, Any], summary: Mapping[str, Any]) -> Figu
         gid="append-rate",
     )
     for s, r in zip(sizes, rates, strict=True):
-        value_label(right, s, r, thousands(r), xytext=(0, 7))
+        note(right, thousands(r), (s, r), (0, 7), **VALUE)
     right.set_title("Append rate")
     right.set_ylim(0, max(rates) * 1.2)
     right.set_ylabel("appends per second")
