@@ -21,8 +21,9 @@ by dash and a direct label).
 
 The SVG is reproducible: the same results give the same bytes (with the same matplotlib).
 The figures are built on ``matplotlib.figure.Figure`` (no pyplot, no display) and written
-by the SVG backend under ``STYLE``: a fixed ``svg.hashsalt`` for the ids, text laid out in
-DejaVu Sans (which matplotlib ships) and kept as text, and no date in the metadata.
+by the SVG backend under matplotlib's default style and ``STYLE`` (not the process's
+rcParams or a matplotlibrc): a fixed ``svg.hashsalt`` for the ids, text laid out in DejaVu
+Sans (which matplotlib ships) and kept as text, and no date in the metadata.
 """
 
 from __future__ import annotations
@@ -33,23 +34,19 @@ import math
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 try:
-    import matplotlib
+    from matplotlib import patheffects, style
 except ImportError as error:  # the figures need the bench extra
     raise ImportError(
         "bench/plots.py draws the figures with matplotlib: pip install -e '.[bench]'"
     ) from error
-from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
-
-if TYPE_CHECKING:
-    from matplotlib.typing import RcKeyType
 
 TARGET_RATIO = 0.8
 TARGET_RATE = 2000.0
@@ -65,8 +62,9 @@ BAND = "#ececec"  # background of saturated (achieved < offered) runs
 TIMES = "\u00d7"  # the multiplication sign
 QUICK = " QUICK SMOKE RUN: tiny counts, the figures mean nothing."
 
-# Everything that decides how a figure looks, and the SVG's bytes.
-STYLE: dict[RcKeyType, Any] = {
+# Everything that decides how a figure looks, and the SVG's bytes, over matplotlib's
+# defaults (not the rcParams of the process or a matplotlibrc of the user's).
+STYLE: dict[str, Any] = {
     # Text is laid out in DejaVu Sans, which matplotlib ships (so the layout does not depend
     # on the fonts installed), and written as SVG text; a viewer without DejaVu Sans uses
     # the next of these, not its default serif.
@@ -181,7 +179,7 @@ def styled(build: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(build)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        with matplotlib.rc_context(STYLE):
+        with style.context(["default", STYLE]):
             return build(*args, **kwargs)
 
     return run
@@ -292,7 +290,7 @@ def render_svg(fig: Figure, title: str, desc: str) -> str:
     layout then stays as it is: run again, constrained layout would start from where it
     ended and move things by a few millionths of a point, and the bytes would change."""
     out = io.BytesIO()
-    with matplotlib.rc_context(STYLE):
+    with style.context(["default", STYLE]):
         fig.savefig(
             out,
             format="svg",

@@ -21,6 +21,7 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="the bench extra: pip install -e '.[bench]'")
 
+import matplotlib
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PathCollection
@@ -267,14 +268,18 @@ def test_every_figure_is_titled_labelled_and_captioned(plots: dict[str, Plot]) -
     assert plots["relay-latency"].file == "bench-relay-latency.svg"
 
 
-def test_svg_is_the_same_bytes_for_the_same_results(plots: dict[str, Plot]) -> None:
+def test_svg_is_the_same_bytes_for_the_same_results(plots: dict[str, Plot], tmp_path: Path) -> None:
     summary, results = hand_made()
-    again = make_plots(summary, results)
+    # Built again, under other rcParams in the process: the same bytes.
+    with matplotlib.rc_context({"axes.grid": True, "axes.linewidth": 3, "svg.hashsalt": None}):
+        again = make_plots(summary, results)
     for key, plot in plots.items():
-        assert again[key].svg == plot.svg, key  # built twice
+        assert again[key].svg == plot.svg, key
         assert render_svg(plot.figure, "t", "d") == render_svg(plot.figure, "t", "d"), key
         assert "<dc:date>" not in plot.svg, key
-    # In another process, with another hash seed: the same bytes.
+    # In another process, with another hash seed and a matplotlibrc of its own: the same.
+    rc = tmp_path / "matplotlibrc"
+    rc.write_text("axes.grid: True\nxtick.major.size: 9\nsvg.fonttype: path\n")
     script = (
         "import json, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
@@ -290,7 +295,7 @@ def test_svg_is_the_same_bytes_for_the_same_results(plots: dict[str, Plot]) -> N
         text=True,
         check=True,
         timeout=120,
-        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        env={**os.environ, "PYTHONHASHSEED": "12345", "MATPLOTLIBRC": str(rc)},
     )
     assert done.stdout == "".join(plots[key].svg for key in sorted(plots))
 
