@@ -4,8 +4,9 @@
 it between the ``<!-- bench:results:begin -->`` and ``<!-- bench:results:end -->`` markers
 of the file (creating a skeleton if the file or the markers are missing), leaving the
 hand-written rest of the file alone. ``write_plots(path, summary, results)`` draws the
-figures (bench/plots.py) into ``img/`` beside that file, as ``bench-*.svg``; the section
-links them (``![alt text](img/bench-....svg)``) under the tables they illustrate.
+figures (bench/plots.py, with matplotlib: ``pip install -e '.[bench]'``) into ``img/``
+beside that file, as ``bench-*.svg``, the same bytes for the same JSON; the section links
+them (``![alt text](img/bench-....svg)``) under the tables they illustrate.
 
 To regenerate the section and the figures from the JSON already in bench/results, without
 running any benchmark::
@@ -357,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.report",
         description="Regenerate the results section of the benchmarks page and its figures "
-        "from the JSON already written (no benchmark is run).",
+        "from the JSON already written (no benchmark is run). The figures are drawn with "
+        "matplotlib (pip install -e '.[bench]').",
     )
     p.add_argument("--results", type=Path, default=RESULTS, help="default bench/results")
     p.add_argument(
