@@ -20,15 +20,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_ledger_support import (
-    LOG_SIGNER,
-    LOG_VKEY,
-    Interceptor,
-    signed,
-    simple_ledger,
-    warrant,
-    write_scenario,
-)
 
 from interceptor.ledger import (
     DEFAULT_ORIGIN,
@@ -48,6 +39,15 @@ from interceptor.ledger import (
 )
 from interceptor.ledger_store import Ledger, LedgerFileError, report, verify
 from interceptor.warrant import Decision
+from tests.interceptor.test_ledger_support import (
+    LOG_SIGNER,
+    LOG_VKEY,
+    Interceptor,
+    signed,
+    simple_ledger,
+    warrant,
+    write_scenario,
+)
 from wire.canonical import canonical_bytes
 from wire.checkpoint import open_checkpoint
 from wire.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion

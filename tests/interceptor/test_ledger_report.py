@@ -9,14 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ledger_support import (
-    LOG_SIGNER,
-    Interceptor,
-    set_row_value,
-    signed,
-    warrant,
-    write_scenario,
-)
 
 from interceptor.court import cancel
 from interceptor.ledger import (
@@ -28,6 +20,14 @@ from interceptor.ledger import (
     transparency_report,
 )
 from interceptor.ledger_store import Ledger, report
+from tests.interceptor.test_ledger_support import (
+    LOG_SIGNER,
+    Interceptor,
+    set_row_value,
+    signed,
+    warrant,
+    write_scenario,
+)
 
 
 @pytest.fixture(scope="module")

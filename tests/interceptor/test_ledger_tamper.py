@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_ledger_support import (
+
+from interceptor.ledger import (
+    VerifyReport,
+    make_entry,
+    oversight_entry,
+    record_delivered_entry,
+)
+from interceptor.ledger_store import Ledger, LedgerFileError, verify
+from tests.interceptor.test_ledger_support import (
     LOG_SIGNER,
     LOG_VKEY,
     OTHER_SIGNER,
@@ -27,14 +35,6 @@ from test_ledger_support import (
     simple_ledger,
     write_scenario,
 )
-
-from interceptor.ledger import (
-    VerifyReport,
-    make_entry,
-    oversight_entry,
-    record_delivered_entry,
-)
-from interceptor.ledger_store import Ledger, LedgerFileError, verify
 from wire.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from wire.merkle import hash_leaf
 

@@ -1,8 +1,6 @@
 """Helpers for the key-transparency tests: a relay on a temp store driven without a
-broker, and the requests devices, enterprises and the tap send.
-
-(A module with its own name rather than conftest, so test files can import it; test
-files here are named test_kt_*.py and there is no __init__.py, like tests/relay.)
+broker, and the requests devices, enterprises and the tap send (imported as
+``tests.kt.kt_helpers``).
 """
 
 from __future__ import annotations

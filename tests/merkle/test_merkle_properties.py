@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import rfc6962_slow as slow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.merkle import rfc6962_slow as slow
 from wire.merkle import (
     MerkleTree,
     ProofError,

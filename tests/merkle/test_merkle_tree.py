@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-import rfc6962_slow as slow
 
+from tests.merkle import rfc6962_slow as slow
 from wire.merkle import (
     EMPTY_ROOT,
     MerkleTree,

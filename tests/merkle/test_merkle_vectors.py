@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import rfc6962_slow as slow
 
+from tests.merkle import rfc6962_slow as slow
 from wire.merkle import ProofError, verify_inclusion
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle"

@@ -2,8 +2,7 @@
 
 Fake devices are plain aiomqtt clients that publish hand-made envelopes (random bytes
 as ciphertext) and collect what arrives: the relay does not care what is inside.
-(A module with its own name rather than conftest, so that test files can import it
-without clashing with other conftest modules.)
+Test files import it as ``tests.relay.relay_harness``.
 """
 
 from __future__ import annotations

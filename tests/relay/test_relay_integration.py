@@ -13,8 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from relay_harness import ALICE, ALICE2, BOB, MALLORY, FakeDevice, RelayEnv, new_service, wait_for
 
+from tests.relay.relay_harness import (
+    ALICE,
+    ALICE2,
+    BOB,
+    MALLORY,
+    FakeDevice,
+    RelayEnv,
+    new_service,
+    wait_for,
+)
 from wire.envelope import Envelope
 
 Make = Callable[..., Envelope]

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relay_harness import ALICE, BOB, FakeDevice, MqttEnv
 
+from tests.relay.relay_harness import ALICE, BOB, FakeDevice, MqttEnv
 from wire.envelope import Envelope
 
 N = 2000

@@ -1,8 +1,7 @@
 """Shared pieces of the reliability suites: a relay process, its event log, enrolment,
 and real devices.
 
-(A module with its own name rather than a conftest, so that test files import it
-without clashing with the other test folders' modules; there is no ``__init__.py``.)
+Test files import it as ``tests.reliability.reliability_harness``.
 
 * ``RelayProcess``: ``python -m doormat relay`` as its own process, as compose runs it,
   with its JSON-lines event log in a file; SIGKILL, restart, SIGTERM.

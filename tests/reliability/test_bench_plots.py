@@ -8,17 +8,16 @@ from __future__ import annotations
 import copy
 import math
 import re
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.plots import make_plots
+from bench.report import IMG_DIR, load, render, update_docs, write_plots
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # bench/ is a folder of the repository, not an installed package
-from bench.plots import make_plots  # noqa: E402
-from bench.report import IMG_DIR, load, render, update_docs, write_plots  # noqa: E402
 
 NS = "{http://www.w3.org/2000/svg}"
 

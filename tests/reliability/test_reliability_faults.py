@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_harness import (
+
+from tests.reliability.reliability_harness import (
     Devices,
     EventsFile,
     RelayProcess,

@@ -537,7 +537,14 @@ async def test_honest_conversation_unaffected_by_injected_garbage(
     import asyncio
 
     import aiomqtt
-    from reliability_harness import Devices, RelayProcess, enrol, standard_accounts, until
+
+    from tests.reliability.reliability_harness import (
+        Devices,
+        RelayProcess,
+        enrol,
+        standard_accounts,
+        until,
+    )
 
     alice, bob, mallory = "alice@acme.phone", "bob@globex.phone", "mallory@acme.phone"
     accs = standard_accounts([alice, bob, mallory])

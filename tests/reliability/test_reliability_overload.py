@@ -27,8 +27,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from reliability_harness import Devices, RelayProcess, enrol, standard_accounts, until
 
+from tests.reliability.reliability_harness import (
+    Devices,
+    RelayProcess,
+    enrol,
+    standard_accounts,
+    until,
+)
 from wire.envelope import Envelope
 
 pytestmark = pytest.mark.mosquitto

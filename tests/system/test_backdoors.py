@@ -11,11 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from system_helpers import converse
 
 from doormat.cast import default_cast
 from doormat.exposure import ObserverResult, observers_of, take_image
 from doormat.system import System
+from tests.system.system_helpers import converse
 
 SCRIPT = [
     ("alice@acme.phone", "bob@acme", "acme internal: merger plan"),
