@@ -39,7 +39,7 @@ from interceptor.ledger import (
 )
 from interceptor.ledger_store import Ledger, LedgerFileError, report, verify
 from interceptor.warrant import Decision
-from tests.interceptor.test_ledger_support import (
+from tests.interceptor.ledger_support import (
     LOG_SIGNER,
     LOG_VKEY,
     Interceptor,

@@ -21,7 +21,7 @@ import pytest
 
 from doormat.cli import main as cli_main
 from interceptor.ledger_store import Ledger, report
-from tests.interceptor.test_ledger_support import (
+from tests.interceptor.ledger_support import (
     LOG_SIGNER,
     LOG_VKEY,
     OTHER_SIGNER,

@@ -20,7 +20,7 @@ from interceptor.ledger import (
     transparency_report,
 )
 from interceptor.ledger_store import Ledger, report
-from tests.interceptor.test_ledger_support import (
+from tests.interceptor.ledger_support import (
     LOG_SIGNER,
     Interceptor,
     set_row_value,

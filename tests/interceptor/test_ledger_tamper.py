@@ -25,7 +25,7 @@ from interceptor.ledger import (
     record_delivered_entry,
 )
 from interceptor.ledger_store import Ledger, LedgerFileError, verify
-from tests.interceptor.test_ledger_support import (
+from tests.interceptor.ledger_support import (
     LOG_SIGNER,
     LOG_VKEY,
     OTHER_SIGNER,

@@ -1,4 +1,4 @@
-"""Shared helpers for the audit ledger tests (no tests here).
+"""Shared helpers for the audit ledger tests (a helper module, not collected).
 
 A synthetic but real case history: warrants issued and approved by the court's code,
 checked by ``check_warrant`` (so the decisions are the interceptor's own), then logged
