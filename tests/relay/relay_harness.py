@@ -153,9 +153,3 @@ def new_service(mqtt: MqttEnv, db: Path, events: EventLog) -> RelayService:
     return RelayService(
         mqtt.host, mqtt.port, mqtt.passwords["relay"], db, events, backoff=(0.05, 0.5)
     )
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)

@@ -5,7 +5,6 @@ Test files import it as ``tests.reliability.reliability_harness``.
 
 * ``RelayProcess``: ``python -m doormat relay`` as its own process, as compose runs it,
   with its JSON-lines event log in a file; SIGKILL, restart, SIGTERM.
-* ``EventsFile``: that log, read incrementally.
 * ``enrol``: the enterprises enrol devices at the relay (raw directory requests).
 * ``Devices``: real ``clients.device.Device`` objects in this process, with one
   ``EventLog`` that records what each application was shown (``device.received``).
@@ -22,9 +21,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,8 @@ import aiomqtt
 from clients.device import Device
 from clients.enterprise import Credentials
 from doormat.broker.accounts import Account, generate_password
+from tests.support.events import EventsFile
+from tests.support.polling import until
 from wire.events import Event, EventLog
 
 
@@ -53,48 +53,6 @@ def standard_accounts(devices: Iterable[str], extra: Iterable[str] = ()) -> dict
     for d in devices:
         accs[d] = device_account(d)
     return accs
-
-
-async def until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(step)
-
-
-class EventsFile:
-    """A JSON-lines event log, read incrementally."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = b""
-        self.events: list[dict[str, Any]] = []
-        self.counts: Counter[str] = Counter()
-
-    def poll(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as fh:
-            fh.seek(self._offset)
-            data = fh.read()
-        self._offset += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if line.strip():
-                event = json.loads(line)
-                self.events.append(event)
-                self.counts[event["kind"]] += 1
-
-    def count(self, kind: str) -> int:
-        self.poll()
-        return self.counts[kind]
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        self.poll()
-        return [e for e in self.events if e["kind"] == kind]
 
 
 class RelayProcess:

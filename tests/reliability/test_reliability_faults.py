@@ -29,13 +29,13 @@ import pytest
 
 from tests.reliability.reliability_harness import (
     Devices,
-    EventsFile,
     RelayProcess,
     enrol,
     standard_accounts,
-    until,
     user_of,
 )
+from tests.support.events import EventsFile
+from tests.support.polling import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.mosquitto]
 

@@ -543,8 +543,8 @@ async def test_honest_conversation_unaffected_by_injected_garbage(
         RelayProcess,
         enrol,
         standard_accounts,
-        until,
     )
+    from tests.support.polling import until
 
     alice, bob, mallory = "alice@acme.phone", "bob@globex.phone", "mallory@acme.phone"
     accs = standard_accounts([alice, bob, mallory])

@@ -28,13 +28,8 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from tests.reliability.reliability_harness import (
-    Devices,
-    RelayProcess,
-    enrol,
-    standard_accounts,
-    until,
-)
+from tests.reliability.reliability_harness import Devices, RelayProcess, enrol, standard_accounts
+from tests.support.polling import until
 from wire.envelope import Envelope
 
 pytestmark = pytest.mark.mosquitto

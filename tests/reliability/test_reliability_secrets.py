@@ -35,9 +35,9 @@ from tests.reliability.reliability_harness import (
     RelayProcess,
     enrol,
     standard_accounts,
-    until,
     user_of,
 )
+from tests.support.polling import until
 
 pytestmark = pytest.mark.mosquitto
 

@@ -34,7 +34,7 @@ import pytest
 from clients.archive import Record, journal_record
 from clients.enterprise import Enterprise, EnterpriseServer, archive_store
 from doormat.broker.accounts import Account, generate_password, save_accounts
-from tests.reliability.reliability_harness import until
+from tests.support.polling import until
 from wire import topics
 from wire.envelope import Envelope
 from wire.events import EventLog

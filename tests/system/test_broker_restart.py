@@ -19,6 +19,7 @@ import pytest
 
 from doormat.cast import default_cast
 from doormat.system import System
+from tests.support.polling import until
 
 pytestmark = pytest.mark.mosquitto
 
@@ -34,13 +35,6 @@ def _received(system: System, device: str) -> Counter[tuple[str, str]]:
         for e in system.events.events(kind="device.received")
         if e["actor"] == device
     )
-
-
-async def _until(cond: object, timeout: float, what: str) -> None:
-    assert callable(cond)
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 @pytest.mark.timeout(180)
@@ -59,7 +53,7 @@ async def test_broker_restarted_mid_conversation_every_message_once(tmp_path: Pa
             asyncio.create_task(talk(CAROL, "bob@acme")),
         ]
         for at in RESTART_AT:
-            await _until(
+            await until(
                 lambda at=at: min(sum(_received(s, d).values()) for d in (BOB, CAROL)) >= at,
                 60,
                 f"{at} received on each side",
@@ -73,8 +67,8 @@ async def test_broker_restarted_mid_conversation_every_message_once(tmp_path: Pa
             ) >= {(CAROL, i) for i in sent[CAROL]}
 
         try:
-            await _until(complete, 60, "every message at the other side")
-        except TimeoutError:
+            await until(complete, 60, "every message at the other side")
+        except AssertionError:
             raise AssertionError(
                 f"carol got {len(_received(s, CAROL))}/{len(sent[BOB])}, "
                 f"bob got {len(_received(s, BOB))}/{len(sent[CAROL])}"

@@ -27,6 +27,7 @@ from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import save_accounts
 from doormat.cast import default_cast, enrol
+from tests.support.polling import until
 from wire.events import EventLog
 
 N = 2000
@@ -63,12 +64,6 @@ def start_relay(broker_url: str, accounts: Path, db: Path, log: Path) -> subproc
     )
 
 
-async def wait_for_file(path: Path, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not path.exists():
-            await asyncio.sleep(0.05)
-
-
 @pytest.mark.slow
 async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
     tmp_path: Path,
@@ -90,7 +85,7 @@ async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
         try:
             # The relay's directory key, which devices pin, is written at its first start.
             vkey_file = Path(f"{db}.kt-key.vkey")
-            await wait_for_file(vkey_file)
+            await until(vkey_file.exists, 20, "the relay's directory key file")
             vkey = vkey_file.read_text().strip()
             servers = []
             for name, ent in world.enterprises.items():
