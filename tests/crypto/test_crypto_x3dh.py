@@ -24,12 +24,9 @@ from clients.crypto.kdf import hkdf
 from clients.crypto.prekeys import PrekeyStore, signed_prekey_message
 from clients.crypto.x3dh import Bundle, PrekeyMessage, initiate, respond
 from tests.crypto.crypto_helpers import ALICE, BOB, assert_refused_unchanged, bundle_of, new_pair
+from tests.support.encoding import b64
 
 CAROL = "carol@globex.phone"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # -- the computation itself ---------------------------------------------------------

@@ -6,7 +6,6 @@ package (pytest puts the repository root, not this folder, on ``sys.path``).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -25,14 +24,11 @@ from tests.relay.relay_harness import (
     RelayEnv,
     new_service,
 )
+from tests.support.encoding import b64
 from wire.envelope import Envelope
 from wire.events import EventLog
 
 EnvelopeFactory = Callable[..., Envelope]
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @pytest.fixture
