@@ -8,6 +8,7 @@ Test files import it as ``tests.reliability.reliability_harness``.
 * ``enrol``: the enterprises enrol devices at the relay (raw directory requests).
 * ``Devices``: real ``clients.device.Device`` objects in this process, with one
   ``EventLog`` that records what each application was shown (``device.received``).
+* ``relay_and_devices``: all of the above on a fresh Mosquitto, torn down at the end.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +229,40 @@ class Devices:
 
     def got(self, device: str) -> Counter[tuple[str, str]]:
         return self.received.get(device, Counter())
+
+
+@dataclass
+class Rig:
+    """A Mosquitto, the relay process on it, and the devices of a reliability test."""
+
+    accounts: dict[str, Account]
+    broker: Any
+    relay: RelayProcess
+    devices: Devices
+
+
+@contextlib.asynccontextmanager
+async def relay_and_devices(
+    make_broker: Callable[..., Awaitable[Any]],
+    workdir: Path,
+    devices: list[str],
+    *relay_args: str,
+    **device_options: Any,
+) -> AsyncIterator[Rig]:
+    """A Mosquitto with the standard accounts and ``devices``' accounts, the relay as its
+    own process (connected), every device enrolled, and ``Devices`` (none started yet;
+    ``device_list_ttl`` 1e9 unless ``device_options`` say otherwise). At the end the
+    devices and then the relay are stopped."""
+    accs = standard_accounts(devices)
+    broker = await make_broker("mosquitto", accs.values())
+    relay = RelayProcess(broker.url, accs["relay"].password, workdir, *relay_args)
+    relay.start()
+    ds = Devices(broker.host, broker.port, accs, workdir,
+                 **{"device_list_ttl": 1e9, **device_options})  # fmt: skip
+    try:
+        await relay.wait_connected()
+        await enrol(broker.host, broker.port, accs, devices)
+        yield Rig(accs, broker, relay, ds)
+    finally:
+        await ds.stop_all()
+        relay.stop()

@@ -537,23 +537,12 @@ async def test_honest_conversation_unaffected_by_injected_garbage(
 
     import aiomqtt
 
-    from tests.reliability.reliability_harness import (
-        Devices,
-        RelayProcess,
-        enrol,
-        standard_accounts,
-    )
+    from tests.reliability.reliability_harness import relay_and_devices
     from tests.support.polling import until
 
     alice, bob, mallory = "alice@acme.phone", "bob@globex.phone", "mallory@acme.phone"
-    accs = standard_accounts([alice, bob, mallory])
-    broker = await make_broker("mosquitto", accs.values())
-    relay = RelayProcess(broker.url, accs["relay"].password, tmp_path)
-    relay.start()
-    ds = Devices(broker.host, broker.port, accs, tmp_path, device_list_ttl=1e9)
-    try:
-        await relay.wait_connected()
-        await enrol(broker.host, broker.port, accs, [alice, bob, mallory])
+    async with relay_and_devices(make_broker, tmp_path, [alice, bob, mallory]) as rig:
+        accs, broker, relay, ds = rig.accounts, rig.broker, rig.relay, rig.devices
         await ds.start(alice, bob)
         junk = _garbage(random.Random(garbage), garbage)
         attacker = aiomqtt.Client(
@@ -584,6 +573,3 @@ async def test_honest_conversation_unaffected_by_injected_garbage(
         assert all(e["from"] == mallory for e in ds.unreadable)
         reasons = {e["reason"].split(":")[0] for e in relay.events.of("relay.rejected")}
         assert "internal error" not in reasons, reasons
-    finally:
-        await ds.stop_all()
-        relay.stop()
