@@ -17,7 +17,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 from tests.relay.relay_harness import ALICE, BOB, FakeDevice, MqttEnv
 from tests.support.events import EventsFile
 from tests.support.polling import until
+from tests.support.processes import relay_argv
 from wire.envelope import Envelope
 
 N = 2000
@@ -34,20 +34,7 @@ KILL_AFTER = 800  # accepted envelopes, as the relay's event log reports them
 
 def _spawn(env: MqttEnv, pwfile: Path, db: Path, events: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "doormat",
-            "relay",
-            "--broker",
-            env.url,
-            "--password-file",
-            str(pwfile),
-            "--db",
-            str(db),
-            "--events",
-            str(events),
-        ],
+        relay_argv(env.url, db, events, "--password-file", str(pwfile)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -21,7 +21,6 @@ import secrets
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from clients.enterprise import Credentials
 from doormat.broker.accounts import Account, generate_password
 from tests.support.events import EventsFile
 from tests.support.polling import until
+from tests.support.processes import relay_argv
 from wire.events import Event, EventLog
 
 
@@ -82,11 +82,8 @@ class RelayProcess:
         env.pop("PYTHONASYNCIODEBUG", None)
         with err.open("wb") as fh:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "doormat", "relay", "--broker", self.url,
-                    "--password-file", str(self.pwfile), "--db", str(self.db),
-                    "--events", str(self.events_path), *self.extra,
-                ],
+                relay_argv(self.url, self.db, self.events_path,
+                           "--password-file", str(self.pwfile), *self.extra),
                 stdout=subprocess.DEVNULL, stderr=fh, env=env,
             )  # fmt: skip
 

@@ -11,7 +11,6 @@ when the connection dropped never received again (docs/benchmarks.md, "found" 2)
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from doormat.cast import default_cast
 from doormat.system import System
 from tests.support.polling import until
+from tests.support.processes import skip_without_mosquitto
 
 pytestmark = pytest.mark.mosquitto
 
@@ -39,8 +39,7 @@ def _received(system: System, device: str) -> Counter[tuple[str, str]]:
 
 @pytest.mark.timeout(180)
 async def test_broker_restarted_mid_conversation_every_message_once(tmp_path: Path) -> None:
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    skip_without_mosquitto()
     async with System(default_cast(), broker="mosquitto", state_dir=tmp_path / "state") as s:
         sent: dict[str, list[str]] = {BOB: [], CAROL: []}
 

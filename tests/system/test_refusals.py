@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from doormat.broker import start_broker
 from doormat.broker.accounts import save_accounts
 from doormat.cast import default_cast, enrol
 from tests.support.polling import until
+from tests.support.processes import broker_kind, relay_argv
 from wire.envelope import Envelope
 from wire.events import EventLog, now_ms
 
@@ -47,11 +46,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    kind = (
-        "mosquitto"
-        if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-        else "embedded"
-    )
+    kind = broker_kind()
     cast = default_cast()
     enrolment = enrol(cast)
     accounts = tmp_path / "accounts.json"
@@ -60,13 +55,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     relay_events = tmp_path / "relay.jsonl"
     async with start_broker(kind, enrolment.accounts, tmp_path / "broker") as broker:
         relay = subprocess.Popen(
-            [
-                sys.executable, "-m", "doormat", "relay",
-                "--broker", f"mqtt://{broker.host}:{broker.port}",
-                "--accounts", str(accounts), "--db", str(tmp_path / "relay.sqlite"),
-                "--events", str(relay_events),
+            relay_argv(
+                f"mqtt://{broker.host}:{broker.port}", tmp_path / "relay.sqlite", relay_events,
+                "--accounts", str(accounts),
                 "--device-rate", str(RATE), "--device-burst", str(BURST),
-            ],
+            ),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip

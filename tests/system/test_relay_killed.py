@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from doormat.broker import start_broker
 from doormat.broker.accounts import save_accounts
 from doormat.cast import default_cast, enrol
 from tests.support.polling import until
+from tests.support.processes import broker_kind, relay_argv
 from wire.events import EventLog
 
 N = 2000
@@ -44,20 +43,7 @@ PAIRS = [
 
 def start_relay(broker_url: str, accounts: Path, db: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "doormat",
-            "relay",
-            "--broker",
-            broker_url,
-            "--accounts",
-            str(accounts),
-            "--db",
-            str(db),
-            "--events",
-            str(log),
-        ],
+        relay_argv(broker_url, db, log, "--accounts", str(accounts)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -68,11 +54,7 @@ def start_relay(broker_url: str, accounts: Path, db: Path, log: Path) -> subproc
 async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
     tmp_path: Path,
 ) -> None:
-    kind = (
-        "mosquitto"
-        if (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
-        else "embedded"
-    )
+    kind = broker_kind()
     cast = default_cast()
     world = enrol(cast)
     accounts = tmp_path / "accounts.json"
