@@ -104,9 +104,8 @@ async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
             # One message per pair first, so every session exists before the storm.
             for sender, to_user in PAIRS:
                 await devices[sender].send(to_user, "hello")
-            async with asyncio.timeout(30):
-                while len({k[1:] for k in shown}) < len(PAIRS):
-                    await asyncio.sleep(0.05)
+            await until(lambda: len({k[1:] for k in shown}) >= len(PAIRS), 30,
+                        "the first message of each pair", step=0.05)  # fmt: skip
 
             sent: list[tuple[str, str, list[str]]] = []  # (sender, id, devices)
 
@@ -131,9 +130,7 @@ async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
             await asyncio.gather(*(storm(s, u, N // len(PAIRS)) for s, u in PAIRS))
             await kill
             expected = {(dev, sender, mid) for sender, mid, devs in sent for dev in devs}
-            async with asyncio.timeout(120):
-                while not expected <= set(shown):
-                    await asyncio.sleep(0.1)
+            await until(lambda: expected <= set(shown), 120, "every message shown", step=0.1)
             await asyncio.sleep(1.0)  # any late duplicate would show up now
             assert len(sent) == N
             # It really died mid-run: most messages were still to be shown when it did,
