@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,6 @@ def test_checker_catches_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyP
     pkg = tmp_path / "relay"
     pkg.mkdir()
     (pkg / "sneaky.py").write_text("from clients.crypto import open_body\n")
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert offenders("relay", ("clients",)) == ["relay/sneaky imports clients.crypto",
                                                 "relay/sneaky imports clients.crypto.open_body"]

@@ -2,7 +2,8 @@
 
 Negative checks ("X gets nothing") cannot wait for an absence forever: each sends the
 forbidden traffic first, then a permitted sentinel along the same path, and then keeps
-listening for a short grace period; anything but the sentinel is a failure.
+listening for a short grace period; anything but the sentinel is a failure
+(tests/support/mqtt.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import aiomqtt
 import pytest
 
 from doormat.broker.accounts import Account
+from tests.support.mqtt import listen, until_sentinel
 
-GRACE = 0.3  # seconds to keep listening after a sentinel
 TIMEOUT = 5.0  # bound on anything that should happen
 
 ALICE = "alice@acme.phone"
@@ -45,29 +46,6 @@ async def receive(
             if len(got) == n:
                 return got
     return got
-
-
-async def listen(client: aiomqtt.Client, seconds: float = GRACE) -> list[aiomqtt.Message]:
-    """Whatever arrives in the next ``seconds``."""
-    got: list[aiomqtt.Message] = []
-    try:
-        async with asyncio.timeout(seconds):
-            async for m in client.messages:
-                got.append(m)
-    except TimeoutError:
-        pass
-    return got
-
-
-async def until_sentinel(client: aiomqtt.Client, sentinel: bytes) -> list[aiomqtt.Message]:
-    """Everything up to the sentinel (inclusive), then GRACE more seconds of listening."""
-    got: list[aiomqtt.Message] = []
-    async with asyncio.timeout(TIMEOUT):
-        async for m in client.messages:
-            got.append(m)
-            if m.payload == sentinel:
-                break
-    return got + await listen(client)
 
 
 def payloads(msgs: list[aiomqtt.Message]) -> list[bytes]:

@@ -25,6 +25,7 @@ from amqtt.broker import Broker  # type: ignore[import-untyped]
 from doormat.broker import EmbeddedBroker
 from doormat.broker.accounts import Account, generate_password
 from doormat.broker.embedded import _DoormatBroker
+from tests.support.mqtt import collect
 
 ALICE = "alice@acme.phone"
 STOCK = pytest.mark.xfail(reason="stock amqtt loses messages here", strict=True)
@@ -61,19 +62,6 @@ def client(broker: EmbeddedBroker, acc: Account, **kw: Any) -> aiomqtt.Client:
         broker.host, broker.port, username=acc.username, password=acc.password,
         identifier=acc.username, timeout=10, **kw,
     )  # fmt: skip
-
-
-async def collect(c: aiomqtt.Client, want: int, seconds: float) -> set[bytes]:
-    got: set[bytes] = set()
-    try:
-        async with asyncio.timeout(seconds):
-            async for m in c.messages:
-                got.add(bytes(m.payload))
-                if len(got) == want:
-                    break
-    except TimeoutError:
-        pass
-    return got
 
 
 async def test_subscriptions_added_during_a_broadcast_lose_nothing(

@@ -22,7 +22,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from compose_model import (
+
+from doormat.broker.mosquitto import ACL_NAME, CONF_NAME, PASSWD_NAME
+from doormat.commands.broker import ACCOUNTS_NAME
+from doormat.commands.serve import ENV_VARS
+from tests.compose.compose_model import (
     BROKER_HOST,
     DOCKERFILE,
     ENV_FILE,
@@ -37,10 +41,6 @@ from compose_model import (
     read_env_file,
     variables_in,
 )
-
-from doormat.broker.mosquitto import ACL_NAME, CONF_NAME, PASSWD_NAME
-from doormat.commands.broker import ACCOUNTS_NAME
-from doormat.commands.serve import ENV_VARS
 
 SOURCE_PACKAGES = ("doormat", "relay", "clients", "interceptor", "wire")
 

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from compose_model import (
+
+from doormat.broker.mosquitto import MosquittoError, find_mosquitto
+from tests.compose.compose_model import (
     HEALTHY,
     ONE_SHOT,
     ROOT,
@@ -38,8 +40,6 @@ from compose_model import (
     health_argv,
     load,
 )
-
-from doormat.broker.mosquitto import MosquittoError, find_mosquitto
 
 pytestmark = pytest.mark.mosquitto
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from crypto_helpers import talking_pair
 
 from clients.crypto import DeviceCrypto
+from tests.crypto.crypto_helpers import talking_pair
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import dataclasses
 import inspect
 
 import pytest
-from crypto_helpers import ALICE, BOB, talking_pair
 
 import clients.crypto as crypto
 from clients.crypto import (
@@ -19,6 +18,7 @@ from clients.crypto import (
     open_body,
     safety_number,
 )
+from tests.crypto.crypto_helpers import ALICE, BOB, talking_pair
 
 BRIEF_ERRORS = [
     "CryptoError",

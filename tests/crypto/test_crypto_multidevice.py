@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from crypto_helpers import assert_refused_unchanged, bundle_of
 
 from clients.crypto import DeviceCrypto, UnknownSession
+from tests.crypto.crypto_helpers import assert_refused_unchanged, bundle_of
 
 ALICE_PHONE, ALICE_LAPTOP = "alice@acme.phone", "alice@acme.laptop"
 BOB_PHONE, BOB_LAPTOP = "bob@globex.phone", "bob@globex.laptop"

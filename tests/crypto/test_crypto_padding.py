@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from crypto_helpers import ALICE, BOB, bundle_of, talking_pair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from clients.crypto import (
     pad,
     unpad,
 )
+from tests.crypto.crypto_helpers import ALICE, BOB, bundle_of, talking_pair
 from wire.envelope import MAX_ENVELOPE_BYTES, MAX_EXT_BYTES, Envelope, parse
 
 

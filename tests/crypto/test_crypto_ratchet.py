@@ -6,14 +6,6 @@ import base64
 import itertools
 
 import pytest
-from crypto_helpers import (
-    ALICE,
-    BOB,
-    Attacker,
-    assert_refused_unchanged,
-    new_pair,
-    talking_pair,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +22,14 @@ from clients.crypto import (
 )
 from clients.crypto.kdf import kdf_ck
 from clients.crypto.ratchet import Header
+from tests.crypto.crypto_helpers import (
+    ALICE,
+    BOB,
+    Attacker,
+    assert_refused_unchanged,
+    new_pair,
+    talking_pair,
+)
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

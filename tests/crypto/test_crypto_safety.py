@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from crypto_helpers import talking_pair
 
 from clients.crypto import (
     DeviceCrypto,
@@ -15,6 +14,7 @@ from clients.crypto import (
     safety_number,
 )
 from clients.crypto.safety import _half
+from tests.crypto.crypto_helpers import talking_pair
 
 
 def test_same_on_both_sides_and_sixty_digits() -> None:

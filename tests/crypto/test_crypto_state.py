@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from crypto_helpers import ALICE, BOB, assert_refused_unchanged, bundle_of, new_pair
 
 from clients.crypto import (
     CryptoError,
@@ -17,6 +16,7 @@ from clients.crypto import (
     StateError,
     StateVersionError,
 )
+from tests.crypto.crypto_helpers import ALICE, BOB, assert_refused_unchanged, bundle_of, new_pair
 
 CAROL = "carol@globex.phone"
 

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from crypto_helpers import ALICE, BOB, assert_refused_unchanged, bundle_of, new_pair
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from clients.crypto import (
@@ -24,12 +23,10 @@ from clients.crypto.identity import IdentityKeyPair, dh, x25519_public_bytes
 from clients.crypto.kdf import hkdf
 from clients.crypto.prekeys import PrekeyStore, signed_prekey_message
 from clients.crypto.x3dh import Bundle, PrekeyMessage, initiate, respond
+from tests.crypto.crypto_helpers import ALICE, BOB, assert_refused_unchanged, bundle_of, new_pair
+from tests.support.encoding import b64
 
 CAROL = "carol@globex.phone"
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # -- the computation itself ---------------------------------------------------------

@@ -20,15 +20,6 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_ledger_support import (
-    LOG_SIGNER,
-    LOG_VKEY,
-    Interceptor,
-    signed,
-    simple_ledger,
-    warrant,
-    write_scenario,
-)
 
 from interceptor.ledger import (
     DEFAULT_ORIGIN,
@@ -46,11 +37,19 @@ from interceptor.ledger import (
     record_delivered_entry,
     report,
     task_start_entry,
-    task_stop_entry,
     verify,
     warrant_decision_entry,
 )
 from interceptor.warrant import Decision
+from tests.interceptor.ledger_support import (
+    LOG_SIGNER,
+    LOG_VKEY,
+    Interceptor,
+    simple_ledger,
+    task_stop_of,
+    write_scenario,
+)
+from tests.support.warrants import draft, signed
 from wire.canonical import canonical_bytes
 from wire.checkpoint import open_checkpoint
 from wire.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
@@ -96,7 +95,7 @@ def record(**changes: Any) -> dict[str, Any]:
 
 
 def valid_entries() -> list[dict[str, Any]]:
-    w = signed(warrant())
+    w = signed(draft())
     return [
         decision().to_json(),  # logged as is, flat
         warrant_decision_entry(decision(digest=w.digest), w),
@@ -111,13 +110,7 @@ def valid_entries() -> list[dict[str, Any]]:
             not_after=None,
         ).to_json(),
         task_start_entry("T-1", w),
-        task_stop_entry(
-            "T-1",
-            authorisation_id=w.authorisation_id,
-            case_reference=w.case_reference,
-            liid=w.liid,
-            reason="cancelled",
-        ),
+        task_stop_of("T-1", w, "cancelled"),
         record(),
         record(category="IRI", plaintext=None),
         oversight_entry("inspection", "Investigatory Powers Commissioner", "all in order"),
@@ -148,7 +141,7 @@ def test_the_stored_form_is_the_documented_one() -> None:
 
 
 def test_a_refused_forgery_logs_its_categories_and_targets() -> None:
-    w = signed(warrant(targets=["user:*"]))
+    w = signed(draft(targets=["user:*"]))
     body = warrant_decision_entry(
         decision(accepted=False, reason="wildcard-target", action=None, digest=w.digest), w
     )
@@ -159,7 +152,7 @@ def test_a_refused_forgery_logs_its_categories_and_targets() -> None:
 
 def test_a_decision_about_another_warrant_is_refused() -> None:
     with pytest.raises(EntryError, match="digest"):
-        warrant_decision_entry(decision(), signed(warrant()))
+        warrant_decision_entry(decision(), signed(draft()))
 
 
 BAD: list[tuple[str, dict[str, Any], str]] = [
@@ -216,7 +209,7 @@ def test_invalid_entries_are_refused_with_a_reason(body: dict[str, Any], match: 
 
 
 def test_task_start_needs_exact_targets_and_a_window() -> None:
-    good = task_start_entry("T-1", signed(warrant()))
+    good = task_start_entry("T-1", signed(draft()))
     for change, match in (
         ({"targets": [{"format": "user", "value": "*"}]}, "not a user id"),
         ({"targets": []}, "targets"),
@@ -466,7 +459,7 @@ def test_a_scenario_ledger_verifies(tmp_path: Path) -> None:
 def test_interceptor_helper_logs_before_it_applies(tmp_path: Path) -> None:
     with Ledger(tmp_path / "l.db") as ledger:
         li = Interceptor(ledger)
-        d = li.submit(signed(warrant()))
+        d = li.submit(signed(draft()))
         assert d.accepted and ledger.size == 1
         assert (
             Decision.from_json(

@@ -18,7 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_ledger_support import (
+
+from doormat.cli import main as cli_main
+from interceptor.ledger import Ledger, report
+from tests.interceptor.ledger_support import (
     LOG_SIGNER,
     LOG_VKEY,
     OTHER_SIGNER,
@@ -27,9 +30,6 @@ from test_ledger_support import (
     set_row_value,
     write_scenario,
 )
-
-from doormat.cli import main as cli_main
-from interceptor.ledger import Ledger, report
 from wire.checkpoint import open_checkpoint
 from wire.note import Signer
 

@@ -9,14 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_ledger_support import (
-    LOG_SIGNER,
-    Interceptor,
-    set_row_value,
-    signed,
-    warrant,
-    write_scenario,
-)
 
 from interceptor.court import cancel
 from interceptor.ledger import (
@@ -26,9 +18,16 @@ from interceptor.ledger import (
     render_report,
     report,
     task_start_entry,
-    task_stop_entry,
     transparency_report,
 )
+from tests.interceptor.ledger_support import (
+    LOG_SIGNER,
+    Interceptor,
+    set_row_value,
+    task_stop_of,
+    write_scenario,
+)
+from tests.support.warrants import draft, signed
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +134,8 @@ def _entries(bodies: list[dict[str, Any]]) -> list[Any]:
 
 
 def test_acts_no_logged_warrant_allowed_are_anomalies(tmp_path: Path) -> None:
-    narrow = signed(warrant(targets=["device:alice@acme.phone"], categories=["IRI"]))
-    wide = signed(warrant(targets=["device:alice@acme.phone", "user:bob@acme"]))
+    narrow = signed(draft(targets=["device:alice@acme.phone"], categories=["IRI"]))
+    wide = signed(draft(targets=["device:alice@acme.phone", "user:bob@acme"]))
     with Ledger(tmp_path / "l.db") as ledger:
         li = Interceptor(ledger)
         li.start("T-0", narrow)  # 0: before any decision
@@ -164,7 +163,7 @@ def test_acts_no_logged_warrant_allowed_are_anomalies(tmp_path: Path) -> None:
 
 
 def test_a_category_outside_the_task_is_an_anomaly() -> None:
-    w = signed(warrant(categories=["IRI"]))
+    w = signed(draft(categories=["IRI"]))
     li_entries: list[dict[str, Any]] = []
 
     class Sink:
@@ -213,16 +212,10 @@ def test_text_never_carries_control_characters() -> None:
 
 
 def test_task_stop_entries_count_per_case() -> None:
-    w = signed(warrant())
+    w = signed(draft())
     bodies = [
         task_start_entry("T-1", w),
-        task_stop_entry(
-            "T-1",
-            authorisation_id=w.authorisation_id,
-            case_reference=w.case_reference,
-            liid=w.liid,
-            reason="expired",
-        ),
+        task_stop_of("T-1", w, "expired"),
     ]
     r = transparency_report(_entries(bodies))
     assert r["cases"]["OP-ANCHOR-7"]["tasks"] == {"started": 1, "stopped": 1, "running_at_end": 0}

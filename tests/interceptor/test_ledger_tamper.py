@@ -17,16 +17,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_ledger_support import (
-    LOG_SIGNER,
-    LOG_VKEY,
-    OTHER_SIGNER,
-    flip_byte,
-    row_value,
-    set_row_value,
-    simple_ledger,
-    write_scenario,
-)
 
 from interceptor.ledger import (
     Ledger,
@@ -36,6 +26,16 @@ from interceptor.ledger import (
     oversight_entry,
     record_delivered_entry,
     verify,
+)
+from tests.interceptor.ledger_support import (
+    LOG_SIGNER,
+    LOG_VKEY,
+    OTHER_SIGNER,
+    flip_byte,
+    row_value,
+    set_row_value,
+    simple_ledger,
+    write_scenario,
 )
 from wire.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from wire.merkle import hash_leaf

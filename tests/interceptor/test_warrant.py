@@ -9,21 +9,10 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interceptor.court import (
-    AgencyKeyPair,
-    ApproverKey,
-    amend,
-    approve,
-    cancel,
-    issue,
-    sign_approval,
-    trust_store_of,
-)
+from interceptor.court import amend, approve, cancel, sign_approval
 from interceptor.errors import StateError, WarrantError
 from interceptor.trust import b64encode
 from interceptor.warrant import (
@@ -39,63 +28,21 @@ from interceptor.warrant import (
     is_wildcard,
     parse_warrant,
 )
-
-NOW = 1_764_400_000
-HOUR = 3600
-
-
-def _ed(seed: int) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
-
-
-EXEC = ApproverKey("Secretary of State", "executive", _ed(1))
-JUDGE = ApproverKey("Judicial Commissioner", "judicial", _ed(2))
-JUDGE2 = ApproverKey("Judge Two", "judicial", _ed(3))
-ROGUE = ApproverKey("Rogue Judge", "judicial", _ed(4))  # not in the trust store
-AGENCY = AgencyKeyPair("agency", X25519PrivateKey.from_private_bytes(bytes([5]) * 32))
-OTHER_AGENCY = AgencyKeyPair("agency", X25519PrivateKey.from_private_bytes(bytes([6]) * 32))
-TRUST = trust_store_of([EXEC, JUDGE, JUDGE2])
-POLICY = Policy(
-    jurisdiction="XX",
-    csp_id="doormat",
-    agency_key_fingerprint=AGENCY.public.fingerprint,
-    max_window_seconds=7 * 24 * HOUR,
-    max_targets=3,
+from tests.support.warrants import (
+    EXEC,
+    HOUR,
+    JUDGE,
+    JUDGE2,
+    KNOWN,
+    NOW,
+    OTHER_AGENCY,
+    POLICY,
+    ROGUE,
+    TRUST,
+    directory,
+    draft,
+    signed,
 )
-KNOWN = {
-    ("device", "alice@acme.phone"),
-    ("device", "alice@acme.laptop"),
-    ("user", "alice@acme"),
-    ("user", "bob@acme"),
-    ("device", "carol@globex.phone"),
-}
-
-
-def directory(fmt: str, value: str) -> bool:
-    return (fmt, value) in KNOWN
-
-
-def draft(**changes: Any) -> Warrant:
-    fields: dict[str, Any] = {
-        "case_reference": "OP-ANCHOR-7",
-        "targets": ["device:alice@acme.phone", "user:bob@acme"],
-        "categories": ["IRI", "CC"],
-        "not_before": NOW - HOUR,
-        "not_after": NOW + 23 * HOUR,
-        "jurisdiction": "XX",
-        "csp_id": "doormat",
-        "agency": AGENCY.public,
-        "authorisation_id": "0b7c6f1e-2f4a-4c39-9a59-7d0c3e5b8a11",
-    }
-    fields.update(changes)
-    return issue(**fields)
-
-
-def signed(w: Warrant | None = None, *keys: ApproverKey) -> Warrant:
-    w = draft() if w is None else w
-    for i, key in enumerate(keys or (EXEC, JUDGE)):
-        w = approve(w, key, timestamp=NOW - 600 + i)
-    return w
 
 
 def check(

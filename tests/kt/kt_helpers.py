@@ -1,13 +1,10 @@
 """Helpers for the key-transparency tests: a relay on a temp store driven without a
-broker, and the requests devices, enterprises and the tap send.
-
-(A module with its own name rather than conftest, so test files can import it; test
-files here are named test_kt_*.py and there is no __init__.py, like tests/relay.)
+broker, and the requests devices, enterprises and the tap send (imported as
+``tests.kt.kt_helpers``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Callable
@@ -16,6 +13,7 @@ from typing import Any
 from relay.kt import KT_ORIGIN
 from relay.router import Action, Event, Publish, Relay
 from relay.store import Store
+from tests.support.encoding import b64
 from wire.events import EventLog
 from wire.note import Signer
 
@@ -23,10 +21,6 @@ A, A2, B, C = "alice@acme.phone", "alice@acme.laptop", "bob@acme.phone", "carol@
 ALICE, BOB, CAROL = "alice@acme", "bob@acme", "carol@globex"
 CAST = {A: ALICE, A2: ALICE, B: BOB, C: CAROL}
 SIGNER = Signer.generate(KT_ORIGIN)  # one directory key for the whole module run
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def identity_of(device: str) -> str:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kt_helpers import SIGNER
 
 from clients.kt import (
     REASON_KEY_MISMATCH,
@@ -29,6 +28,7 @@ from clients.kt import (
     compare,
 )
 from relay.kt import KT_ORIGIN, DirectoryLog, LogRow, entry_bytes
+from tests.kt.kt_helpers import SIGNER
 from wire.checkpoint import Checkpoint, sign_checkpoint
 from wire.note import Signer
 

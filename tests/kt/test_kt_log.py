@@ -10,7 +10,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from kt_helpers import A2, ALICE, BOB, SIGNER, A, B, C, Harness, identity_of
 
 from relay.kt import (
     KT_ORIGIN,
@@ -22,6 +21,7 @@ from relay.kt import (
     has_ghost_name,
 )
 from relay.store import Store, load_or_create_signer
+from tests.kt.kt_helpers import A2, ALICE, BOB, SIGNER, A, B, C, Harness, identity_of
 from wire.checkpoint import open_checkpoint
 from wire.merkle import hash_leaf, verify_consistency, verify_inclusion
 from wire.note import Signer

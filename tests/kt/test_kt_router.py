@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kt_helpers import A2, ALICE, BOB, CAROL, A, B, C, Harness, identity_of, publish_fields
 
 from clients.kt import REASON_NOT_ENROLLED, DirectoryView, InconsistentCheckpoint
 from relay.router import Ack, Publish
 from relay.store import Store
+from tests.kt.kt_helpers import A2, ALICE, BOB, CAROL, A, B, C, Harness, identity_of, publish_fields
 from wire.envelope import Envelope
 
 AG, BG = "alice@acme.gov", "bob@acme.gov"

@@ -17,6 +17,7 @@ from doormat.cast import default_cast
 from doormat.dashboard import Hub
 from doormat.lab import LabEngine, ScoreStore, load_exercises
 from doormat.system import System
+from tests.support.polling import until
 
 
 class Lab:
@@ -32,9 +33,7 @@ class Lab:
         return set(self.engine.store.solved())
 
     async def until(self, key: str, timeout: float = 15.0) -> None:
-        async with asyncio.timeout(timeout):
-            while key not in self.solved():
-                await asyncio.sleep(0.02)
+        await until(lambda: key in self.solved(), timeout, f"exercise {key} to be solved")
 
     async def send(self, device: str, to_user: str, text: str) -> None:
         d = await self.system.send(device, to_user, text)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.merkle.reference_tree import LEAF_INPUTS
 from wire.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -392,17 +393,5 @@ def test_docs_example_checkpoint_verifies() -> None:
     note = next(b for b in blocks if b.startswith(ORIGIN + "\n8\n"))
     vkey = next(b for b in blocks if b.startswith(ORIGIN + "+")).strip()
     opened = open_checkpoint(note, verifiers_from_vkeys([vkey]), origin=ORIGIN)
-    reference = MerkleTree.from_entries(
-        bytes.fromhex(h)
-        for h in [
-            "",
-            "00",
-            "10",
-            "2021",
-            "3031",
-            "40414243",
-            "5051525354555657",
-            "606162636465666768696a6b6c6d6e6f",
-        ]
-    )
+    reference = MerkleTree.from_entries(LEAF_INPUTS)
     assert opened.checkpoint == Checkpoint(ORIGIN, 8, reference.root())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.encoding import b64
 from wire.merkle import MerkleTree
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle" / "inclusion"
@@ -26,10 +26,6 @@ def run(path: Path | str, stdin: bytes | None = None) -> subprocess.CompletedPro
         timeout=60,
         check=False,
     )
-
-
-def b64(h: bytes) -> str:
-    return base64.b64encode(h).decode("ascii")
 
 
 def write(tmp_path: Path, name: str, content: Any) -> Path:

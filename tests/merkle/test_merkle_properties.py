@@ -11,12 +11,13 @@ the RFC 9162 bit walk) accepts, and whenever the mutation changes the proof's sh
 
 from __future__ import annotations
 
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 
-import rfc6962_slow as slow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.merkle import rfc6962_slow as slow
 from wire.merkle import (
     MerkleTree,
     ProofError,
@@ -36,20 +37,28 @@ def _tree() -> MerkleTree:
     return MerkleTree.from_entries(b"leaf %d" % i for i in range(MAX_SIZE))
 
 
-def _accepts_inclusion(*args: object) -> bool:
+def _accepts(verify: Callable[..., None], *args: object) -> bool:
     try:
-        verify_inclusion(*args)  # type: ignore[arg-type]
+        verify(*args)
     except ProofError:
         return False
     return True
 
 
-def _accepts_consistency(*args: object) -> bool:
-    try:
-        verify_consistency(*args)  # type: ignore[arg-type]
-    except ProofError:
-        return False
-    return True
+_accepts_inclusion = partial(_accepts, verify_inclusion)
+_accepts_consistency = partial(_accepts, verify_consistency)
+
+
+def _inclusion_case(index: int, size: int) -> tuple[bytes, list[bytes], bytes]:
+    """(leaf hash, inclusion proof, root) of leaf ``index`` in the tree of ``size``."""
+    tree = _tree()
+    return tree.leaf_hash(index), tree.inclusion_proof(index, size), tree.root(size)
+
+
+def _consistency_case(size1: int, size2: int) -> tuple[list[bytes], bytes, bytes]:
+    """(consistency proof, root at size1, root at size2)."""
+    tree = _tree()
+    return tree.consistency_proof(size1, size2), tree.root(size1), tree.root(size2)
 
 
 @st.composite
@@ -69,6 +78,22 @@ def _flip(h: bytes, bit: int) -> bytes:
     return h[:i] + bytes([h[i] ^ (1 << b)]) + h[i + 1 :]
 
 
+def _flip_one(
+    data: st.DataObject, first: bytes, second: bytes, proof: list[bytes]
+) -> tuple[bytes, bytes, list[bytes]]:
+    """One bit flipped, hypothesis choosing where: in ``first``, ``second`` or one of the
+    proof's hashes, then which of its 256 bits."""
+    target = data.draw(st.integers(-2, len(proof) - 1))
+    bit = data.draw(st.integers(0, 255))
+    if target == -2:
+        first = _flip(first, bit)
+    elif target == -1:
+        second = _flip(second, bit)
+    else:
+        proof = [*proof[:target], _flip(proof[target], bit), *proof[target + 1 :]]
+    return first, second, proof
+
+
 # -- inclusion ------------------------------------------------------------------------
 
 
@@ -76,10 +101,7 @@ def _flip(h: bytes, bit: int) -> bytes:
 @given(index_and_size())
 def test_inclusion_valid(case: tuple[int, int]) -> None:
     index, size = case
-    tree = _tree()
-    verify_inclusion(
-        index, size, tree.leaf_hash(index), tree.inclusion_proof(index, size), tree.root(size)
-    )
+    verify_inclusion(index, size, *_inclusion_case(index, size))
 
 
 @SETTINGS
@@ -88,17 +110,9 @@ def test_inclusion_flipped_bit_anywhere_rejected(
     case: tuple[int, int], data: st.DataObject
 ) -> None:
     index, size = case
-    tree = _tree()
-    leaf, proof, root = tree.leaf_hash(index), tree.inclusion_proof(index, size), tree.root(size)
+    leaf, proof, root = _inclusion_case(index, size)
     # Choose among the leaf, the root and each proof hash, then one of its 256 bits.
-    target = data.draw(st.integers(-2, len(proof) - 1))
-    bit = data.draw(st.integers(0, 255))
-    if target == -2:
-        leaf = _flip(leaf, bit)
-    elif target == -1:
-        root = _flip(root, bit)
-    else:
-        proof = [*proof[:target], _flip(proof[target], bit), *proof[target + 1 :]]
+    leaf, root, proof = _flip_one(data, leaf, root, proof)
     assert not _accepts_inclusion(index, size, leaf, proof, root)
 
 
@@ -109,7 +123,7 @@ def test_inclusion_structural_mutations_rejected(
 ) -> None:
     index, size = case
     tree = _tree()
-    leaf, proof, root = tree.leaf_hash(index), tree.inclusion_proof(index, size), tree.root(size)
+    leaf, proof, root = _inclusion_case(index, size)
     extra = data.draw(st.binary(min_size=32, max_size=32))
     mutations = [[*proof, extra], [extra, *proof], [*proof, root]]
     if proof:
@@ -136,8 +150,7 @@ def test_inclusion_structural_mutations_rejected(
 @given(index_and_size(), st.integers(0, 2 * MAX_SIZE), st.integers(0, 2 * MAX_SIZE))
 def test_inclusion_mutated_index_or_size(case: tuple[int, int], index2: int, size2: int) -> None:
     index, size = case
-    tree = _tree()
-    leaf, proof, root = tree.leaf_hash(index), tree.inclusion_proof(index, size), tree.root(size)
+    leaf, proof, root = _inclusion_case(index, size)
     for i, n in [(index2, size), (index, size2), (index2, size2)]:
         if (i, n) == (index, size):
             continue
@@ -157,10 +170,7 @@ def test_inclusion_mutated_index_or_size(case: tuple[int, int], index2: int, siz
 @given(two_sizes())
 def test_consistency_valid(case: tuple[int, int]) -> None:
     size1, size2 = case
-    tree = _tree()
-    verify_consistency(
-        size1, size2, tree.consistency_proof(size1, size2), tree.root(size1), tree.root(size2)
-    )
+    verify_consistency(size1, size2, *_consistency_case(size1, size2))
 
 
 @SETTINGS
@@ -169,20 +179,8 @@ def test_consistency_flipped_bit_anywhere_rejected(
     case: tuple[int, int], data: st.DataObject
 ) -> None:
     size1, size2 = case
-    tree = _tree()
-    proof, root1, root2 = (
-        tree.consistency_proof(size1, size2),
-        tree.root(size1),
-        tree.root(size2),
-    )
-    target = data.draw(st.integers(-2, len(proof) - 1))
-    bit = data.draw(st.integers(0, 255))
-    if target == -2:
-        root1 = _flip(root1, bit)
-    elif target == -1:
-        root2 = _flip(root2, bit)
-    else:
-        proof = [*proof[:target], _flip(proof[target], bit), *proof[target + 1 :]]
+    proof, root1, root2 = _consistency_case(size1, size2)
+    root1, root2, proof = _flip_one(data, root1, root2, proof)
     assert not _accepts_consistency(size1, size2, proof, root1, root2)
 
 
@@ -193,11 +191,7 @@ def test_consistency_structural_mutations_rejected(
 ) -> None:
     size1, size2 = case
     tree = _tree()
-    proof, root1, root2 = (
-        tree.consistency_proof(size1, size2),
-        tree.root(size1),
-        tree.root(size2),
-    )
+    proof, root1, root2 = _consistency_case(size1, size2)
     extra = data.draw(st.binary(min_size=32, max_size=32))
     pos = data.draw(st.integers(0, len(proof)))
     mutations = [
@@ -224,12 +218,7 @@ def test_consistency_structural_mutations_rejected(
 @given(two_sizes(), st.integers(0, 2 * MAX_SIZE), st.integers(0, 2 * MAX_SIZE))
 def test_consistency_mutated_sizes(case: tuple[int, int], s1: int, s2: int) -> None:
     size1, size2 = case
-    tree = _tree()
-    proof, root1, root2 = (
-        tree.consistency_proof(size1, size2),
-        tree.root(size1),
-        tree.root(size2),
-    )
+    proof, root1, root2 = _consistency_case(size1, size2)
     for m, n in [(s1, size2), (size1, s2), (s1, s2)]:
         if (m, n) == (size1, size2):
             continue

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-import rfc6962_slow as slow
 
+from tests.merkle import rfc6962_slow as slow
+from tests.merkle.reference_tree import LEAF_INPUTS
 from wire.merkle import (
     EMPTY_ROOT,
     MerkleTree,
@@ -20,21 +21,8 @@ from wire.merkle import (
 )
 
 # The reference tree of transparency-dev/merkle testonly/constants.go (also the tree the
-# shared inclusion vectors are built on): leaf inputs, every complete subtree hash, and
-# the root at each size 0..8.
-LEAF_INPUTS = [
-    bytes.fromhex(h)
-    for h in [
-        "",
-        "00",
-        "10",
-        "2021",
-        "3031",
-        "40414243",
-        "5051525354555657",
-        "606162636465666768696a6b6c6d6e6f",
-    ]
-]
+# shared inclusion vectors are built on): leaf inputs (reference_tree.py), every complete
+# subtree hash, and the root at each size 0..8.
 NODE_HASHES = [
     [
         "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",

@@ -7,14 +7,14 @@ such folder, and then this module skips.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import rfc6962_slow as slow
 
+from tests.merkle import rfc6962_slow as slow
+from tests.support.encoding import unb64
 from wire.merkle import ProofError, verify_inclusion
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle"
@@ -31,10 +31,6 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def _b64(value: str) -> bytes:
-    return base64.b64decode(value, validate=True)
-
-
 def test_vectors_are_there() -> None:
     assert len(FILES) >= 90
     assert sum(1 for f in FILES if not _load(f)["wantErr"]) >= 6
@@ -46,9 +42,9 @@ def test_inclusion_vector(path: Path) -> None:
     args = (
         vector["leafIdx"],
         vector["treeSize"],
-        _b64(vector["leafHash"]),
-        [_b64(h) for h in vector["proof"] or []],
-        _b64(vector["root"]),
+        unb64(vector["leafHash"]),
+        [unb64(h) for h in vector["proof"] or []],
+        unb64(vector["root"]),
     )
     if vector["wantErr"]:
         with pytest.raises(ProofError) as info:

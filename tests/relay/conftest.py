@@ -1,13 +1,11 @@
 """Fixtures for the relay's tests: envelope and request builders, a relay on a temp store.
 
-Test files here have relay-specific names (test_relay_*.py) and there is no
-``__init__.py``: a package named ``tests.relay`` / ``relay`` would shadow the real
-``relay`` package.
+This folder is the package ``tests.relay``: the name ``relay`` stays the product's
+package (pytest puts the repository root, not this folder, on ``sys.path``).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from relay_harness import (
+
+from relay.router import Relay
+from relay.store import Store
+from tests.relay.relay_harness import (
     DEVICES,
     ENTERPRISES,
     FakeDevice,
@@ -23,17 +24,11 @@ from relay_harness import (
     RelayEnv,
     new_service,
 )
-
-from relay.router import Relay
-from relay.store import Store
+from tests.support.encoding import b64
 from wire.envelope import Envelope
 from wire.events import EventLog
 
 EnvelopeFactory = Callable[..., Envelope]
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @pytest.fixture

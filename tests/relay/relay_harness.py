@@ -2,8 +2,7 @@
 
 Fake devices are plain aiomqtt clients that publish hand-made envelopes (random bytes
 as ciphertext) and collect what arrives: the relay does not care what is inside.
-(A module with its own name rather than conftest, so that test files can import it
-without clashing with other conftest modules.)
+Test files import it as ``tests.relay.relay_harness``.
 """
 
 from __future__ import annotations
@@ -154,9 +153,3 @@ def new_service(mqtt: MqttEnv, db: Path, events: EventLog) -> RelayService:
     return RelayService(
         mqtt.host, mqtt.port, mqtt.passwords["relay"], db, events, backoff=(0.05, 0.5)
     )
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)

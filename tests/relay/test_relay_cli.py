@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from relay_harness import MqttEnv
 
 from doormat.cli import main as doormat_main
 from relay.main import ConfigError, check_subscription, parse_broker_url
+from tests.relay.relay_harness import MqttEnv
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -13,8 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from relay_harness import ALICE, ALICE2, BOB, MALLORY, FakeDevice, RelayEnv, new_service, wait_for
 
+from tests.relay.relay_harness import (
+    ALICE,
+    ALICE2,
+    BOB,
+    MALLORY,
+    FakeDevice,
+    RelayEnv,
+    new_service,
+)
+from tests.support.polling import until
 from wire.envelope import Envelope
 
 Make = Callable[..., Envelope]
@@ -28,7 +37,7 @@ async def test_delivery_and_ack_deletes(relay_env: RelayEnv, make_envelope: Make
     await bob.wait(lambda: len(bob.envelopes) >= 20)
     assert bob.envelopes == [e.encode() for e in sent]  # byte for byte, in order
     # bob's acks reach the relay and empty its store
-    await wait_for(lambda: relay_env.service.store.pending_count() == 0)
+    await until(lambda: relay_env.service.store.pending_count() == 0)
     accepted = relay_env.events.events("relay.accepted")
     assert [e["id"] for e in accepted] == [e.id for e in sent]
     assert len(relay_env.events.events("relay.acked")) == 20
@@ -47,12 +56,12 @@ async def test_offline_device_gets_envelopes_via_persistent_session(
     sent = [make_envelope(ALICE, BOB) for _ in range(10)]
     for env in sent:
         await alice.send(env)
-    await wait_for(lambda: len(relay_env.events.events("relay.accepted")) == 10)
+    await until(lambda: len(relay_env.events.events("relay.accepted")) == 10)
     assert relay_env.service.store.pending_count(BOB) == 10
     await bob.connect(subscribe=False)  # the broker resumes the session and its queue
     await bob.wait(lambda: len(bob.envelopes) >= 10)
     assert set(bob.ids()) == {e.id for e in sent}
-    await wait_for(lambda: relay_env.service.store.pending_count() == 0)
+    await until(lambda: relay_env.service.store.pending_count() == 0)
 
 
 async def test_offline_device_gets_envelopes_via_sync(
@@ -65,7 +74,7 @@ async def test_offline_device_gets_envelopes_via_sync(
     sent = [make_envelope(ALICE, BOB) for _ in range(10)]
     for env in sent:
         await alice.send(env)
-    await wait_for(lambda: relay_env.service.store.pending_count(BOB) == 10)
+    await until(lambda: relay_env.service.store.pending_count(BOB) == 10)
     fresh = FakeDevice(relay_env.mqtt, BOB, clean_session=True)  # drops the old session
     relay_env.devices[BOB] = fresh
     await fresh.connect()
@@ -76,7 +85,7 @@ async def test_offline_device_gets_envelopes_via_sync(
     # The sync re-sends all ten, in order. (A publish the relay had in flight when the
     # session was replaced may also land: at least once, never less.)
     assert fresh.ids()[-10:] == [e.id for e in sent]
-    await wait_for(lambda: relay_env.service.store.pending_count() == 0)
+    await until(lambda: relay_env.service.store.pending_count() == 0)
 
 
 async def test_relay_down_then_restarted(relay_env: RelayEnv, make_envelope: Make) -> None:
@@ -157,7 +166,7 @@ async def test_bad_input_rejected_while_honest_stream_flows(
     assert got == [e.id for e in honest]
     assert bob.ids().count(replayed.id) == 1
     # each attack has its logged reason; mallory was told for each refusal
-    await wait_for(lambda: len(relay_env.events.events("relay.rejected")) >= 8)
+    await until(lambda: len(relay_env.events.events("relay.rejected")) >= 8)
     reasons = [e["reason"] for e in relay_env.events.events("relay.rejected")]
     for _, _, expected in attacks:
         if expected and expected != "duplicate":
@@ -166,7 +175,7 @@ async def test_bad_input_rejected_while_honest_stream_flows(
     dup = relay_env.events.events("relay.duplicate")
     assert [(e["from"], e["id"]) for e in dup] == [(MALLORY, replayed.id)]
     await mallory.wait(lambda: len(mallory.errors) + len(mallory.answers) >= 8)
-    await wait_for(lambda: relay_env.service.store.pending_count() == 0)
+    await until(lambda: relay_env.service.store.pending_count() == 0)
 
 
 async def test_fan_out_same_id_to_several_devices(relay_env: RelayEnv, make_envelope: Make) -> None:
@@ -177,7 +186,7 @@ async def test_fan_out_same_id_to_several_devices(relay_env: RelayEnv, make_enve
     await bob.send(second)
     await a1.wait(lambda: a1.ids() == [first.id])
     await a2.wait(lambda: a2.ids() == [first.id])
-    await wait_for(lambda: relay_env.service.store.pending_count() == 0)
+    await until(lambda: relay_env.service.store.pending_count() == 0)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +200,7 @@ async def test_relay_reconnects_when_the_broker_restarts(
     for d in (alice, bob):
         await d.disconnect()
     await broker.restart()
-    await wait_for(lambda: len(relay_env.events.events("relay.connected")) >= 2, timeout=15)
+    await until(lambda: len(relay_env.events.events("relay.connected")) >= 2, timeout=15)
     assert relay_env.events.events("relay.disconnected")
     for d in (alice, bob):
         await d.connect()

@@ -13,81 +13,28 @@ pending. (Exactly-once to the application is the device's job: it de-duplicates 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from relay_harness import ALICE, BOB, FakeDevice, MqttEnv
 
+from tests.relay.relay_harness import ALICE, BOB, FakeDevice, MqttEnv
+from tests.support.events import EventsFile
+from tests.support.polling import until
+from tests.support.processes import relay_argv
 from wire.envelope import Envelope
 
 N = 2000
 KILL_AFTER = 800  # accepted envelopes, as the relay's event log reports them
 
 
-class EventsFile:
-    """The relay's JSON-lines event log, read incrementally (it grows by thousands of
-    lines; re-reading it on every poll would starve the broker in this process)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = b""
-        self.events: list[dict[str, Any]] = []
-        self.counts: Counter[str] = Counter()
-
-    def poll(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as fh:
-            fh.seek(self._offset)
-            data = fh.read()
-        self._offset += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            event = json.loads(line)
-            self.events.append(event)
-            self.counts[event["kind"]] += 1
-
-    def count(self, kind: str) -> int:
-        self.poll()
-        return self.counts[kind]
-
-
-async def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def _spawn(env: MqttEnv, pwfile: Path, db: Path, events: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "doormat",
-            "relay",
-            "--broker",
-            env.url,
-            "--password-file",
-            str(pwfile),
-            "--db",
-            str(db),
-            "--events",
-            str(events),
-        ],
+        relay_argv(env.url, db, events, "--password-file", str(pwfile)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -114,7 +61,7 @@ async def test_sigkill_mid_run_loses_nothing(
     devices: list[FakeDevice] = []
     try:
         procs.append(_spawn(mqtt_env, pwfile, db, events_path))
-        await _until(lambda: events.count("relay.connected") >= 1, 20, "the relay to connect")
+        await until(lambda: events.count("relay.connected") >= 1, 20, "the relay to connect")
         for ent, user, dev in (("acme", "alice@acme", ALICE), ("globex", "bob@globex", BOB)):
             server = FakeDevice(mqtt_env, ent, clean_session=True)
             await server.connect()
@@ -138,7 +85,7 @@ async def test_sigkill_mid_run_loses_nothing(
             await asyncio.gather(*(one(e) for e in sent))
 
         sender = asyncio.create_task(send_all())
-        await _until(lambda: events.count("relay.accepted") >= KILL_AFTER, 60, "the burst")
+        await until(lambda: events.count("relay.accepted") >= KILL_AFTER, 60, "the burst")
         procs[0].send_signal(signal.SIGKILL)
         assert procs[0].wait(10) == -signal.SIGKILL
         accepted_before_kill = events.count("relay.accepted")
@@ -147,8 +94,8 @@ async def test_sigkill_mid_run_loses_nothing(
 
         procs.append(_spawn(mqtt_env, pwfile, db, events_path))
         want = {e.id for e in sent}
-        await _until(lambda: want <= set(bob._ids), 90, "every envelope at the receiver")
-        await _until(lambda: _pending(db) == 0, 30, "the store to empty after bob's acks")
+        await until(lambda: want <= set(bob._ids), 90, "every envelope at the receiver")
+        await until(lambda: _pending(db) == 0, 30, "the store to empty after bob's acks")
 
         procs[1].send_signal(signal.SIGTERM)
         assert procs[1].wait(20) == 0, procs[1].stderr.read().decode() if procs[1].stderr else ""

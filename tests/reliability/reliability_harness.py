@@ -1,15 +1,14 @@
 """Shared pieces of the reliability suites: a relay process, its event log, enrolment,
 and real devices.
 
-(A module with its own name rather than a conftest, so that test files import it
-without clashing with the other test folders' modules; there is no ``__init__.py``.)
+Test files import it as ``tests.reliability.reliability_harness``.
 
 * ``RelayProcess``: ``python -m doormat relay`` as its own process, as compose runs it,
   with its JSON-lines event log in a file; SIGKILL, restart, SIGTERM.
-* ``EventsFile``: that log, read incrementally.
 * ``enrol``: the enterprises enrol devices at the relay (raw directory requests).
 * ``Devices``: real ``clients.device.Device`` objects in this process, with one
   ``EventLog`` that records what each application was shown (``device.received``).
+* ``relay_and_devices``: all of the above on a fresh Mosquitto, torn down at the end.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ import secrets
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,9 @@ import aiomqtt
 from clients.device import Device
 from clients.enterprise import Credentials
 from doormat.broker.accounts import Account, generate_password
+from tests.support.events import EventsFile
+from tests.support.polling import until
+from tests.support.processes import relay_argv
 from wire.events import Event, EventLog
 
 
@@ -54,48 +55,6 @@ def standard_accounts(devices: Iterable[str], extra: Iterable[str] = ()) -> dict
     for d in devices:
         accs[d] = device_account(d)
     return accs
-
-
-async def until(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(step)
-
-
-class EventsFile:
-    """A JSON-lines event log, read incrementally."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = b""
-        self.events: list[dict[str, Any]] = []
-        self.counts: Counter[str] = Counter()
-
-    def poll(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as fh:
-            fh.seek(self._offset)
-            data = fh.read()
-        self._offset += len(data)
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if line.strip():
-                event = json.loads(line)
-                self.events.append(event)
-                self.counts[event["kind"]] += 1
-
-    def count(self, kind: str) -> int:
-        self.poll()
-        return self.counts[kind]
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        self.poll()
-        return [e for e in self.events if e["kind"] == kind]
 
 
 class RelayProcess:
@@ -123,11 +82,8 @@ class RelayProcess:
         env.pop("PYTHONASYNCIODEBUG", None)
         with err.open("wb") as fh:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "doormat", "relay", "--broker", self.url,
-                    "--password-file", str(self.pwfile), "--db", str(self.db),
-                    "--events", str(self.events_path), *self.extra,
-                ],
+                relay_argv(self.url, self.db, self.events_path,
+                           "--password-file", str(self.pwfile), *self.extra),
                 stdout=subprocess.DEVNULL, stderr=fh, env=env,
             )  # fmt: skip
 
@@ -270,3 +226,40 @@ class Devices:
 
     def got(self, device: str) -> Counter[tuple[str, str]]:
         return self.received.get(device, Counter())
+
+
+@dataclass
+class Rig:
+    """A Mosquitto, the relay process on it, and the devices of a reliability test."""
+
+    accounts: dict[str, Account]
+    broker: Any
+    relay: RelayProcess
+    devices: Devices
+
+
+@contextlib.asynccontextmanager
+async def relay_and_devices(
+    make_broker: Callable[..., Awaitable[Any]],
+    workdir: Path,
+    devices: list[str],
+    *relay_args: str,
+    **device_options: Any,
+) -> AsyncIterator[Rig]:
+    """A Mosquitto with the standard accounts and ``devices``' accounts, the relay as its
+    own process (connected), every device enrolled, and ``Devices`` (none started yet;
+    ``device_list_ttl`` 1e9 unless ``device_options`` say otherwise). At the end the
+    devices and then the relay are stopped."""
+    accs = standard_accounts(devices)
+    broker = await make_broker("mosquitto", accs.values())
+    relay = RelayProcess(broker.url, accs["relay"].password, workdir, *relay_args)
+    relay.start()
+    ds = Devices(broker.host, broker.port, accs, workdir,
+                 **{"device_list_ttl": 1e9, **device_options})  # fmt: skip
+    try:
+        await relay.wait_connected()
+        await enrol(broker.host, broker.port, accs, devices)
+        yield Rig(accs, broker, relay, ds)
+    finally:
+        await ds.stop_all()
+        relay.stop()

@@ -17,7 +17,7 @@ password. This file adds:
 * logins as the relay with a device's password, or none.
 
 Negative checks end with a permitted sentinel on the same path and a grace period
-(as in tests/broker), so "nothing arrived" is not a timing accident.
+(tests/support/mqtt.py), so "nothing arrived" is not a timing accident.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import aiomqtt
 import pytest
 
 from doormat.broker.accounts import Account, generate_password
+from tests.support.mqtt import until_sentinel
 
-GRACE = 0.3
 TIMEOUT = 8.0
 ALICE, BOB = "alice@acme.phone", "bob@acme.phone"
 NAMES = {
@@ -63,22 +63,6 @@ def client(env: Any, name: str, **kw: Any) -> aiomqtt.Client:
     )  # fmt: skip
 
 
-async def until_sentinel(c: aiomqtt.Client, sentinel: bytes) -> list[aiomqtt.Message]:
-    got: list[aiomqtt.Message] = []
-    async with asyncio.timeout(TIMEOUT):
-        async for m in c.messages:
-            got.append(m)
-            if m.payload == sentinel:
-                break
-    try:
-        async with asyncio.timeout(GRACE):
-            async for m in c.messages:
-                got.append(m)
-    except TimeoutError:
-        pass
-    return got
-
-
 async def subscribe_or_refused(c: aiomqtt.Client, topic_filter: str) -> bool:
     """Subscribe; False if the broker refused it (amqtt: SUBACK 0x80)."""
     granted = await c.subscribe(topic_filter, qos=1)
@@ -102,7 +86,7 @@ async def test_service_accounts_read_only_their_own_inbox(
         await bob.publish(f"doormat/out/{BOB}/msg", b"bob's envelope", qos=1)
         await relay.publish(f"doormat/in/{BOB}/msg", b"for bob", qos=1)
         await relay.publish(f"doormat/in/{who}/dir", b"sentinel", qos=1)
-        got = await until_sentinel(spy, b"sentinel")
+        got = await until_sentinel(spy, b"sentinel", TIMEOUT)
         assert [(str(m.topic), m.payload) for m in got] == [(f"doormat/in/{who}/dir", b"sentinel")]
 
 
@@ -123,7 +107,7 @@ async def test_a_device_writes_no_inbox_not_even_its_own(env: Any, topic: str) -
         await reader.subscribe(f"doormat/in/{owner}/#", qos=1)
         await alice.publish(topic, b"forged", qos=1)
         await relay.publish(f"doormat/in/{owner}/dir", b"sentinel", qos=1)
-        got = await until_sentinel(reader, b"sentinel")
+        got = await until_sentinel(reader, b"sentinel", TIMEOUT)
         assert [m.payload for m in got] == [b"sentinel"]
 
 
@@ -136,7 +120,7 @@ async def test_sys_topics_are_closed(env: Any, who: str) -> None:
         await subscribe_or_refused(c, "$SYS/#")
         await c.subscribe(f"doormat/in/{who}/#", qos=1)
         await relay.publish(f"doormat/in/{who}/dir", b"sentinel", qos=1)
-        got = await until_sentinel(c, b"sentinel")
+        got = await until_sentinel(c, b"sentinel", TIMEOUT)
         assert [m.payload for m in got] == [b"sentinel"]
 
 
@@ -148,7 +132,7 @@ async def test_a_shared_subscription_reads_nothing_foreign(env: Any, share: str)
         await bob.publish(f"doormat/out/{BOB}/msg", b"bob's envelope", qos=1)
         await relay.publish(f"doormat/in/{BOB}/msg", b"for bob", qos=1)
         await relay.publish(f"doormat/in/{ALICE}/dir", b"sentinel", qos=1)
-        got = await until_sentinel(alice, b"sentinel")
+        got = await until_sentinel(alice, b"sentinel", TIMEOUT)
         assert [m.payload for m in got] == [b"sentinel"]
 
 

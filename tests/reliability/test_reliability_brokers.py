@@ -17,6 +17,7 @@ import aiomqtt
 import pytest
 
 from doormat.broker.accounts import Account, generate_password
+from tests.support.mqtt import collect
 
 
 @pytest.mark.parametrize(
@@ -53,13 +54,5 @@ async def test_pipelined_qos1_publishes_all_arrive(make_broker: Any, kind: str) 
             await asyncio.gather(*(one(i) for i in range(n)))  # every one acknowledged
         # The sender is gone (a device that sent and went offline): what it was told had
         # arrived must still reach the subscriber.
-        got: set[bytes] = set()
-        try:
-            async with asyncio.timeout(5):
-                async for m in relay.messages:
-                    got.add(bytes(m.payload))  # type: ignore[arg-type]
-                    if len(got) == n:
-                        break
-        except TimeoutError:
-            pass
+        got = await collect(relay, n, 5)
         assert len(got) == n, f"{len(got)} of {n} acknowledged publishes delivered"

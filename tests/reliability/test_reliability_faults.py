@@ -22,19 +22,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_harness import (
-    Devices,
-    EventsFile,
-    RelayProcess,
-    enrol,
-    standard_accounts,
-    until,
+
+from tests.reliability.reliability_harness import (
+    Rig,
+    relay_and_devices,
     user_of,
 )
+from tests.support.events import EventsFile
+from tests.support.polling import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.mosquitto]
 
@@ -43,26 +43,23 @@ PER_CONVERSATION = 500  # 20 x 500 = 10,000 messages
 DEVICE_PROCESS = Path(__file__).with_name("device_process.py")
 
 
-def _history_in(store: Path) -> list[tuple[str, str]]:
+def _history(store: Path, columns: str, direction: str) -> list[tuple[str, str]]:
     con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     try:
-        return [
-            (r[0], r[1])
-            for r in con.execute("SELECT device, id FROM history WHERE direction = 'in'")
-        ]
+        query = f"SELECT {columns} FROM history WHERE direction = ?"
+        return [(r[0], r[1]) for r in con.execute(query, (direction,))]
     finally:
         con.close()
+
+
+def _history_in(store: Path) -> list[tuple[str, str]]:
+    """(sender device, message id) of each message the device's history holds as in."""
+    return _history(store, "device, id", "in")
 
 
 def _history_out(store: Path) -> list[tuple[str, str]]:
-    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
-    try:
-        return [
-            (r[0], r[1])
-            for r in con.execute("SELECT id, text FROM history WHERE direction = 'out'")
-        ]
-    finally:
-        con.close()
+    """(message id, text) of each message the device's history holds as sent."""
+    return _history(store, "id, text", "out")
 
 
 @pytest.mark.timeout(1500)
@@ -75,14 +72,8 @@ async def test_10000_messages_through_three_relay_kills_and_a_broker_restart(
 ) -> None:
     senders = [f"s{i:02d}@acme.phone" for i in range(CONVERSATIONS)]
     receivers = [f"r{i:02d}@globex.phone" for i in range(CONVERSATIONS)]
-    accs = standard_accounts(senders + receivers)
-    broker = await make_broker("mosquitto", accs.values())
-    relay = RelayProcess(broker.url, accs["relay"].password, tmp_path)
-    relay.start()
-    ds = Devices(broker.host, broker.port, accs, tmp_path, device_list_ttl=1e9)
-    try:
-        await relay.wait_connected()
-        await enrol(broker.host, broker.port, accs, senders + receivers)
+    async with relay_and_devices(make_broker, tmp_path, senders + receivers) as rig:
+        broker, relay, ds = rig.broker, rig.relay, rig.devices
         await ds.start(*senders, *receivers)
 
         sent: dict[str, list[str]] = {s: [] for s in senders}
@@ -167,9 +158,6 @@ async def test_10000_messages_through_three_relay_kills_and_a_broker_restart(
             f"{len(accepted)} (dups refused: {relay.events.count('relay.duplicate')}), "
             f"redelivered {again}"
         )
-    finally:
-        await ds.stop_all()
-        relay.stop()
 
 
 # -- a device killed mid-conversation ---------------------------------------------------
@@ -196,16 +184,30 @@ class DeviceProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with (self.workdir / f"{self.name}.stderr-{self.lives}").open("wb") as err:
             self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=err, env=env)
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(
-            asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), 60
-        )
+        line = await self.next_line(60)
         assert line.strip() == b"ready", line
+
+    async def next_line(self, timeout: float) -> bytes:
+        """The next line it prints (``ready``, ``done``)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        return await asyncio.wait_for(
+            asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline), timeout
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+
+    async def kill_and_restart_at(self, kind: str, counts: tuple[int, ...], what: str) -> None:
+        """Each time its events reach the next of ``counts`` of ``kind``: SIGKILL it
+        mid-conversation (no clean shutdown, no DISCONNECT), then start it again on its
+        store."""
+        for at in counts:
+            await until(lambda at=at: self.events.count(kind) >= at, 300, f"{at} {what}")
+            self.kill()
+            await asyncio.sleep(0.5)
+            await self.start()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -219,101 +221,91 @@ class DeviceProcess:
             self.proc.stdout.close()
 
 
+ALICE, BOB = "alice@acme.phone", "bob@globex.phone"
+MakeProcess = Callable[..., DeviceProcess]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, make_broker: Any) -> AsyncIterator[Rig]:
+    """alice and bob enrolled at the relay (its own process) on Mosquitto."""
+    async with relay_and_devices(make_broker, tmp_path, [ALICE, BOB]) as rig:
+        yield rig
+
+
+@pytest.fixture
+def device_process(rig: Rig, tmp_path: Path) -> Iterator[MakeProcess]:
+    """device_process(device, *options): that device as its own process (not started
+    yet); stopped at the end, before the rig."""
+    made: list[DeviceProcess] = []
+
+    def make(device: str, *extra: str) -> DeviceProcess:
+        made.append(DeviceProcess(rig.broker, rig.accounts[device], tmp_path, *extra))
+        return made[-1]
+
+    yield make
+    for process in made:
+        process.stop()
+
+
 @pytest.mark.timeout(900)
 async def test_receiver_killed_twice_mid_conversation_gets_each_message_once(
-    tmp_path: Path, make_broker: Any
+    rig: Rig, device_process: MakeProcess
 ) -> None:
-    alice, bob = "alice@acme.phone", "bob@globex.phone"
-    accs = standard_accounts([alice, bob])
-    broker = await make_broker("mosquitto", accs.values())
-    relay = RelayProcess(broker.url, accs["relay"].password, tmp_path)
-    relay.start()
-    ds = Devices(broker.host, broker.port, accs, tmp_path, device_list_ttl=1e9)
-    receiver = DeviceProcess(broker, accs[bob], tmp_path)
+    alice, bob = ALICE, BOB
+    relay, ds = rig.relay, rig.devices
+    receiver = device_process(bob)
     n = 1500
-    try:
-        await relay.wait_connected()
-        await enrol(broker.host, broker.port, accs, [alice, bob])
-        await receiver.start()
-        await ds.start(alice)
-        ids: list[str] = []
+    await receiver.start()
+    await ds.start(alice)
+    ids: list[str] = []
 
-        async def send_all() -> None:
-            for k in range(n):
-                ids.append((await ds.devices[alice].send("bob@globex", f"to bob {k}")).id)
+    async def send_all() -> None:
+        for k in range(n):
+            ids.append((await ds.devices[alice].send("bob@globex", f"to bob {k}")).id)
 
-        sending = asyncio.create_task(send_all())
-        for at in (300, 900):
-            await until(lambda at=at: receiver.events.count("device.received") >= at, 300,
-                        f"{at} received")  # fmt: skip
-            receiver.kill()  # mid-conversation: no clean shutdown, no DISCONNECT
-            await asyncio.sleep(0.5)
-            await receiver.start()
-        await asyncio.wait_for(sending, 600)
-        await until(lambda: len(set(_history_in(receiver.store))) >= n, 300,
-                    "every message in bob's history")  # fmt: skip
-        await until(lambda: relay.pending() == 0, 120, "the relay's store to drain")
-        await asyncio.sleep(1.0)
-        history = Counter(_history_in(receiver.store))
-        assert set(history) == {(alice, i) for i in ids}
-        assert all(c == 1 for c in history.values())
-        shown = Counter((e["from"], e["id"]) for e in receiver.events.of("device.received"))
-        # Shown at most once per message across the three lives (an event can only be
-        # missing if the kill fell between the commit and the event, never doubled).
-        assert all(c == 1 for c in shown.values())
-        assert receiver.events.count("device.unreadable") == 0
-        assert receiver.lives == 3
-    finally:
-        receiver.stop()
-        await ds.stop_all()
-        relay.stop()
+    sending = asyncio.create_task(send_all())
+    await receiver.kill_and_restart_at("device.received", (300, 900), "received")
+    await asyncio.wait_for(sending, 600)
+    await until(lambda: len(set(_history_in(receiver.store))) >= n, 300,
+                "every message in bob's history")  # fmt: skip
+    await until(lambda: relay.pending() == 0, 120, "the relay's store to drain")
+    await asyncio.sleep(1.0)
+    history = Counter(_history_in(receiver.store))
+    assert set(history) == {(alice, i) for i in ids}
+    assert all(c == 1 for c in history.values())
+    shown = Counter((e["from"], e["id"]) for e in receiver.events.of("device.received"))
+    # Shown at most once per message across the three lives (an event can only be
+    # missing if the kill fell between the commit and the event, never doubled).
+    assert all(c == 1 for c in shown.values())
+    assert receiver.events.count("device.unreadable") == 0
+    assert receiver.lives == 3
 
 
 @pytest.mark.timeout(900)
 async def test_sender_killed_twice_mid_conversation_every_committed_message_once(
-    tmp_path: Path, make_broker: Any
+    rig: Rig, device_process: MakeProcess
 ) -> None:
-    alice, bob = "alice@acme.phone", "bob@globex.phone"
-    accs = standard_accounts([alice, bob])
-    broker = await make_broker("mosquitto", accs.values())
-    relay = RelayProcess(broker.url, accs["relay"].password, tmp_path)
-    relay.start()
-    ds = Devices(broker.host, broker.port, accs, tmp_path, device_list_ttl=1e9)
+    alice, bob = ALICE, BOB
+    relay, ds = rig.relay, rig.devices
     n = 1500
-    sender = DeviceProcess(
-        broker, accs[alice], tmp_path, "--send-to", "bob@globex", "--count", str(n),
-        "--prefix", "from alice",
-    )  # fmt: skip
-    try:
-        await relay.wait_connected()
-        await enrol(broker.host, broker.port, accs, [alice, bob])
-        await ds.start(bob)
-        await sender.start()
-        for at in (300, 900):
-            await until(lambda at=at: sender.events.count("device.sent") >= at, 300,
-                        f"{at} sent")  # fmt: skip
-            sender.kill()
-            await asyncio.sleep(0.5)
-            await sender.start()
-        assert sender.proc is not None and sender.proc.stdout is not None
-        line = await asyncio.wait_for(
-            asyncio.get_running_loop().run_in_executor(None, sender.proc.stdout.readline), 600
-        )
-        assert line.strip() == b"done"
-        out = _history_out(sender.store)
-        texts = Counter(t for _, t in out)
-        assert len(texts) == n and all(c == 1 for c in texts.values())
-        want = {(alice, mid) for mid, _ in out}
-        await until(lambda: set(ds.got(bob)) >= want, 300, "everything alice committed")
-        await until(lambda: relay.pending() == 0, 120, "the relay's store to drain")
-        await asyncio.sleep(1.0)
-        got = ds.got(bob)
-        assert set(got) == want
-        assert all(c == 1 for c in got.values())
-        texts_in = Counter(h.text for h in ds.devices[bob].history() if h.direction == "in")
-        assert all(c == 1 for c in texts_in.values()) and len(texts_in) == n
-        assert ds.unreadable == []
-    finally:
-        sender.stop()
-        await ds.stop_all()
-        relay.stop()
+    sender = device_process(
+        alice, "--send-to", "bob@globex", "--count", str(n), "--prefix", "from alice"
+    )
+    await ds.start(bob)
+    await sender.start()
+    await sender.kill_and_restart_at("device.sent", (300, 900), "sent")
+    line = await sender.next_line(600)
+    assert line.strip() == b"done"
+    out = _history_out(sender.store)
+    texts = Counter(t for _, t in out)
+    assert len(texts) == n and all(c == 1 for c in texts.values())
+    want = {(alice, mid) for mid, _ in out}
+    await until(lambda: set(ds.got(bob)) >= want, 300, "everything alice committed")
+    await until(lambda: relay.pending() == 0, 120, "the relay's store to drain")
+    await asyncio.sleep(1.0)
+    got = ds.got(bob)
+    assert set(got) == want
+    assert all(c == 1 for c in got.values())
+    texts_in = Counter(h.text for h in ds.devices[bob].history() if h.direction == "in")
+    assert all(c == 1 for c in texts_in.values()) and len(texts_in) == n
+    assert ds.unreadable == []

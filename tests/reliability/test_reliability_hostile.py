@@ -20,7 +20,6 @@ real parse time, not a performance assertion.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -33,6 +32,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.support.encoding import b64, random_b64
 
 HANG_S = 10.0
 QUICK, SLOW = 200, 10_000
@@ -206,12 +207,11 @@ def test_envelope_parser(cases: int) -> None:
 
 
 def _dir_samples() -> list[bytes]:
-    b64 = lambda n: base64.b64encode(os.urandom(n)).decode()  # noqa: E731
     reqs = [
         {"req": "r1", "op": "enrol", "user": "zed@acme", "device": "zed@acme.phone"},
-        {"req": "r2", "op": "publish", "identity": b64(65),
-         "signed_prekey": {"id": 1, "key": b64(32), "sig": b64(64)},
-         "one_time_prekeys": [{"id": 1, "key": b64(32)}, {"id": 2, "key": b64(32)}]},
+        {"req": "r2", "op": "publish", "identity": random_b64(65),
+         "signed_prekey": {"id": 1, "key": random_b64(32), "sig": random_b64(64)},
+         "one_time_prekeys": [{"id": 1, "key": random_b64(32)}, {"id": 2, "key": random_b64(32)}]},
         {"req": "r3", "op": "devices", "user": "bob@globex"},
         {"req": "r4", "op": "bundles", "user": "bob@globex", "devices": ["bob@globex.phone"]},
         {"req": "r5", "op": "sync"},
@@ -243,12 +243,11 @@ def test_relay_handles_hostile_requests(cases: int, tmp_path: Path) -> None:
         answers = [json.loads(a.payload) for a in out if isinstance(a, Publish)]
         return answers[-1]
 
-    b64 = lambda n: base64.b64encode(os.urandom(n)).decode()  # noqa: E731
-
     def publish(device: str) -> dict[str, Any]:
-        return req(device, "publish", identity=b64(65),
-                   signed_prekey={"id": 1, "key": b64(32), "sig": b64(64)},
-                   one_time_prekeys=[{"id": i, "key": b64(32)} for i in range(1, 4)])  # fmt: skip
+        return req(device, "publish", identity=random_b64(65),
+                   signed_prekey={"id": 1, "key": random_b64(32), "sig": random_b64(64)},
+                   one_time_prekeys=[{"id": i, "key": random_b64(32)}
+                                     for i in range(1, 4)])  # fmt: skip
 
     for ent, user in (("acme", "alice@acme"), ("globex", "bob@globex")):
         assert req(ent, "enrol", user=user, device=f"{user}.phone")["ok"]
@@ -384,11 +383,11 @@ def _proofs() -> list[bytes]:
     tree = MerkleTree()
     for i in range(13):
         tree.append(f"entry {i}".encode())
-    b = lambda h: base64.b64encode(h).decode()  # noqa: E731
-    inc = {"leafIdx": 5, "treeSize": 13, "root": b(tree.root()), "leafHash": b(tree.leaf_hash(5)),
-           "proof": [b(h) for h in tree.inclusion_proof(5, 13)]}  # fmt: skip
-    con = {"size1": 7, "size2": 13, "root1": b(tree.root(7)), "root2": b(tree.root()),
-           "proof": [b(h) for h in tree.consistency_proof(7, 13)]}  # fmt: skip
+    inc = {"leafIdx": 5, "treeSize": 13, "root": b64(tree.root()),
+           "leafHash": b64(tree.leaf_hash(5)),
+           "proof": [b64(h) for h in tree.inclusion_proof(5, 13)]}  # fmt: skip
+    con = {"size1": 7, "size2": 13, "root1": b64(tree.root(7)), "root2": b64(tree.root()),
+           "proof": [b64(h) for h in tree.consistency_proof(7, 13)]}  # fmt: skip
     return [json.dumps(inc).encode(), json.dumps(con).encode()]
 
 
@@ -537,17 +536,13 @@ async def test_honest_conversation_unaffected_by_injected_garbage(
     import asyncio
 
     import aiomqtt
-    from reliability_harness import Devices, RelayProcess, enrol, standard_accounts, until
+
+    from tests.reliability.reliability_harness import relay_and_devices
+    from tests.support.polling import until
 
     alice, bob, mallory = "alice@acme.phone", "bob@globex.phone", "mallory@acme.phone"
-    accs = standard_accounts([alice, bob, mallory])
-    broker = await make_broker("mosquitto", accs.values())
-    relay = RelayProcess(broker.url, accs["relay"].password, tmp_path)
-    relay.start()
-    ds = Devices(broker.host, broker.port, accs, tmp_path, device_list_ttl=1e9)
-    try:
-        await relay.wait_connected()
-        await enrol(broker.host, broker.port, accs, [alice, bob, mallory])
+    async with relay_and_devices(make_broker, tmp_path, [alice, bob, mallory]) as rig:
+        accs, broker, relay, ds = rig.accounts, rig.broker, rig.relay, rig.devices
         await ds.start(alice, bob)
         junk = _garbage(random.Random(garbage), garbage)
         attacker = aiomqtt.Client(
@@ -578,6 +573,3 @@ async def test_honest_conversation_unaffected_by_injected_garbage(
         assert all(e["from"] == mallory for e in ds.unreadable)
         reasons = {e["reason"].split(":")[0] for e in relay.events.of("relay.rejected")}
         assert "internal error" not in reasons, reasons
-    finally:
-        await ds.stop_all()
-        relay.stop()

@@ -27,8 +27,9 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from reliability_harness import Devices, RelayProcess, enrol, standard_accounts, until
 
+from tests.reliability.reliability_harness import relay_and_devices
+from tests.support.polling import until
 from wire.envelope import Envelope
 
 pytestmark = pytest.mark.mosquitto
@@ -41,15 +42,10 @@ BOUND_S = 60.0  # an honest message must arrive within this, flood or not
 async def _flood_and_converse(
     tmp_path: Path, make_broker: Any, flood: int, honest: int, gap: float, *relay_args: str
 ) -> dict[str, Any]:
-    accs = standard_accounts([ALICE, BOB, MALLORY, SINK])
-    broker = await make_broker("mosquitto", accs.values())
-    relay = RelayProcess(broker.url, accs["relay"].password, tmp_path, *relay_args)
-    relay.start()
-    ds = Devices(broker.host, broker.port, accs, tmp_path, device_list_ttl=1e9)
     sink_ids: set[str] = set()
-    try:
-        await relay.wait_connected()
-        await enrol(broker.host, broker.port, accs, [ALICE, BOB, MALLORY, SINK])
+    devices = [ALICE, BOB, MALLORY, SINK]
+    async with relay_and_devices(make_broker, tmp_path, devices, *relay_args) as rig:
+        accs, broker, relay, ds = rig.accounts, rig.broker, rig.relay, rig.devices
         await ds.start(ALICE, BOB)
         warm = await ds.devices[ALICE].send("bob@globex", "warm-up")
         await until(lambda: ds.got(BOB)[(ALICE, warm.id)] == 1, 30, "the warm-up message")
@@ -125,9 +121,6 @@ async def _flood_and_converse(
         }
         print(f"\noverload: {result}")
         return result
-    finally:
-        await ds.stop_all()
-        relay.stop()
 
 
 async def test_a_short_flood_does_not_stop_an_honest_conversation(

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_harness import Devices, RelayProcess, enrol, standard_accounts, until, user_of
+
+from tests.reliability.reliability_harness import (
+    Devices,
+    RelayProcess,
+    enrol,
+    standard_accounts,
+    user_of,
+)
+from tests.support.polling import until
 
 pytestmark = pytest.mark.mosquitto
 

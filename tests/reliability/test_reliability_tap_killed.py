@@ -30,11 +30,11 @@ from typing import IO, Any
 
 import aiomqtt
 import pytest
-from reliability_harness import until
 
 from clients.archive import Record, journal_record
 from clients.enterprise import Enterprise, EnterpriseServer, archive_store
 from doormat.broker.accounts import Account, generate_password, save_accounts
+from tests.support.polling import until
 from wire import topics
 from wire.envelope import Envelope
 from wire.events import EventLog

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import pytest
 
 from doormat.cast import default_cast
 from doormat.system import System
+from tests.support.processes import skip_without_mosquitto
 
 
 def _kinds() -> list[object]:
@@ -17,9 +17,7 @@ def _kinds() -> list[object]:
 @pytest.fixture(params=_kinds())
 async def system(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[System]:
     kind = request.param
-    if kind == "mosquitto" and not (
-        shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-    ):
-        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    if kind == "mosquitto":
+        skip_without_mosquitto()
     async with System(default_cast(), broker=kind, state_dir=tmp_path / "state") as s:
         yield s

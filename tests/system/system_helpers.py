@@ -1,4 +1,4 @@
-"""Helpers shared by the system tests (a module, not a conftest: tests import it)."""
+"""Helpers shared by the system tests (``tests.system.system_helpers``)."""
 
 from __future__ import annotations
 

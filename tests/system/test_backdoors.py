@@ -7,15 +7,15 @@ the plaintext the sender typed, obtained with the keys that observer holds.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
-from system_helpers import converse
 
 from doormat.cast import default_cast
 from doormat.exposure import ObserverResult, observers_of, take_image
 from doormat.system import System
+from tests.support.processes import skip_without_mosquitto
+from tests.system.system_helpers import converse
 
 SCRIPT = [
     ("alice@acme.phone", "bob@acme", "acme internal: merger plan"),
@@ -58,10 +58,8 @@ async def run(
 async def test_blanket_without_back_door_captures_all_and_reads_nothing(
     tmp_path: Path, broker: str
 ) -> None:
-    if broker == "mosquitto" and not (
-        shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-    ):
-        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    if broker == "mosquitto":
+        skip_without_mosquitto()
     system, truth, obs = await run(tmp_path, "blanket", "none", broker)
     try:
         tap = obs["blanket-tap"]

@@ -11,7 +11,6 @@ when the connection dropped never received again (docs/benchmarks.md, "found" 2)
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pytest
 
 from doormat.cast import default_cast
 from doormat.system import System
+from tests.support.polling import until
+from tests.support.processes import skip_without_mosquitto
 
 pytestmark = pytest.mark.mosquitto
 
@@ -36,17 +37,9 @@ def _received(system: System, device: str) -> Counter[tuple[str, str]]:
     )
 
 
-async def _until(cond: object, timeout: float, what: str) -> None:
-    assert callable(cond)
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
-
-
 @pytest.mark.timeout(180)
 async def test_broker_restarted_mid_conversation_every_message_once(tmp_path: Path) -> None:
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed (apt-get install -y mosquitto)")
+    skip_without_mosquitto()
     async with System(default_cast(), broker="mosquitto", state_dir=tmp_path / "state") as s:
         sent: dict[str, list[str]] = {BOB: [], CAROL: []}
 
@@ -59,7 +52,7 @@ async def test_broker_restarted_mid_conversation_every_message_once(tmp_path: Pa
             asyncio.create_task(talk(CAROL, "bob@acme")),
         ]
         for at in RESTART_AT:
-            await _until(
+            await until(
                 lambda at=at: min(sum(_received(s, d).values()) for d in (BOB, CAROL)) >= at,
                 60,
                 f"{at} received on each side",
@@ -73,8 +66,8 @@ async def test_broker_restarted_mid_conversation_every_message_once(tmp_path: Pa
             ) >= {(CAROL, i) for i in sent[CAROL]}
 
         try:
-            await _until(complete, 60, "every message at the other side")
-        except TimeoutError:
+            await until(complete, 60, "every message at the other side")
+        except AssertionError:
             raise AssertionError(
                 f"carol got {len(_received(s, CAROL))}/{len(sent[BOB])}, "
                 f"bob got {len(_received(s, BOB))}/{len(sent[CAROL])}"

@@ -8,6 +8,7 @@ import asyncio
 
 from clients.device import Device
 from doormat.system import System
+from tests.support.polling import until
 
 BOB = "bob@acme.phone"
 CAROL = "carol@globex.phone"
@@ -42,9 +43,7 @@ async def test_a_backlog_is_committed_in_fewer_transactions_than_envelopes(
     old._store._db.set_trace_callback(trace)
     await old.start()
     system.devices[BOB] = old
-    async with asyncio.timeout(30):
-        while not all(BOB in d.delivered_to for d in held):
-            await asyncio.sleep(0.02)
+    await until(lambda: all(BOB in d.delivered_to for d in held), 30, "the backlog", step=0.02)
     await asyncio.sleep(0.3)
     old._store._db.set_trace_callback(None)
     shown = [

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from system_helpers import converse
-
 from doormat.cast import default_cast
 from doormat.exposure import observers_of, take_image
 from doormat.system import System
+from tests.system.system_helpers import converse
 
 SCRIPT = [
     ("alice@acme.phone", "bob@acme", "one"),

@@ -11,10 +11,9 @@ import base64
 import json
 from pathlib import Path
 
-from system_helpers import converse
-
 from doormat.cast import default_cast
 from doormat.system import System
+from tests.system.system_helpers import converse
 
 SCRIPT = [
     ("alice@acme.phone", "bob@acme", "Kestrel budget is 4.2 million"),

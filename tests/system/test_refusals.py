@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +27,8 @@ from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import save_accounts
 from doormat.cast import default_cast, enrol
+from tests.support.polling import until
+from tests.support.processes import broker_kind, relay_argv
 from wire.envelope import Envelope
 from wire.events import EventLog, now_ms
 
@@ -44,22 +44,9 @@ class World:
     relay_events: Path
 
 
-async def _until(cond: Any, timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not cond():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    kind = (
-        "mosquitto"
-        if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()
-        else "embedded"
-    )
+    kind = broker_kind()
     cast = default_cast()
     enrolment = enrol(cast)
     accounts = tmp_path / "accounts.json"
@@ -68,20 +55,18 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     relay_events = tmp_path / "relay.jsonl"
     async with start_broker(kind, enrolment.accounts, tmp_path / "broker") as broker:
         relay = subprocess.Popen(
-            [
-                sys.executable, "-m", "doormat", "relay",
-                "--broker", f"mqtt://{broker.host}:{broker.port}",
-                "--accounts", str(accounts), "--db", str(tmp_path / "relay.sqlite"),
-                "--events", str(relay_events),
+            relay_argv(
+                f"mqtt://{broker.host}:{broker.port}", tmp_path / "relay.sqlite", relay_events,
+                "--accounts", str(accounts),
                 "--device-rate", str(RATE), "--device-burst", str(BURST),
-            ],
+            ),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         started: list[Any] = []
         try:
-            await _until(relay_events.exists, 20, "the relay to start")
-            await _until(lambda: "relay.connected" in relay_events.read_text(), 20, "connect")
+            await until(relay_events.exists, 20, "the relay to start")
+            await until(lambda: "relay.connected" in relay_events.read_text(), 20, "connect")
             server = EnterpriseServer(
                 enrolment.enterprises["globex"],
                 enrolment.account("globex").password,
@@ -122,11 +107,11 @@ async def test_rate_limited_sender_is_told_resends_and_everything_arrives_once(
 ) -> None:
     carol = world.devices[CAROL]
     first = await carol.send("dave@globex", "hello")  # device list cached, session open
-    await _until(lambda: (CAROL, first.id) in _shown(world, DAVE), 20, "the first message")
+    await until(lambda: (CAROL, first.id) in _shown(world, DAVE), 20, "the first message")
     n = 80  # four times the rate, eight times the burst, all at once
     sent = await asyncio.gather(*(carol.send("dave@globex", f"burst {k}") for k in range(n)))
     want = {(CAROL, first.id)} | {(CAROL, s.id) for s in sent}
-    await _until(lambda: set(_shown(world, DAVE)) >= want, 60, "every message at dave")
+    await until(lambda: set(_shown(world, DAVE)) >= want, 60, "every message at dave")
     await asyncio.sleep(1.5)  # a late duplicate would be shown now
     shown = _shown(world, DAVE)
     assert set(shown) == want and all(c == 1 for c in shown.values())
@@ -151,7 +136,7 @@ async def test_rate_limited_sender_is_told_resends_and_everything_arrives_once(
 async def test_envelope_refused_for_good_is_recorded_as_undelivered(world: World) -> None:
     carol = world.devices[CAROL]
     first = await carol.send("dave@globex", "hello")
-    await _until(lambda: (CAROL, first.id) in _shown(world, DAVE), 20, "the first message")
+    await until(lambda: (CAROL, first.id) in _shown(world, DAVE), 20, "the first message")
     # What send() does for a device the directory listed but the relay does not know
     # (any more): seal, commit to history and outbox, publish.
     nobody = "nobody@globex.phone"
@@ -164,7 +149,7 @@ async def test_envelope_refused_for_good_is_recorded_as_undelivered(world: World
     )  # fmt: skip
     await carol._link.publish("msg", env)
     carol._published(("msg", msg_id, nobody), env)
-    await _until(
+    await until(
         lambda: world.events.events(kind="device.undelivered", actor=CAROL), 20, "the refusal"
     )
     (told,) = world.events.events(kind="device.undelivered", actor=CAROL)

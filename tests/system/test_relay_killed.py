@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +25,8 @@ from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import save_accounts
 from doormat.cast import default_cast, enrol
+from tests.support.polling import until
+from tests.support.processes import broker_kind, relay_argv
 from wire.events import EventLog
 
 N = 2000
@@ -43,41 +43,18 @@ PAIRS = [
 
 def start_relay(broker_url: str, accounts: Path, db: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "doormat",
-            "relay",
-            "--broker",
-            broker_url,
-            "--accounts",
-            str(accounts),
-            "--db",
-            str(db),
-            "--events",
-            str(log),
-        ],
+        relay_argv(broker_url, db, log, "--accounts", str(accounts)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
-async def wait_for_file(path: Path, timeout: float = 20) -> None:
-    async with asyncio.timeout(timeout):
-        while not path.exists():
-            await asyncio.sleep(0.05)
-
-
 @pytest.mark.slow
 async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
     tmp_path: Path,
 ) -> None:
-    kind = (
-        "mosquitto"
-        if (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists())
-        else "embedded"
-    )
+    kind = broker_kind()
     cast = default_cast()
     world = enrol(cast)
     accounts = tmp_path / "accounts.json"
@@ -90,7 +67,7 @@ async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
         try:
             # The relay's directory key, which devices pin, is written at its first start.
             vkey_file = Path(f"{db}.kt-key.vkey")
-            await wait_for_file(vkey_file)
+            await until(vkey_file.exists, 20, "the relay's directory key file")
             vkey = vkey_file.read_text().strip()
             servers = []
             for name, ent in world.enterprises.items():
@@ -127,9 +104,8 @@ async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
             # One message per pair first, so every session exists before the storm.
             for sender, to_user in PAIRS:
                 await devices[sender].send(to_user, "hello")
-            async with asyncio.timeout(30):
-                while len({k[1:] for k in shown}) < len(PAIRS):
-                    await asyncio.sleep(0.05)
+            await until(lambda: len({k[1:] for k in shown}) >= len(PAIRS), 30,
+                        "the first message of each pair", step=0.05)  # fmt: skip
 
             sent: list[tuple[str, str, list[str]]] = []  # (sender, id, devices)
 
@@ -154,9 +130,7 @@ async def test_relay_sigkill_mid_run_loses_nothing_and_duplicates_nothing(
             await asyncio.gather(*(storm(s, u, N // len(PAIRS)) for s, u in PAIRS))
             await kill
             expected = {(dev, sender, mid) for sender, mid, devs in sent for dev in devs}
-            async with asyncio.timeout(120):
-                while not expected <= set(shown):
-                    await asyncio.sleep(0.1)
+            await until(lambda: expected <= set(shown), 120, "every message shown", step=0.1)
             await asyncio.sleep(1.0)  # any late duplicate would show up now
             assert len(sent) == N
             # It really died mid-run: most messages were still to be shown when it did,

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from system_helpers import converse
 
 from doormat.cast import default_cast
 from doormat.system import System
 from interceptor.ledger import TASK_START, WARRANT_DECISION
 from interceptor.scoped import ScopedInterceptor
 from interceptor.service import InterceptorService
+from tests.system.system_helpers import converse
 from wire.ids import enterprise_of, user_of
 
 TARGETS = ["user:alice@acme", "user:carol@globex"]

@@ -1,4 +1,4 @@
-"""Shared helpers for the audit ledger tests (no tests here).
+"""Shared helpers for the audit ledger tests (a helper module, not collected).
 
 A synthetic but real case history: warrants issued and approved by the court's code,
 checked by ``check_warrant`` (so the decisions are the interceptor's own), then logged
@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from interceptor.court import AgencyKeyPair, ApproverKey, approve, cancel, issue, trust_store_of
+from interceptor.court import cancel
 from interceptor.ledger import (
     DEFAULT_ORIGIN,
     Ledger,
@@ -28,73 +25,40 @@ from interceptor.ledger import (
 )
 from interceptor.warrant import (
     Decision,
-    Policy,
     Warrant,
     WarrantState,
     check_warrant,
     check_warrant_bytes,
     parse_warrant,
 )
+from tests.support.warrants import (
+    BEACON_ID,
+    EXEC,
+    NOW,
+    POLICY,
+    ROGUE,
+    TRUST,
+    directory,
+    draft,
+    ed25519_key,
+    signed,
+)
 from wire.note import Signer
 
-NOW = 1_764_400_000  # seconds
-HOUR = 3600
-
-
-def _ed(seed: int) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
-
-
-LOG_SIGNER = Signer(DEFAULT_ORIGIN, _ed(40))
-OTHER_SIGNER = Signer(DEFAULT_ORIGIN, _ed(41))  # same name, different key: an impostor
+LOG_SIGNER = Signer(DEFAULT_ORIGIN, ed25519_key(40))
+OTHER_SIGNER = Signer(DEFAULT_ORIGIN, ed25519_key(41))  # same name, different key: an impostor
 LOG_VKEY = LOG_SIGNER.verifier().vkey()
 
-EXEC = ApproverKey("Secretary of State", "executive", _ed(1))
-JUDGE = ApproverKey("Judicial Commissioner", "judicial", _ed(2))
-ROGUE = ApproverKey("Rogue Judge", "judicial", _ed(4))  # not in the trust store
-AGENCY = AgencyKeyPair("agency", X25519PrivateKey.from_private_bytes(bytes([5]) * 32))
-TRUST = trust_store_of([EXEC, JUDGE])
-POLICY = Policy(
-    jurisdiction="XX",
-    csp_id="doormat",
-    agency_key_fingerprint=AGENCY.public.fingerprint,
-    max_window_seconds=7 * 24 * HOUR,
-    max_targets=3,
-)
-KNOWN = {
-    ("device", "alice@acme.phone"),
-    ("user", "bob@acme"),
-    ("device", "carol@globex.phone"),
-}
 
-ANCHOR_ID = "0b7c6f1e-2f4a-4c39-9a59-7d0c3e5b8a11"
-BEACON_ID = "5f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b"
-
-
-def directory(fmt: str, value: str) -> bool:
-    return (fmt, value) in KNOWN
-
-
-def warrant(**changes: Any) -> Warrant:
-    fields: dict[str, Any] = {
-        "case_reference": "OP-ANCHOR-7",
-        "targets": ["device:alice@acme.phone", "user:bob@acme"],
-        "categories": ["IRI", "CC"],
-        "not_before": NOW - HOUR,
-        "not_after": NOW + 23 * HOUR,
-        "jurisdiction": "XX",
-        "csp_id": "doormat",
-        "agency": AGENCY.public,
-        "authorisation_id": ANCHOR_ID,
-    }
-    fields.update(changes)
-    return issue(**fields)
-
-
-def signed(w: Warrant, *keys: ApproverKey) -> Warrant:
-    for i, key in enumerate(keys or (EXEC, JUDGE)):
-        w = approve(w, key, timestamp=NOW - 600 + i)
-    return w
+def task_stop_of(task_id: str, w: Warrant, reason: str) -> dict[str, Any]:
+    """The task-stop entry of a task that ran under ``w``."""
+    return task_stop_entry(
+        task_id,
+        authorisation_id=w.authorisation_id,
+        case_reference=w.case_reference,
+        liid=w.liid,
+        reason=reason,
+    )
 
 
 @dataclass
@@ -135,16 +99,7 @@ class Interceptor:
         self.ledger.append(task_start_entry(task_id, w), time_ms=self.tick())
 
     def stop(self, task_id: str, w: Warrant, reason: str) -> None:
-        self.ledger.append(
-            task_stop_entry(
-                task_id,
-                authorisation_id=w.authorisation_id,
-                case_reference=w.case_reference,
-                liid=w.liid,
-                reason=reason,
-            ),
-            time_ms=self.tick(),
-        )
+        self.ledger.append(task_stop_of(task_id, w, reason), time_ms=self.tick())
 
     def deliver(
         self,
@@ -184,7 +139,7 @@ def write_scenario(ledger: Ledger, *, checkpoints: bool = True) -> None:
       1 unreadable warrant (malformed), 1 oversight inspection.
     """
     li = Interceptor(ledger)
-    anchor = signed(warrant())
+    anchor = signed(draft())
     assert li.submit(anchor).accepted
     li.start("T-1", anchor)
     if checkpoints:
@@ -195,7 +150,7 @@ def write_scenario(ledger: Ledger, *, checkpoints: bool = True) -> None:
     li.deliver(anchor, "CC", plaintext=False, task_id="T-1")
     li.deliver(anchor, "CC", plaintext=True, source="enterprise:acme")
 
-    beacon_draft = warrant(
+    beacon_draft = draft(
         case_reference="OP-BEACON-2",
         targets=["device:carol@globex.phone"],
         categories=["IRI"],
@@ -204,7 +159,7 @@ def write_scenario(ledger: Ledger, *, checkpoints: bool = True) -> None:
     forged = signed(beacon_draft, EXEC, ROGUE)
     assert li.submit(forged).reason == "unknown-approver"
     wild = signed(
-        warrant(
+        draft(
             case_reference="OP-BEACON-2",
             targets=["user:*"],
             categories=["IRI"],

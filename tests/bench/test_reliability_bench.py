@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import BEGIN, END, render, update_docs
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # bench/ is a folder of the repository, not an installed package
-from bench.report import BEGIN, END, render, update_docs  # noqa: E402
 
 
 def test_report_section_replaces_only_between_its_markers(tmp_path: Path) -> None:

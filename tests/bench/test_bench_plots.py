@@ -30,10 +30,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
+from bench.plots import Plot, make_plots, render_svg
+from bench.report import IMG_DIR, load, render, update_docs, write_plots
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))  # bench/ is a folder of the repository, not an installed package
-from bench.plots import Plot, make_plots, render_svg  # noqa: E402
-from bench.report import IMG_DIR, load, render, update_docs, write_plots  # noqa: E402
 
 NS = "{http://www.w3.org/2000/svg}"
 
