@@ -2,16 +2,11 @@
 every link and the relay) wait this way.
 
     backoff = Backoff(first=0.05, most=2.0)
-    while ...:
-        if await backoff.wait(stop):   # True: stop was set while waiting
-            return
-    backoff.reset()                    # after a success: the next wait is short again
+    delay = backoff.next()     # 0.05, then 0.1, 0.2, ... up to 2.0
+    backoff.reset()            # after a success: the next delay is short again
 """
 
 from __future__ import annotations
-
-import asyncio
-import contextlib
 
 
 class Backoff:
@@ -33,16 +28,3 @@ class Backoff:
 
     def reset(self) -> None:
         self._next = self.first
-
-    async def wait(self, stop: asyncio.Event | None = None) -> bool:
-        """Sleep for the next delay; return True at once if ``stop`` is (or gets) set."""
-        delay = self.next()
-        if stop is None:
-            await asyncio.sleep(delay)
-            return False
-        if stop.is_set():
-            return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
-        return stop.is_set()
