@@ -5,11 +5,12 @@ relay, both really end-to-end encrypting (X3DH + Double Ratchet, 512-byte plaint
 
 * ``device``: real ``clients.device.Device`` objects, exactly as the demo runs them:
   durable SQLite store per device (``synchronous=FULL``), outbox, de-duplication,
-  ``clients.link.Link`` over aiomqtt. This is the product's own client stack.
+  ``infra.link.Link`` over ``infra.transport``. This is the product's own client stack.
 * ``core``: the E2EE core (``clients.crypto.DeviceCrypto``) driven directly by a thin
-  aiomqtt client with TCP_NODELAY, that keeps nothing on disk and acknowledges each
-  envelope without waiting. It is there to load the relay harder than the real client
-  stack can, so that the relay, not the clients, is what the figure measures.
+  client on the same transport (``infra.transport``: TCP_NODELAY), that keeps nothing on
+  disk and acknowledges each envelope without waiting. It is there to load the relay
+  harder than the real client stack can, so that the relay, not the clients, is what
+  the figure measures.
 
 Each message's plaintext carries its send time (``time.monotonic_ns()``, the same clock
 in every process on Linux), its run tag, conversation and sequence number, so latency
@@ -35,9 +36,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
-from clients.link import NODELAY
+from infra.transport import Transport
 
 PLAINTEXT_BYTES = 512
 
@@ -64,7 +63,7 @@ def parse_plaintext(data: bytes) -> tuple[int, str, int, int] | None:
 
 
 class CoreClient:
-    """DeviceCrypto + aiomqtt: the E2EE work of a device without its durable store."""
+    """DeviceCrypto + the transport: the E2EE work of a device without its durable store."""
 
     def __init__(
         self,
@@ -79,17 +78,19 @@ class CoreClient:
         self.id = device
         self.user = device.rsplit(".", 1)[0]
         self.crypto = DeviceCrypto.create(device, one_time_prekeys=2)
-        self._client = aiomqtt.Client(
+        self._transport = Transport(
             host,
             port,
             username=device,
             password=password,
             identifier=device,
+            subscriptions=[f"doormat/in/{device}/#"],
             clean_session=True,
             keepalive=60,
-            socket_options=NODELAY,
+            # The workers bound their own sends (a window per conversation, or a
+            # semaphore in the open loop).
+            max_in_flight=10_000,
         )
-        self._client.pending_calls_threshold = 10_000
         self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._on_plaintext = on_plaintext
         self._reader: asyncio.Task[None] | None = None
@@ -98,24 +99,22 @@ class CoreClient:
         self.unreadable = 0
 
     async def start(self) -> None:
-        await self._client.__aenter__()
-        await self._client.subscribe(f"doormat/in/{self.id}/#", qos=1)
         self._reader = asyncio.create_task(self._read())
+        await self._transport.start()
 
     async def stop(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        with contextlib.suppress(aiomqtt.MqttError):
-            await self._client.__aexit__(None, None, None)
+        await self._transport.stop()
 
     async def request(self, op: str, timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
         req = secrets.token_hex(8)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[req] = fut
         body = json.dumps({"req": req, "op": op, **fields}).encode()
-        await self._client.publish(f"doormat/out/{self.id}/dir", body, qos=1)
+        await self._transport.publish(f"doormat/out/{self.id}/dir", body)
         try:
             async with asyncio.timeout(timeout):
                 answer = await fut
@@ -150,17 +149,18 @@ class CoreClient:
         ).encode()
 
     async def send(self, peer: str, data: bytes) -> None:
-        await self._client.publish(f"doormat/out/{self.id}/msg", self.seal(peer, data), qos=1)
+        await self._transport.publish(f"doormat/out/{self.id}/msg", self.seal(peer, data))
 
     async def _read(self) -> None:
         from clients.crypto import Sealed
         from clients.crypto.errors import CryptoError
         from wire.envelope import EnvelopeError, parse
 
-        async for m in self._client.messages:
-            payload = bytes(m.payload)
-            topic = str(m.topic)
-            if topic.endswith("/dir"):
+        async for m in self._transport.messages():
+            # Nothing durable to wait for: acknowledged to the broker at once.
+            m.ack()
+            payload = m.payload
+            if m.topic.endswith("/dir"):
                 try:
                     answer = json.loads(payload)
                 except ValueError:
@@ -189,8 +189,8 @@ class CoreClient:
                 self.seen.add(key)
                 if data is not None:
                     self._on_plaintext(env.sender, data)
-            # Not awaited: paho sends it in order; a lost ack only means a redelivery.
-            self._client._client.publish(f"doormat/out/{self.id}/ack", ack, qos=1)
+            # Not awaited: sent in order; a lost ack only means a redelivery.
+            self._transport.publish_soon(f"doormat/out/{self.id}/ack", ack)
 
 
 # -- the real device -----------------------------------------------------------------
@@ -375,8 +375,7 @@ class Worker:
             n = 0
             # At most this many sends under way: past it, messages wait their turn (and
             # the wait counts in their latency: they carry the time they were due). An
-            # unbounded number of concurrent publishes makes aiomqtt's per-call
-            # bookkeeping (linear in the calls pending) the bottleneck.
+            # unbounded number of concurrent sends would only pile up in the client.
             outstanding = asyncio.Semaphore(256)
 
             async def one(c: Conversation, seq: int, due_ns: int) -> None:

@@ -5,15 +5,15 @@
 
 It forwards every ``doormat/out/<id>/msg`` to ``doormat/in/<to>/msg`` and does nothing
 else: it finds the ``"to"`` field with a byte search (no JSON parsing, no validation),
-stores nothing, de-duplicates nothing, logs nothing, and lets paho acknowledge each
-input on receipt (no durable write to wait for). Acks and directory requests from
-devices reach it too (same subscription as the relay) and are dropped.
+stores nothing, de-duplicates nothing, logs nothing, and acknowledges each input as soon
+as it takes it (no durable write to wait for). Acks and directory requests from devices
+reach it too (same subscription as the relay) and are dropped.
 
-It uses the same client stack as the relay (aiomqtt 2 over paho, QoS 1 in and out,
-TCP_NODELAY, publishes pipelined with the same window), so the ratio of the two measures
-what the relay's own work costs, not a difference of MQTT libraries. It logs in with a
-clean session, which also wipes whatever an earlier relay session of the same account
-had queued at the broker.
+It uses the same client stack as the relay (``infra.transport``: aiomqtt 2 over paho,
+QoS 1 in and out, manual acks, TCP_NODELAY, publishes pipelined with the same window),
+so the ratio of the two measures what the relay's own work costs, not a difference of
+MQTT libraries. It logs in with a clean session, which also wipes whatever an earlier
+relay session of the same account had queued at the broker.
 
 Prints ``ready`` on stdout once subscribed; stops on SIGTERM or SIGINT.
 """
@@ -25,9 +25,7 @@ import asyncio
 import signal
 import sys
 
-import aiomqtt
-
-from clients.link import NODELAY
+from infra.transport import Transport
 
 TO = b'"to":"'
 
@@ -36,71 +34,54 @@ async def run(
     host: str, port: int, username: str, password: str, subscription: str, window: int
 ) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    client = aiomqtt.Client(
+    transport = Transport(
         host,
         port,
         username=username,
         password=password,
         identifier=username,
+        subscriptions=[subscription],
         clean_session=True,
         keepalive=30,
-        socket_options=NODELAY,  # as the relay
+        max_in_flight=window,
+        name="null relay",
     )
-    client.pending_calls_threshold = window + 16
-    sem = asyncio.Semaphore(window)
-    tasks: set[asyncio.Task[None]] = set()
 
-    async def one(topic: str, payload: bytes) -> None:
-        try:
-            await client.publish(topic, payload, qos=1, timeout=30)
-        except aiomqtt.MqttError:
-            pass
-        finally:
-            sem.release()
+    def on_signal() -> None:
+        stop.set()
+        transport.wake()
 
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     forwarded = 0
-    async with client:
-        await client.subscribe(subscription, qos=1)
-        print("ready", flush=True)
-        messages = client.messages
-        queue: asyncio.Queue[aiomqtt.Message] = client._queue
-        stop_wait = asyncio.create_task(stop.wait())
+    await transport.start()
+    print("ready", flush=True)
+    try:
         while not stop.is_set():
-            nxt = asyncio.ensure_future(anext(messages))
-            done, _ = await asyncio.wait({nxt, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
-                nxt.cancel()
-                break
-            batch = [nxt.result()]
             # What is already queued is taken without a task per message, as the relay
             # does (relay/service.py): the two read their input the same way.
-            while True:
-                try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
+            batch = transport.take(1 << 30)
+            if not batch:
+                await transport.wait()
+                continue
             for message in batch:
-                topic = str(message.topic)
+                message.ack()
+                topic = message.topic
                 if not topic.endswith("/msg"):
                     continue
                 payload = message.payload
-                assert isinstance(payload, bytes | bytearray)
                 i = payload.find(TO)
                 if i < 0:
                     continue
                 j = payload.find(b'"', i + len(TO))
                 to = payload[i + len(TO) : j].decode("ascii", "replace")
-                await sem.acquire()
-                task = asyncio.create_task(one(f"doormat/in/{to}/msg", bytes(payload)))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                await transport.room()
+                transport.publish_soon(f"doormat/in/{to}/msg", payload, retry=False)
                 forwarded += 1
             await asyncio.sleep(0)
-        if tasks:
-            await asyncio.wait(set(tasks), timeout=5)
+    finally:
+        await transport.stop()  # drains publishes (5 s at most), then DISCONNECT
     print(f"forwarded {forwarded}", flush=True)
 
 

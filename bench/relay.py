@@ -48,12 +48,11 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import psutil
 
 from bench.clients import WorkerConfig, worker_main
 from bench.common import ROOT, machine, median, percentile, rounded, write_json
-from clients.link import NODELAY
+from infra.transport import Transport
 
 PY = sys.executable
 
@@ -107,37 +106,36 @@ QUICK = Plan(
 class DirClient:
     def __init__(self, owner: str, password: str, host: str, port: int) -> None:
         self.owner = owner
-        self.client = aiomqtt.Client(
+        self.transport = Transport(
             host,
             port,
             username=owner,
             password=password,
             identifier=owner,
+            subscriptions=[f"doormat/in/{owner}/dir"],
             clean_session=True,
-            socket_options=NODELAY,
+            max_in_flight=100_000,
         )
-        self.client.pending_calls_threshold = 100_000
         self.answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> DirClient:
-        await self.client.__aenter__()
-        await self.client.subscribe(f"doormat/in/{self.owner}/dir", qos=1)
         self.reader = asyncio.create_task(self._read())
+        await self.transport.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.reader is not None:
             self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.reader
-        with contextlib.suppress(aiomqtt.MqttError):
-            await self.client.__aexit__(None, None, None)
+        await self.transport.stop()
 
     async def _read(self) -> None:
-        async for m in self.client.messages:
+        async for m in self.transport.messages():
+            m.ack()
             with contextlib.suppress(ValueError):
-                answer = json.loads(bytes(m.payload))
+                answer = json.loads(m.payload)
                 fut = self.answers.pop(str(answer.get("req")), None)
                 if fut is not None and not fut.done():
                     fut.set_result(answer)
@@ -146,8 +144,9 @@ class DirClient:
         req = secrets.token_hex(8)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.answers[req] = fut
-        await self.client.publish(
-            f"doormat/out/{self.owner}/dir", json.dumps({"req": req, "op": op, **fields}), qos=1
+        await self.transport.publish(
+            f"doormat/out/{self.owner}/dir",
+            json.dumps({"req": req, "op": op, **fields}).encode(),
         )
         try:
             async with asyncio.timeout(timeout):
@@ -257,15 +256,14 @@ class Env:
         """Log in once with a clean session as every relay account: whatever an earlier
         run's session had queued at the broker is gone."""
         for name in self.RELAY_ACCOUNTS:
-            c = aiomqtt.Client(
+            async with Transport(
                 self.broker.host,
                 self.broker.port,
                 username=name,
                 password=self.accounts[name].password,
                 identifier=name,
                 clean_session=True,
-            )
-            async with c:
+            ):
                 pass
 
     async def start_relays(

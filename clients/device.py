@@ -49,8 +49,8 @@ from clients.crypto import DeviceCrypto, Sealed
 from clients.crypto.errors import CryptoError
 from clients.enterprise import Credentials
 from clients.kt import Alarm, DirectoryView, InconsistentCheckpoint, StaleCheckpoint
-from clients.link import RATE_LIMIT_PAUSE, Link
 from clients.store import DeviceStore, HistoryEntry, Incoming
+from infra.link import RATE_LIMIT_PAUSE, Link
 from wire import envelope as wire_envelope
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms

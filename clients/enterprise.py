@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.archive import Archive, ArchiveError, Record
-from clients.link import Link
+from infra.link import Link
 from interceptor.handover import seal_record
 from interceptor.trust import AgencyPublicKey, TrustStore
 from interceptor.warrant import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from clients.link import Link
+from infra.link import Link
 from interceptor.scoped import Action, AskEnterprise, Deliver, ScopedInterceptor, SendX1
 from interceptor.warrant import Decision
 from wire import topics

@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from clients.link import Link
+from infra.link import Link
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
 from wire.envelope import EnvelopeError

@@ -39,7 +39,7 @@ class Item:
     payload: bytes
     owner: str  # the topic's owner level ("" if the topic has none)
     kind: str  # the topic's last level
-    message: Any = None  # the aiomqtt.Message (its mid is what the PUBACK needs)
+    message: Any = None  # the transport's Message (its ack() releases the PUBACK)
     done: bool = field(default=False)
 
 

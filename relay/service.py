@@ -3,22 +3,26 @@
 It logs in to the broker as ``relay`` with a persistent session (fixed client id,
 clean_session=False), subscribes to every account's outbound topics at QoS 1, feeds
 each message to ``Relay.handle`` and performs the returned actions in order: publishes
-at QoS 1, then the broker-level acknowledgement of the input.
+at QoS 1, then the broker-level acknowledgement of the input. The MQTT mechanics
+(connection, reconnection with back-off, manual acks, TCP_NODELAY, subscribing without
+waiting for the SUBACK, the publish window) are the transport's (``infra.transport``).
 
-Manual acknowledgements. paho (under aiomqtt) sends the PUBACK for a QoS 1 message as
-soon as it has read it off the socket, before our code has looked at it. A relay that
+Manual acknowledgements. paho (under aiomqtt) would send the PUBACK for a QoS 1 message
+as soon as it has read it off the socket, before our code has looked at it. A relay that
 died between that PUBACK and its database commit would have lost the envelope for good:
 the broker has forgotten it (it was acknowledged) and the sender has forgotten it (the
-broker acknowledged the sender's publish). So we switch paho to manual acks before
-connecting (queued messages arrive the moment the persistent session resumes) and send
-each PUBACK only after ``Relay.handle`` returned, i.e. after the store committed. If we
-die before that, the broker still holds the message in flight for our session and
-resends it when we reconnect; the store's de-duplication makes that harmless.
+broker acknowledged the sender's publish). So the transport switches paho to manual acks
+before connecting (queued messages arrive the moment the persistent session resumes) and
+we acknowledge each message only after ``Relay.handle`` returned, i.e. after the store
+committed. If we die before that, the broker still holds the message in flight for our
+session and resends it when we reconnect; the store's de-duplication makes that harmless.
 
-Publishes are pipelined: each runs in its own task, at most ``publish_window`` at a
-time (backpressure: when the broker stops confirming, we stop reading input). The input
-is acknowledged without waiting for our output's PUBACK, because the envelope is already
-durable and is republished on every (re)connect and on the recipient's ``sync``.
+Publishes are pipelined: at most ``publish_window`` are queued or in flight at a time
+(backpressure: when the broker stops confirming, we stop reading input). The input is
+acknowledged without waiting for our output's PUBACK, because the envelope is already
+durable and is republished on every (re)connect and on the recipient's ``sync``; for the
+same reason a publish the broker did not confirm before the connection was lost is not
+sent again by the transport.
 
 Under load (docs/relay.md, "Load and overload"): what the broker has already handed
 over (up to its in-flight window, at most ``read_ahead``) is taken into an ``Intake``
@@ -46,15 +50,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
-
+from infra.retry import Backoff
+from infra.transport import (
+    Connection,
+    LoginRefused,
+    Message,
+    SubscriptionRefused,
+    Transport,
+)
 from relay.intake import DeferredEvents, Intake, Item, item_of
 from relay.kt import KT_ORIGIN
 from relay.li import LawfulIntercept
@@ -67,12 +75,7 @@ from wire.note import Signer
 
 log = logging.getLogger(__name__)
 
-# paho does not set TCP_NODELAY (see the module doc).
-_NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 ACTOR = RELAY_ID
-
-# CONNACK codes that will not get better by retrying with the same credentials.
-_AUTH_REFUSED = {4, 5, 134, 135}
 
 
 class RelayError(Exception):
@@ -146,6 +149,7 @@ class RelayService:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._transport: Transport | None = None
         self._connected = False
         self._connections = 0
 
@@ -180,12 +184,17 @@ class RelayService:
 
     async def stop(self) -> None:
         """Stop cleanly: finish the message in hand, drain publishes, disconnect, close."""
-        self._stop.set()
+        self._request_stop()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         else:
             self.store.close()  # never started: run() did not take the store over
+
+    def _request_stop(self) -> None:
+        self._stop.set()
+        if self._transport is not None:
+            self._transport.wake()  # the loop may be waiting for input
 
     @property
     def connected(self) -> bool:
@@ -208,46 +217,36 @@ class RelayService:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Run until ``stop`` (or ``self.stop()``); reconnect with backoff meanwhile."""
-        watcher = asyncio.create_task(_relay_event(stop, self._stop)) if stop is not None else None
+        watcher = asyncio.create_task(self._relay_stop(stop)) if stop is not None else None
         maintenance = asyncio.create_task(self._maintenance())
-        delay = self.backoff[0]
+        transport = self._transport = Transport(
+            self.host,
+            self.port,
+            username=self.username,
+            password=self._password,
+            identifier=self.identifier,
+            subscriptions=[self.subscription],
+            clean_session=False,
+            keepalive=self.keepalive,
+            max_in_flight=self.publish_window,
+            backoff=Backoff(*self.backoff),
+            name="relay",
+            on_connect=self._on_connect,
+            on_subscribed=self._on_subscribed,
+            on_lost=self._on_lost,
+        )
         try:
-            while not self._stop.is_set():
-                reason = "stopped"
-                try:
-                    await self._session()
-                    delay = self.backoff[0]
-                except MqttConnectError as exc:
-                    if (
-                        exc.rc is not None
-                        and _code(exc.rc) in _AUTH_REFUSED
-                        and self._connections == 0
-                    ):
-                        raise RelayError(
-                            f"broker at {self.host}:{self.port} refused the login "
-                            f"of {self.username!r}: {exc}"
-                        ) from None
-                    reason = f"connect refused: {exc}"
-                except aiomqtt.MqttError as exc:
-                    reason = f"broker connection lost: {exc}"
-                except sqlite3.Error as exc:
-                    # The disk failed under us. The input in hand was not acknowledged;
-                    # dropping the connection makes the broker resend it later.
-                    log.exception("relay: store failure")
-                    self._emit("relay.error", reason=f"store failure: {exc}")
-                    reason = "store failure"
-                finally:
-                    if self._connected:
-                        self._connected = False
-                        self._emit("relay.disconnected", reason=reason)
-                if self._stop.is_set():
-                    break
-                log.info("relay: %s; reconnecting in %.1f s", reason, delay)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._stop.wait()
-                delay = min(delay * 2, self.backoff[1])
+            transport.start_soon()
+            await self._serve(transport)
+        except LoginRefused as exc:
+            raise RelayError(str(exc)) from None
+        except SubscriptionRefused:
+            raise RelayError(
+                f"the broker refused the subscription {self.subscription!r}"
+            ) from None
         finally:
+            # Drains publishes (up to 5 s), then DISCONNECT.
+            await transport.stop()
             maintenance.cancel()
             if watcher is not None:
                 watcher.cancel()
@@ -256,91 +255,65 @@ class RelayService:
             self.store.close()
             self.li.close()
 
-    async def _session(self) -> None:
-        """One broker connection, from CONNECT to disconnect."""
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self._password,
-            identifier=self.identifier,
-            clean_session=False,
-            keepalive=self.keepalive,
-            socket_options=_NODELAY,
+    def _on_connect(self, conn: Connection) -> None:
+        self._connected = True
+        self._connections = conn.number
+        self._emit(
+            "relay.connected",
+            broker=f"{self.host}:{self.port}",
+            subscription=self.subscription,
+            connection=conn.number,
         )
-        # Before connecting: a resumed session's queued messages arrive right after the
-        # CONNACK, and paho would acknowledge each on receipt (see the module doc).
-        client._client.manual_ack_set(True)
-        client.pending_calls_threshold = self.publish_window + 16  # our window bounds it
-        publisher = _Publisher(client, self.publish_window)
-        async with client:
-            self._connected = True
-            self._connections += 1
-            self._emit(
-                "relay.connected",
-                broker=f"{self.host}:{self.port}",
-                subscription=self.subscription,
-                connection=self._connections,
-            )
-            # Subscribe without waiting for the SUBACK before reading: a resumed session
-            # already has the subscription, and amqtt answers a SUBSCRIBE only after the
-            # client acknowledged every message it resends on reconnect, which we do
-            # only as we read them.
-            subscribing = asyncio.create_task(client.subscribe(self.subscription, qos=1))
-            # Whatever was in flight when we last lost the broker (or died) may be lost;
-            # republish everything pending. Recipients de-duplicate.
-            reason = "startup" if self._connections == 1 else "reconnect"
-            await self._perform(publisher, self.relay.startup(reason))
-            messages = client.messages
-            queue: asyncio.Queue[aiomqtt.Message] = client._queue
-            intake = Intake()
-            stop_wait = asyncio.create_task(self._stop.wait())
-            nxt: asyncio.Task[aiomqtt.Message] | None = None
-            subscribed = False
-            try:
-                while True:
-                    if not intake:
-                        # Wait for the next message or stop, whichever first, so that a
-                        # stop lands between messages, never inside one.
-                        if nxt is None:
-                            nxt = asyncio.create_task(anext(messages))
-                        waiting: set[asyncio.Future[Any]] = {nxt, stop_wait}
-                        if not subscribed:
-                            waiting.add(subscribing)
-                        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                    if not subscribed and subscribing.done():
-                        subscribed = True
-                        granted = subscribing.result()  # MqttError if the connection dropped
-                        if any(_code(g) >= 0x80 for g in granted):
-                            raise RelayError(
-                                f"the broker refused the subscription {self.subscription!r}"
-                            )
-                        self._ready.set()
-                    if nxt is not None and nxt.done():
-                        message = nxt.result()  # raises MqttError when the connection drops
-                        nxt = None
-                        intake.add(_item(message))
-                    # What the broker already handed over is taken without waiting
-                    # (bounded by its in-flight window and by read_ahead).
-                    while intake.unacked < self.read_ahead:
-                        try:
-                            intake.add(_item(queue.get_nowait()))
-                        except asyncio.QueueEmpty:
-                            break
-                    if self._stop.is_set():
-                        break  # what was taken and not acknowledged comes back next time
-                    if intake:
-                        await self._handle(client, publisher, intake)
-                        await asyncio.sleep(0)  # let paho read and write the socket
-            finally:
-                for task in (nxt, stop_wait, subscribing):
-                    if task is not None and not task.done():
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                            await task
-                await publisher.drain(timeout=5.0)
 
-    async def _handle(self, client: aiomqtt.Client, publisher: _Publisher, intake: Intake) -> None:
+    def _on_subscribed(self, conn: Connection) -> None:
+        self._ready.set()
+
+    def _on_lost(self, conn: Connection, reason: str) -> None:
+        if self._connected:
+            self._connected = False
+            self._emit("relay.disconnected", reason=reason)
+
+    async def _serve(self, transport: Transport) -> None:
+        """Take what the broker hands over and handle it, until stopped."""
+        intake = Intake()
+        current: Connection | None = None  # the connection the intake's messages came on
+        while not self._stop.is_set():
+            try:
+                conn = transport.connection
+                if conn is not current:
+                    # What an earlier connection handed over and we did not acknowledge
+                    # comes again on this one.
+                    intake = Intake()
+                    current = conn
+                    if conn is not None:
+                        # Whatever was in flight when we last lost the broker (or died)
+                        # may be lost: republish everything pending (recipients
+                        # de-duplicate).
+                        reason = "startup" if conn.number == 1 else "reconnect"
+                        await self._perform(transport, self.relay.startup(reason))
+                    continue
+                # What the broker already handed over is taken without waiting (bounded
+                # by its in-flight window and by read_ahead).
+                room = self.read_ahead - intake.unacked
+                if room > 0:
+                    for message in transport.take(room):
+                        intake.add(_item(message))
+                if not intake:
+                    # Wait for input, a change of connection, or stop, whichever first,
+                    # so that a stop lands between messages, never inside one.
+                    await transport.wait()
+                    continue
+                await self._handle(transport, intake)
+            except sqlite3.Error as exc:
+                # The disk failed under us. The input in hand was not acknowledged;
+                # leaving the connection makes the broker resend it later.
+                log.exception("relay: store failure")
+                self._emit("relay.error", reason=f"store failure: {exc}")
+                await transport.reconnect("store failure")
+                continue
+            await asyncio.sleep(0)  # let paho read and write the socket
+
+    async def _handle(self, transport: Transport, intake: Intake) -> None:
         """Handle the next turn of the intake (round-robin by sender), committing runs
         of envelopes and acks together, then forward, then release PUBACKs."""
         items = intake.take(self.batch_max)
@@ -361,18 +334,22 @@ class RelayService:
                 else:
                     results = [self.relay.handle(run[0].topic, run[0].payload)]
             for actions in results:
-                await self._perform(publisher, actions)
+                await self._perform(transport, actions)
             intake.done(run)
             start = end
         for item in intake.ackable():
-            # Only now, after the commit (module doc), in arrival order. Same client
-            # that received it: a message id means nothing on another connection.
-            client._client.ack(item.message.mid, item.message.qos)
+            # Only now, after the commit (module doc), in arrival order, on the
+            # connection that delivered it (nothing if that one is lost).
+            item.message.ack()
 
-    async def _perform(self, publisher: _Publisher, actions: list[Action]) -> None:
+    async def _perform(self, transport: Transport, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Publish):
-                await publisher.publish(action.topic, action.payload)
+                await transport.room()
+                # Not again on another connection: a forward stays pending in the store
+                # (republished on reconnect and on the recipient's sync), and a lost
+                # directory answer makes the requester ask again.
+                transport.publish_soon(action.topic, action.payload, retry=False)
             # Ack: the caller releases PUBACKs in arrival order (Intake.ackable).
             # Event actions were emitted by the router when it decided.
 
@@ -384,66 +361,20 @@ class RelayService:
                 log.exception("relay: maintenance failed")
             await asyncio.sleep(self.maintenance_interval)
 
+    async def _relay_stop(self, source: asyncio.Event) -> None:
+        await source.wait()
+        self._request_stop()
+
     def _emit(self, kind: str, **fields: Any) -> None:
         self.events.emit(ACTOR, kind, **fields)
-
-
-class _Publisher:
-    """QoS 1 publishes in flight concurrently, at most ``window`` at a time, in order
-    (tasks start in creation order and each hands its packet to paho before its first
-    await)."""
-
-    def __init__(self, client: aiomqtt.Client, window: int) -> None:
-        self._client = client
-        self._sem = asyncio.Semaphore(window)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def publish(self, topic: str, payload: bytes) -> None:
-        await self._sem.acquire()
-        task = asyncio.create_task(self._one(topic, payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _one(self, topic: str, payload: bytes) -> None:
-        try:
-            await self._client.publish(topic, payload, qos=1, timeout=30)
-        except aiomqtt.MqttError as exc:
-            # The envelope is still pending in the store: it goes out again on the
-            # next connect or the recipient's sync. A lost directory answer makes the
-            # requester time out and ask again.
-            log.info("relay: publish to %s not confirmed: %s", topic, exc)
-        finally:
-            self._sem.release()
-
-    async def drain(self, timeout: float) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-        for task in list(self._tasks):
-            task.cancel()
 
 
 # Kinds handled in one transaction when they come in a row (group commit).
 _GROUPED = frozenset({topics.MSG, topics.ACK})
 
 
-def _item(message: aiomqtt.Message) -> Item:
-    payload = message.payload
-    data = (
-        bytes(payload)
-        if isinstance(payload, bytes | bytearray)
-        else str(payload).encode()  # paho gives bytes; the type says more
-    )
-    return item_of(str(message.topic), data, message)
-
-
-def _code(rc: Any) -> int:
-    value = getattr(rc, "value", rc)
-    return int(value)
-
-
-async def _relay_event(source: asyncio.Event, target: asyncio.Event) -> None:
-    await source.wait()
-    target.set()
+def _item(message: Message) -> Item:
+    return item_of(message.topic, message.payload, message)
 
 
 async def run_relay(

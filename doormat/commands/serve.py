@@ -374,7 +374,7 @@ async def _start_with_retries(
 ) -> T:
     """Make and start a part, retrying with back-off while the broker or the relay is not
     (yet) there. A refused login is final (CommandError). Raises Stopped on SIGTERM."""
-    from clients.link import LinkError
+    from infra.link import LinkError
 
     delay = RETRY_MIN
     attempt = 0
@@ -568,7 +568,7 @@ def run_device(args: argparse.Namespace) -> int:
         policy = "no archive: no policy dir given"
 
     async def main(stop: asyncio.Event) -> None:
-        from clients.link import LinkError
+        from infra.link import LinkError
 
         events = StdoutLog()
         beat = Heartbeat(args.health_file, f"device {device}")

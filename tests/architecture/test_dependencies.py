@@ -4,6 +4,10 @@
   interceptor) or a crypto library that could open an envelope.
 * The shared building blocks (wire/) import no actor.
 * The crypto core is sans-I/O: no asyncio, no MQTT, no sockets, no files.
+* One MQTT transport: infra/transport.py is the only module (of the product packages
+  and bench/) that imports aiomqtt or paho at all (tests/ may use aiomqtt directly).
+* The relay imports only wire, infra and itself (plus the standard library and
+  third-party packages that are neither crypto nor MQTT libraries).
 """
 
 from __future__ import annotations
@@ -89,3 +93,99 @@ def test_checker_catches_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert offenders("relay", ("clients",)) == ["relay/sneaky imports clients.crypto",
                                                 "relay/sneaky imports clients.crypto.open_body"]
+
+
+# -- one MQTT transport -------------------------------------------------------------------
+
+PRODUCT_AND_BENCH = ("wire", "infra", "relay", "clients", "interceptor", "doormat", "bench")
+MQTT_LIBRARIES = ("aiomqtt", "paho")
+TRANSPORT = "infra/transport"
+
+
+def mqtt_importers(packages: tuple[str, ...] = PRODUCT_AND_BENCH) -> list[str]:
+    """Every import of an MQTT library outside infra/transport.py."""
+    bad: list[str] = []
+    for package in packages:
+        if (ROOT / package).is_dir():
+            bad += [
+                line
+                for line in offenders(package, MQTT_LIBRARIES)
+                if not line.startswith(f"{TRANSPORT} imports ")
+            ]
+    return bad
+
+
+def test_only_the_transport_imports_the_mqtt_library() -> None:
+    assert offenders("infra", MQTT_LIBRARIES), "the checker no longer sees the transport"
+    assert mqtt_importers() == []
+
+
+def test_mqtt_checker_catches_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for package, source in (
+        ("bench", "import aiomqtt\n"),
+        ("clients", "def f():\n    from paho.mqtt import client\n"),
+        ("infra", "import aiomqtt\n"),
+    ):
+        (tmp_path / package).mkdir()
+        name = "transport.py" if package == "infra" else "sneaky.py"
+        (tmp_path / package / name).write_text(source)
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    assert mqtt_importers(("bench", "clients", "infra")) == [
+        "bench/sneaky imports aiomqtt",
+        "clients/sneaky imports paho.mqtt",
+        "clients/sneaky imports paho.mqtt.client",
+    ]
+
+
+# -- the relay's imports --------------------------------------------------------------------
+
+RELAY_MAY_IMPORT = ("wire", "infra", "relay")
+CRYPTO_LIBRARIES = ("cryptography", "nacl", "Crypto", "Cryptodome", "OpenSSL")
+
+
+def project_packages() -> set[str]:
+    """The repository's own top-level packages (a folder of Python files)."""
+    return {p.name for p in ROOT.iterdir() if p.is_dir() and any(p.glob("*.py"))}
+
+
+def relay_foreign_imports() -> list[str]:
+    """Imports under relay/ of another of our packages, a crypto or an MQTT library."""
+    ours = project_packages() - set(RELAY_MAY_IMPORT)
+    forbidden = ours | set(CRYPTO_LIBRARIES) | set(MQTT_LIBRARIES)
+    return [
+        f"{module} imports {name}"
+        for module, names in imports_of("relay").items()
+        for name in sorted(names)
+        if name.split(".")[0] in forbidden
+    ]
+
+
+def test_relay_imports_only_wire_infra_and_itself() -> None:
+    assert {"wire", "infra", "clients", "interceptor", "doormat"} <= project_packages()
+    assert relay_foreign_imports() == []
+
+
+def test_relay_checker_catches_a_violation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for package in ("wire", "infra", "clients", "bench"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "relay").mkdir()
+    (tmp_path / "relay" / "sneaky.py").write_text(
+        "import json\n"
+        "import yaml\n"
+        "from infra.transport import Transport\n"
+        "from wire import topics\n"
+        "from . import store\n"
+        "from bench.common import median\n"
+        "import cryptography.hazmat.primitives.hashes\n"
+        "import paho.mqtt.client\n"
+    )
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    assert relay_foreign_imports() == [
+        "relay/sneaky imports bench.common",
+        "relay/sneaky imports bench.common.median",
+        "relay/sneaky imports cryptography.hazmat.primitives.hashes",
+        "relay/sneaky imports paho.mqtt.client",
+    ]

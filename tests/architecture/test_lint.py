@@ -1,6 +1,6 @@
 """The project's lint rules, checked on the source: ``ruff check .`` is clean, and
-``mypy --strict`` is clean on the code (wire, relay, clients, interceptor, doormat) and
-on the benchmarks (bench).
+``mypy --strict`` is clean on the code (wire, infra, relay, clients, interceptor,
+doormat) and on the benchmarks (bench).
 
 Both run as ``python -m <tool>`` with this interpreter, from the repository root (so
 pyproject.toml's settings apply), and skip when the tool is not installed (it is in the
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-MYPY_TARGETS = ("wire", "relay", "clients", "interceptor", "doormat", "bench")
+MYPY_TARGETS = ("wire", "infra", "relay", "clients", "interceptor", "doormat", "bench")
 TIMEOUT_S = 240
 
 

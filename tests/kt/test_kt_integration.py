@@ -18,7 +18,7 @@ import pytest
 
 from clients.crypto import DeviceCrypto, Sealed
 from clients.kt import REASON_NOT_ENROLLED, DirectoryView
-from clients.link import Link
+from infra.link import Link
 from relay.service import RelayService
 from wire.envelope import Envelope
 from wire.events import EventLog

@@ -3,9 +3,10 @@ every message reaches the other's application exactly once.
 
 Two single-device users (bob in acme, which runs a disclosed archive, so bob's device
 also publishes a journal record from inside its envelope handler; carol in globex) send
-to each other continuously while the broker is restarted twice. Before clients/link.py
-watched the connection itself, a device whose reader was inside the envelope handler
-when the connection dropped never received again (docs/benchmarks.md, "found" 2).
+to each other continuously while the broker is restarted twice. Before the link (now
+infra/link.py over infra/transport.py) watched the connection itself, a device whose
+reader was inside the envelope handler when the connection dropped never received again
+(docs/benchmarks.md, "found" 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Acks published without waiting for their PUBACK (clients/device.py, clients/link.py):
+"""Acks published without waiting for their PUBACK (clients/device.py, infra/link.py):
 a clean stop still sends every ack (the relay is left holding nothing), and a background
 publish that fails is logged, not lost silently."""
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from clients.link import Link
 from doormat.system import System
+from infra.link import Link
 
 BOB = "bob@acme.phone"
 CAROL = "carol@globex.phone"
@@ -57,7 +57,7 @@ async def test_a_failing_background_publish_is_logged(
         calls.append("after the PUBACK")
         raise RuntimeError("bookkeeping after the publish failed")
 
-    with caplog.at_level(logging.ERROR, logger="clients.link"):
+    with caplog.at_level(logging.ERROR, logger="infra.outbox"):
         link.publish_soon("archive", b"not a journal record", then=then)
         assert await link.flush(timeout=10)
         await link.stop()
@@ -80,7 +80,7 @@ async def test_stop_flushes_what_publish_soon_queued(broker: Any, accounts: Any,
         for k in range(n):
             link.publish_soon("ack", f"ack {k}".encode())
         await link.stop()
-        assert not link._background
+        assert not link.transport.pending
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1.0):
                 async for _ in watcher.messages:

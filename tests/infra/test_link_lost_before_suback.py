@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from clients.link import Link
+from infra.link import Link
 
 
 async def _read_packet(reader: asyncio.StreamReader) -> int:
@@ -63,7 +63,7 @@ async def test_a_connection_lost_before_the_suback_is_retried() -> None:
         starting = asyncio.create_task(link.start(timeout=30))
         async with asyncio.timeout(10):
             await second.wait()
-        assert link._task is not None and not link._task.done(), "the link's task died"
+        assert link.transport.running, "the link's task died"
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await starting
