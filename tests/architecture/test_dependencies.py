@@ -129,7 +129,7 @@ def test_mqtt_checker_catches_a_violation(tmp_path: Path, monkeypatch: pytest.Mo
         (tmp_path / package).mkdir()
         name = "transport.py" if package == "infra" else "sneaky.py"
         (tmp_path / package / name).write_text(source)
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert mqtt_importers(("bench", "clients", "infra")) == [
         "bench/sneaky imports aiomqtt",
         "clients/sneaky imports paho.mqtt",
@@ -182,7 +182,7 @@ def test_relay_checker_catches_a_violation(
         "import cryptography.hazmat.primitives.hashes\n"
         "import paho.mqtt.client\n"
     )
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert relay_foreign_imports() == [
         "relay/sneaky imports bench.common",
         "relay/sneaky imports bench.common.median",
