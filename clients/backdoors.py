@@ -22,8 +22,6 @@ holder does with a captured envelope.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import struct
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from clients.crypto import Sealed, open_body, pad, unpad
 from clients.crypto.errors import CryptoError
+from wire.b64 import B64Error, b64decode, b64encode
 from wire.envelope import Envelope
 
 BACKDOORS = ("none", "escrow", "ghost", "global-key")
@@ -77,13 +76,13 @@ class ClientBuild:
                 X25519PublicKey.from_public_bytes(self.escrow_public_key),
                 info=_ESCROW_INFO + b"|" + binding,
             )
-            ext["escrow"] = base64.b64encode(wrapped).decode("ascii")
+            ext["escrow"] = b64encode(wrapped)
         if self.global_key is not None:
             nonce = os.urandom(_GLOBAL_NONCE)
             sealed_copy = ChaCha20Poly1305(self.global_key).encrypt(
                 nonce, pad(plaintext), binding
             )
-            ext["global"] = base64.b64encode(nonce + sealed_copy).decode("ascii")
+            ext["global"] = b64encode(nonce + sealed_copy)
         return ext
 
     def to_json(self) -> dict[str, Any]:
@@ -97,26 +96,23 @@ class ClientBuild:
     def from_json(cls, obj: dict[str, Any]) -> ClientBuild:
         return cls(
             name=str(obj.get("name", "standard")),
-            escrow_public_key=_unb64(obj.get("escrow_public_key")),
-            global_key=_unb64(obj.get("global_key")),
+            escrow_public_key=_unb64(obj.get("escrow_public_key"), "escrow_public_key"),
+            global_key=_unb64(obj.get("global_key"), "global_key"),
         )
 
 
 def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
+    return None if data is None else b64encode(data)
 
 
-def _unb64(text: Any) -> bytes | None:
-    return None if text is None else base64.b64decode(str(text))
+def _unb64(text: Any, name: str) -> bytes | None:
+    return None if text is None else b64decode(text, f"client build field {name!r}")
 
 
 def _field(env: Envelope, name: str) -> bytes | None:
-    value = env.ext.get(name)
-    if not isinstance(value, str):
-        return None
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+        return b64decode(env.ext.get(name), f"ext.{name}")
+    except B64Error:
         return None
 
 

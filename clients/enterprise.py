@@ -11,7 +11,6 @@ Only the enterprise's own users can be enrolled by it, and the relay checks that
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import logging
@@ -33,6 +32,7 @@ from interceptor.warrant import (
     parse_warrant,
 )
 from wire import topics
+from wire.b64 import b64decode
 from wire.events import EventLog
 from wire.ids import check_enterprise, check_user, device_id, enterprise_of, user_of
 
@@ -152,7 +152,7 @@ class EnterpriseServer:
         try:
             wrapped = json.loads(payload)
             device = str(wrapped["device"])
-            record, new = self.archive.ingest_new(device, base64.b64decode(wrapped["record"]))
+            record, new = self.archive.ingest_new(device, b64decode(wrapped["record"], "'record'"))
         except (ArchiveError, ValueError, KeyError, TypeError) as exc:
             self._events.emit(self.enterprise.name, "enterprise.rejected", reason=str(exc))
             return

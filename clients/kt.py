@@ -28,13 +28,12 @@ No asyncio, no I/O: answers come in as parsed JSON, state goes out as JSON text.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wire.b64 import B64Error, b64decode
 from wire.canonical import CanonicalError, canonical_bytes
 from wire.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from wire.events import now_ms
@@ -198,15 +197,10 @@ def _hashes(value: Any, what: str) -> list[bytes]:
         raise MalformedKTAnswer(f"{what} must be a list of at most {MAX_PROOF} base64 hashes")
     out = []
     for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise MalformedKTAnswer(f"{what}[{i}] must be a base64 string")
         try:
-            raw = base64.b64decode(item.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise MalformedKTAnswer(f"{what}[{i}] is not valid base64") from None
-        if len(raw) != HASH_SIZE:
-            raise MalformedKTAnswer(f"{what}[{i}] is {len(raw)} bytes, expected {HASH_SIZE}")
-        out.append(raw)
+            out.append(b64decode(item, f"{what}[{i}]", length=HASH_SIZE))
+        except B64Error as exc:
+            raise MalformedKTAnswer(str(exc)) from None
     return out
 
 

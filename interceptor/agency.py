@@ -11,7 +11,6 @@ from, to, readable, and ``text`` when it read the content).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ from interceptor.court import AgencyKeyPair
 from interceptor.handover import open_record
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
+from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.events import EventLog
 
@@ -67,7 +67,7 @@ class Agency:
 
     def _try_open(self, envelope_b64: str) -> str | None:
         try:
-            env = wire_envelope.parse(base64.b64decode(envelope_b64, validate=True))
+            env = wire_envelope.parse(b64decode(envelope_b64, "record 'envelope'"))
         except (ValueError, EnvelopeError):
             return None
         for reader in self.readers:

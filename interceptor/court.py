@@ -38,9 +38,8 @@ from interceptor.trust import (
     AgencyPublicKey,
     TrustedApprover,
     TrustStore,
-    b64decode_strict,
-    b64encode,
     exact_fields,
+    key_bytes,
     load_json,
 )
 from interceptor.warrant import (
@@ -52,6 +51,7 @@ from interceptor.warrant import (
     derive_liid,
     warrant_from_json,
 )
+from wire.b64 import b64encode
 
 DEFAULT_NAMES = {"executive": "Secretary of State", "judicial": "Judicial Commissioner"}
 DEFAULT_AGENCY_ID = "agency"
@@ -102,7 +102,7 @@ class ApproverKey:
         if isinstance(obj, dict) and "approvers" in obj:
             raise CourtError("this is a trust store, not an approver's private key file")
         fields = exact_fields(obj, "approver key file", ("name", "role", "private_key"), CourtError)
-        raw = b64decode_strict(
+        raw = key_bytes(
             fields["private_key"], "approver key file: 'private_key'", CourtError, KEY_BYTES
         )
         return cls(
@@ -145,7 +145,7 @@ class AgencyKeyPair:
             ("agency_id", "private_key"),
             CourtError,
         )
-        raw = b64decode_strict(
+        raw = key_bytes(
             fields["private_key"], "agency key file: 'private_key'", CourtError, KEY_BYTES
         )
         return cls(

@@ -52,11 +52,11 @@ from interceptor.trust import (
     ROLES,
     TOKEN_RE,
     TrustStore,
-    b64decode_strict,
-    b64encode,
     exact_fields,
+    key_bytes,
     load_json,
 )
+from wire.b64 import b64encode
 from wire.canonical import canonical_bytes
 from wire.ids import DEVICE_RE, USER_RE
 
@@ -361,7 +361,7 @@ def warrant_from_json(obj: object) -> Warrant:
         ts = a["timestamp"]
         if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts <= MAX_TIME:
             raise _malformed(f"{where}: 'timestamp' must be an integer (seconds)")
-        signature = b64decode_strict(
+        signature = key_bytes(
             a["signature"], f"{where}: 'signature'", _Malformed, SIGNATURE_BYTES
         )
         approvals.append(

@@ -19,8 +19,6 @@ by comparing checkpoints.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Collection, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -37,6 +35,7 @@ from relay.kt import (
 )
 from relay.store import DirectoryError, OneTimePrekey, SignedPrekey, Store
 from wire import topics
+from wire.b64 import B64Error, b64decode
 from wire.events import EventLog
 from wire.ids import ENTERPRISE_RE, USER_RE, enterprise_of, is_device, user_of
 from wire.note import Signer
@@ -381,9 +380,9 @@ class Directory:
         if len(value) > self.limits.max_key_chars:
             raise Rejected(f"'{name}' is over {self.limits.max_key_chars} characters")
         try:
-            base64.b64decode(value.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise Rejected(f"'{name}' is not valid base64") from None
+            b64decode(value, f"'{name}'")
+        except B64Error as exc:
+            raise Rejected(str(exc)) from None
         return value
 
     def _event(self, out: list[Action], kind: str, /, **fields: Any) -> None:

@@ -40,12 +40,12 @@ Nothing here does I/O: the signer is handed in, rows come from the caller.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from wire.b64 import b64encode
 from wire.canonical import canonical_bytes
 from wire.checkpoint import Checkpoint, sign_checkpoint
 from wire.merkle import MerkleTree, hash_leaf
@@ -102,10 +102,6 @@ class LogRow:
     op: str
     entry: bytes  # canonical JSON, exactly as hashed
     ghost: bool  # a ghost device's entry (enrolled by the tap)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 class DirectoryLog:
@@ -198,11 +194,11 @@ class DirectoryLog:
                 {
                     "index": row.index,
                     "entry": json.loads(row.entry),
-                    "proof": [_b64(h) for h in tree.inclusion_proof(row.index, size)],
+                    "proof": [b64encode(h) for h in tree.inclusion_proof(row.index, size)],
                 }
             )
         kt: dict[str, Any] = {"checkpoint": self.checkpoint(hidden=hidden), "entries": entries}
         if since is not None:
             kt["since"] = since
-            kt["consistency"] = [_b64(h) for h in tree.consistency_proof(since, size)]
+            kt["consistency"] = [b64encode(h) for h in tree.consistency_proof(since, size)]
         return kt

@@ -31,7 +31,6 @@ directory) and exported here too, the router being where callers meet them.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import sqlite3
@@ -55,6 +54,7 @@ from relay.intake import TokenBuckets
 from relay.kt import GHOST_KIND, TAP_ID, DirectoryLog
 from relay.store import Store
 from wire import topics
+from wire.b64 import b64encode
 from wire.envelope import Envelope, EnvelopeError
 from wire.envelope import parse as parse_envelope
 from wire.events import EventLog, now_ms
@@ -239,7 +239,7 @@ class Relay:
             raise Rejected(f"journal record too large: {len(payload)} bytes")
         enterprise = enterprise_of(owner)
         wrapped = json.dumps(
-            {"device": owner, "record": base64.b64encode(payload).decode("ascii")}
+            {"device": owner, "record": b64encode(payload)}
         ).encode()
         out.append(Publish(topics.inbox(enterprise, topics.ARCHIVE), wrapped))
         self._event(
