@@ -21,7 +21,7 @@ from clients.device import Device, Sent, emit_alarm
 from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import Account
-from doormat.cast import INTERCEPTOR_ID, TAP_ID, Cast, enrol
+from doormat.cast import Cast, enrol
 from doormat.legal import LegalWorld
 from interceptor.agency import Agency
 from interceptor.government import Government
@@ -32,7 +32,7 @@ from interceptor.tap import Tap
 from interceptor.warrant import Decision
 from relay.service import RelayService
 from wire.events import Event, EventLog, now_ms
-from wire.ids import RELAY_ID, enterprise_of, user_of
+from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, enterprise_of, user_of
 from wire.note import Signer
 
 # How many devices start at once (see System.start).

@@ -43,9 +43,9 @@ from interceptor.warrant import (
     parse_warrant,
 )
 from wire.events import EventLog
-from wire.ids import enterprise_of
+from wire.ids import INTERCEPTOR_ID, enterprise_of
 
-ACTOR = "interceptor"
+ACTOR = INTERCEPTOR_ID
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from interceptor.scoped import Action, AskEnterprise, Deliver, ScopedInterceptor
 from interceptor.warrant import Decision
 from wire import topics
 from wire.events import EventLog
-
-INTERCEPTOR_ID = "interceptor"
+from wire.ids import INTERCEPTOR_ID
 
 
 class InterceptorService:

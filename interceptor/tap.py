@@ -23,8 +23,7 @@ from wire import envelope as wire_envelope
 from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.events import EventLog
-
-TAP_ID = "tap"
+from wire.ids import TAP_ID
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS captures (

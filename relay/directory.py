@@ -27,7 +27,6 @@ from relay.actions import Action, Limits, Publish, Rejected, emit, read_json, re
 from relay.kt import (
     GHOST_NAME,
     KT_ORIGIN,
-    TAP_ID,
     DirectoryLog,
     DirectoryLogError,
     LogRow,
@@ -37,7 +36,7 @@ from relay.store import DirectoryError, OneTimePrekey, SignedPrekey, Store
 from wire import topics
 from wire.b64 import B64Error, b64decode
 from wire.events import EventLog
-from wire.ids import ENTERPRISE_RE, USER_RE, enterprise_of, is_device, user_of
+from wire.ids import ENTERPRISE_RE, TAP_ID, USER_RE, enterprise_of, is_device, user_of
 from wire.note import Signer
 
 

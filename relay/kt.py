@@ -54,12 +54,9 @@ from wire.note import Signer
 #: The key directory's log origin; the relay's checkpoint signing key has this name.
 KT_ORIGIN = "doormat.example/directory"
 
-#: The government tap's broker account (doormat.cast.TAP_ID; the relay cannot import the
-#: umbrella, so the name is repeated here).
-TAP_ID = "tap"
 #: The device name reserved for the ghost back door's government device, ``<user>.gov``.
 GHOST_NAME = "gov"
-#: Envelopes addressed to a ghost device go to ``doormat/in/tap/<GHOST_KIND>``.
+#: Envelopes addressed to a ghost device go to ``doormat/in/tap/<GHOST_KIND>`` (TAP_ID).
 GHOST_KIND = "ghost"
 
 Op = Literal["add", "revoke"]

@@ -40,15 +40,13 @@ from wire import topics
 from wire.b64 import b64encode
 from wire.envelope import Envelope
 from wire.events import EventLog, now_ms
-from wire.ids import USER_RE, is_device, user_of
+from wire.ids import INTERCEPTOR_ID, TAP_ID, USER_RE, is_device, user_of
 
 Mode = Literal["off", "scoped", "blanket"]
 MODES: tuple[Mode, ...] = ("off", "scoped", "blanket")
 
-TAP_ID = "tap"
 MIRROR_TOPIC = topics.inbox(TAP_ID, "mirror")
 BLANKET_LIID = "BLANKET"
-INTERCEPTOR_ID = "interceptor"
 MAX_TARGETS = 10
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 

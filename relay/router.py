@@ -51,7 +51,7 @@ from relay.actions import (
 )
 from relay.directory import Directory
 from relay.intake import TokenBuckets
-from relay.kt import GHOST_KIND, TAP_ID, DirectoryLog
+from relay.kt import GHOST_KIND, DirectoryLog
 from relay.store import Store
 from wire import topics
 from wire.b64 import b64encode
@@ -61,6 +61,7 @@ from wire.events import EventLog, now_ms
 from wire.ids import (
     ENTERPRISE_RE,
     RELAY_ID,
+    TAP_ID,
     enterprise_of,
     is_device,
 )

@@ -618,8 +618,8 @@ def run_device(args: argparse.Namespace) -> int:
 
 
 def run_tap(args: argparse.Namespace) -> int:
-    from doormat.cast import TAP_ID
     from interceptor.tap import Tap
+    from wire.ids import TAP_ID
 
     if not args.db:
         raise CommandError("give --db PATH (or set DOORMAT_DB)")
