@@ -48,13 +48,14 @@ from clients.backdoors import ClientBuild
 from clients.crypto import DeviceCrypto, Sealed
 from clients.crypto.errors import CryptoError
 from clients.enterprise import Credentials
-from clients.kt import Alarm, DirectoryView, InconsistentCheckpoint, StaleCheckpoint
+from clients.kt import DirectoryView
 from clients.link import RATE_LIMIT_PAUSE, Link
 from clients.store import DeviceStore, HistoryEntry, Incoming
 from wire import envelope as wire_envelope
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms
 from wire.ids import user_of
+from wire.kt import Alarm, InconsistentCheckpoint, StaleCheckpoint
 
 log = logging.getLogger(__name__)
 

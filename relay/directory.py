@@ -26,7 +26,6 @@ from typing import Any
 from relay.actions import Action, Limits, Publish, Rejected, emit, read_json, reply
 from relay.kt import (
     GHOST_NAME,
-    KT_ORIGIN,
     DirectoryLog,
     DirectoryLogError,
     LogRow,
@@ -37,6 +36,7 @@ from wire import topics
 from wire.b64 import B64Error, b64decode
 from wire.events import EventLog
 from wire.ids import ENTERPRISE_RE, TAP_ID, USER_RE, enterprise_of, is_device, user_of
+from wire.kt import KT_ORIGIN
 from wire.note import Signer
 
 

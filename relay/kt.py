@@ -1,8 +1,8 @@
 """Key transparency, relay side, sans I/O: the key directory as an append-only Merkle log.
 
 Every change to the directory that binds a device to a key is one *entry* of a Merkle
-log (``wire.merkle``: RFC 6962 hashing, RFC 9162 proofs), in canonical JSON
-(``wire.canonical``)::
+log (``wire.merkle``: RFC 6962 hashing, RFC 9162 proofs), encoded as ``wire.kt`` says
+(``entry_bytes``: canonical JSON, the same function the devices re-hash leaves with)::
 
     {"device": "alice@acme.phone", "identity": "<b64, as published>",
      "op": "add", "t": 1764400000000, "user": "alice@acme"}
@@ -13,11 +13,11 @@ of the format (and of the clients' checks) but no relay operation writes it yet.
 
 The relay signs checkpoints of the log (``wire.checkpoint``: C2SP checkpoints in signed
 notes) with an Ed25519 *signing* key of its own, named like the log's origin
-(``doormat.example/directory``). Clients pin its verifier key (``DirectoryLog.vkey``).
-Every directory lookup carries a ``kt`` object built here: the signed checkpoint, for
-every device listed its entry and an inclusion proof against that checkpoint, and, when
-the request said ``since: SIZE``, that size again and a consistency proof from it to the
-checkpoint's size.
+(``wire.kt.KT_ORIGIN``). Clients pin its verifier key (``DirectoryLog.vkey``).
+Every directory lookup carries a ``kt`` object (its shape is ``wire.kt``'s) built here:
+the signed checkpoint, for every device listed its entry and an inclusion proof against
+that checkpoint, and, when the request said ``since: SIZE``, that size again and a
+consistency proof from it to the checkpoint's size.
 
 Persistence is the store's (``relay.store``, table ``kt_log``): the store appends the
 entry in the same transaction that sets the identity, and ``DirectoryLog.extend`` is
@@ -43,24 +43,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from wire.b64 import b64encode
-from wire.canonical import canonical_bytes
 from wire.checkpoint import Checkpoint, sign_checkpoint
+from wire.kt import KT_ORIGIN
 from wire.merkle import MerkleTree, hash_leaf
 from wire.note import Signer
-
-#: The key directory's log origin; the relay's checkpoint signing key has this name.
-KT_ORIGIN = "doormat.example/directory"
 
 #: The device name reserved for the ghost back door's government device, ``<user>.gov``.
 GHOST_NAME = "gov"
 #: Envelopes addressed to a ghost device go to ``doormat/in/tap/<GHOST_KIND>`` (TAP_ID).
 GHOST_KIND = "ghost"
-
-Op = Literal["add", "revoke"]
-OPS: tuple[str, ...] = ("add", "revoke")
 
 
 class DirectoryLogError(ValueError):
@@ -76,17 +70,6 @@ def ghost_device(user: str) -> str:
 def has_ghost_name(device: str) -> bool:
     """True for a device id whose device name is the reserved ``gov``."""
     return device.rsplit(".", 1)[-1] == GHOST_NAME
-
-
-def entry_object(user: str, device: str, identity: str, op: Op, t: int) -> dict[str, Any]:
-    if op not in OPS:
-        raise ValueError(f"op must be one of {OPS}, not {op!r}")
-    return {"device": device, "identity": identity, "op": op, "t": t, "user": user}
-
-
-def entry_bytes(user: str, device: str, identity: str, op: Op, t: int) -> bytes:
-    """The log entry, in canonical JSON: the leaf's data."""
-    return canonical_bytes(entry_object(user, device, identity, op, t))
 
 
 @dataclass(frozen=True)

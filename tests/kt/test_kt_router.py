@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from kt_helpers import A2, ALICE, BOB, CAROL, A, B, C, Harness, identity_of, publish_fields
 
-from clients.kt import REASON_NOT_ENROLLED, DirectoryView, InconsistentCheckpoint
+from clients.kt import REASON_NOT_ENROLLED, DirectoryView
 from relay.router import Ack, Publish
 from relay.store import Store
 from wire.envelope import Envelope
+from wire.kt import InconsistentCheckpoint
 
 AG, BG = "alice@acme.gov", "bob@acme.gov"
 
