@@ -153,8 +153,7 @@ class CoreClient:
         await self._client.publish(f"doormat/out/{self.id}/msg", self.seal(peer, data), qos=1)
 
     async def _read(self) -> None:
-        from clients.crypto import Sealed
-        from clients.crypto.errors import CryptoError
+        from clients.crypto import CryptoError, Sealed
         from wire.envelope import EnvelopeError, parse
 
         async for m in self._client.messages:

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-
+from clients.crypto import CryptoError
 from interceptor.court import AgencyKeyPair
 from interceptor.handover import open_record
 from interceptor.readers import Reader
@@ -46,7 +45,7 @@ class Agency:
     def receive(self, sealed: bytes) -> Received:
         try:
             record = open_record(self.keys.private_key, sealed)
-        except (InvalidTag, ValueError) as exc:
+        except (CryptoError, ValueError) as exc:
             self.events.emit(AGENCY_ID, "agency.rejected", reason=f"cannot open: {exc}")
             raise
         text: str | None = None

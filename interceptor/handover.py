@@ -13,21 +13,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+from clients.crypto import open_sealed, seal_to
+
 _INFO = b"doormat handover v1"
 
 
 def seal_record(agency_public_key: bytes, record: dict[str, Any]) -> bytes:
     body = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
-    return _SUITE.encrypt(body, X25519PublicKey.from_public_bytes(agency_public_key), info=_INFO)
+    return seal_to(agency_public_key, body, info=_INFO)
 
 
 def open_record(agency_private_key: X25519PrivateKey, sealed: bytes) -> dict[str, Any]:
-    """Raises cryptography's InvalidTag if the record was not sealed to this key."""
-    obj = json.loads(_SUITE.decrypt(sealed, agency_private_key, info=_INFO))
+    """Raises clients.crypto's DecryptError if the record was not sealed to this key."""
+    obj = json.loads(open_sealed(agency_private_key, sealed, info=_INFO))
     if not isinstance(obj, dict):
         raise ValueError("handover record is not a JSON object")
     return obj
