@@ -29,10 +29,10 @@ from interceptor.ledger import DEFAULT_ORIGIN, Ledger
 from interceptor.scoped import Deliver, ScopedInterceptor
 from interceptor.service import InterceptorService
 from interceptor.tap import Tap
-from interceptor.warrant import Decision
 from relay.service import RelayService
 from wire.events import Event, EventLog, now_ms
 from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, enterprise_of, user_of
+from wire.li.warrant import Decision
 from wire.note import Signer
 
 # How many devices start at once (see System.start).

@@ -1,6 +1,6 @@
 """The agency's receiving end: opens what was delivered to it and shows what it holds.
 
-Everything reaches it sealed to its own key (``interceptor.handover``). Inside, IRI
+Everything reaches it sealed to its own key (the format is ``wire.li.handover``). Inside, IRI
 records are metadata; CC records carry either plaintext (from a party that legitimately
 held a key: an enterprise's disclosed archive) or the end-to-end ciphertext the relay
 had, which the agency tries to open with every key it holds - none - and so cannot read.
@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clients.crypto import CryptoError
+from clients.crypto import CryptoError, open_sealed
 from interceptor.court import AgencyKeyPair
-from interceptor.handover import open_record
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
 from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.events import EventLog
+from wire.li.handover import HANDOVER_INFO, decode_record
 
 AGENCY_ID = "agency"
 
@@ -44,7 +44,7 @@ class Agency:
 
     def receive(self, sealed: bytes) -> Received:
         try:
-            record = open_record(self.keys.private_key, sealed)
+            record = decode_record(open_sealed(self.keys.private_key, sealed, info=HANDOVER_INFO))
         except (CryptoError, ValueError) as exc:
             self.events.emit(AGENCY_ID, "agency.rejected", reason=f"cannot open: {exc}")
             raise

@@ -13,7 +13,7 @@ Approver key file (``executive.key``, ``judicial.key``; mode 0600)::
     {"name": "Judicial Commissioner", "role": "judicial", "private_key": "<base64, 32 bytes>"}
 
 Agency key pair (``agency.key`` mode 0600 / ``agency.pub``): an X25519 key the agency
-receives HPKE-encrypted records with; see ``interceptor.trust.AgencyPublicKey``.
+receives HPKE-encrypted records with; see ``wire.li.trust.AgencyPublicKey``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from interceptor.errors import CourtError, TrustError, WarrantError
-from interceptor.trust import (
+from wire.b64 import b64encode
+from wire.li.errors import CourtError, TrustError, WarrantError
+from wire.li.trust import (
     KEY_BYTES,
     NAME_RE,
     ROLES,
@@ -42,7 +43,7 @@ from interceptor.trust import (
     key_bytes,
     load_json,
 )
-from interceptor.warrant import (
+from wire.li.warrant import (
     DEFAULT_LEGAL_TYPE,
     Approval,
     Delivery,
@@ -51,7 +52,6 @@ from interceptor.warrant import (
     derive_liid,
     warrant_from_json,
 )
-from wire.b64 import b64encode
 
 DEFAULT_NAMES = {"executive": "Secretary of State", "judicial": "Judicial Commissioner"}
 DEFAULT_AGENCY_ID = "agency"

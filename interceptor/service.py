@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 from clients.link import Link
 from interceptor.scoped import Action, AskEnterprise, Deliver, ScopedInterceptor, SendX1
-from interceptor.warrant import Decision
 from wire import topics
 from wire.events import EventLog
 from wire.ids import INTERCEPTOR_ID
+from wire.li.warrant import Decision
 
 
 class InterceptorService:

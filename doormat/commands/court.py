@@ -40,9 +40,10 @@ from interceptor.court import (
     issue,
     trust_store_of,
 )
-from interceptor.errors import InterceptError
-from interceptor.trust import AgencyPublicKey, TrustStore
-from interceptor.warrant import (
+from wire.ids import is_device
+from wire.li.errors import InterceptError
+from wire.li.trust import AgencyPublicKey, TrustStore
+from wire.li.warrant import (
     CATEGORIES,
     MAX_WARRANT_BYTES,
     Policy,
@@ -53,7 +54,6 @@ from interceptor.warrant import (
     iso,
     parse_warrant,
 )
-from wire.ids import is_device
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 

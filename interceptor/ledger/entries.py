@@ -22,10 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from interceptor.errors import StateError
 from interceptor.ledger.errors import EntryError
-from interceptor.trust import FINGERPRINT_RE, TOKEN_RE, exact_fields, load_json
-from interceptor.warrant import (
+from wire.canonical import CanonicalError, canonical_bytes
+from wire.ids import DEVICE_RE, USER_RE
+from wire.li.errors import StateError
+from wire.li.trust import FINGERPRINT_RE, TOKEN_RE, exact_fields, load_json
+from wire.li.warrant import (
     CASE_REFERENCE_RE,
     CATEGORIES,
     LIID_RE,
@@ -33,8 +35,6 @@ from interceptor.warrant import (
     Decision,
     Warrant,
 )
-from wire.canonical import CanonicalError, canonical_bytes
-from wire.ids import DEVICE_RE, USER_RE
 from wire.merkle import hash_leaf
 
 #: The ``v`` of every entry.

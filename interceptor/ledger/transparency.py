@@ -22,9 +22,9 @@ from interceptor.ledger.entries import (
     WARRANT_DECISION,
     Entry,
 )
-from interceptor.warrant import CATEGORIES
 from wire.b64 import b64decode, b64encode
 from wire.checkpoint import Checkpoint
+from wire.li.warrant import CATEGORIES
 
 REPORT_FORMAT = "doormat-transparency-report/1"
 

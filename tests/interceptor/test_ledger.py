@@ -50,9 +50,9 @@ from interceptor.ledger import (
     verify,
     warrant_decision_entry,
 )
-from interceptor.warrant import Decision
 from wire.canonical import canonical_bytes
 from wire.checkpoint import open_checkpoint
+from wire.li.warrant import Decision
 from wire.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 from wire.note import Signer
 

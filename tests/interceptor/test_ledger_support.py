@@ -26,7 +26,7 @@ from interceptor.ledger import (
     task_stop_entry,
     warrant_decision_entry,
 )
-from interceptor.warrant import (
+from wire.li.warrant import (
     Decision,
     Policy,
     Warrant,

@@ -24,9 +24,9 @@ from interceptor.court import (
     sign_approval,
     trust_store_of,
 )
-from interceptor.errors import StateError, WarrantError
-from interceptor.trust import b64encode
-from interceptor.warrant import (
+from wire.b64 import b64encode
+from wire.li.errors import StateError, WarrantError
+from wire.li.warrant import (
     MAX_WARRANT_BYTES,
     Decision,
     Policy,
@@ -716,13 +716,13 @@ def test_fuzz_one_field_of_a_signed_warrant(path: tuple[Any, ...], value: Any) -
 # ------------------------------------------------------------------------- sans-I/O
 
 
-@pytest.mark.parametrize("module", ["warrant", "trust", "errors"])
+@pytest.mark.parametrize("module", ["warrant", "trust", "errors", "handover"])
 def test_the_core_is_sans_io(module: str) -> None:
     """No clock, files, network or event loop in the warrant core: all of it is passed in."""
     import ast
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "interceptor" / f"{module}.py"
+    path = Path(__file__).resolve().parents[2] / "wire" / "li" / f"{module}.py"
     tree = ast.parse(path.read_text())
     forbidden = {
         "asyncio",

@@ -45,8 +45,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from interceptor.errors import StateError, TrustError, WarrantError
-from interceptor.trust import (
+from wire.b64 import b64encode
+from wire.canonical import canonical_bytes
+from wire.ids import DEVICE_RE, USER_RE
+from wire.li.errors import StateError, TrustError, WarrantError
+from wire.li.trust import (
     FINGERPRINT_RE,
     NAME_RE,
     ROLES,
@@ -56,9 +59,6 @@ from interceptor.trust import (
     key_bytes,
     load_json,
 )
-from wire.b64 import b64encode
-from wire.canonical import canonical_bytes
-from wire.ids import DEVICE_RE, USER_RE
 
 VERSION = 1
 MAX_WARRANT_BYTES = 64 * 1024

@@ -19,7 +19,7 @@ Agency public key (``agency.pub``)::
 
 The fingerprint is the hex SHA-256 of the raw 32-byte X25519 public key. A warrant names
 its delivery destination by this fingerprint, and the interceptor delivers only to the
-fingerprint it has pinned (see ``Policy`` in ``interceptor.warrant``).
+fingerprint it has pinned (see ``Policy`` in ``wire.li.warrant``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from interceptor.errors import TrustError
 from wire.b64 import B64Error, b64decode, b64encode
+from wire.li.errors import TrustError
 
 ROLES = ("executive", "judicial")
 KEY_BYTES = 32
