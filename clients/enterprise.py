@@ -26,16 +26,10 @@ from wire import topics
 from wire.b64 import b64decode
 from wire.events import EventLog
 from wire.ids import check_enterprise, check_user, device_id, enterprise_of, user_of
+from wire.li.checks import Decision, Policy, WarrantState, check_warrant_bytes
 from wire.li.handover import HANDOVER_INFO, encode_record, handover_record
 from wire.li.trust import AgencyPublicKey, TrustStore
-from wire.li.warrant import (
-    Decision,
-    Policy,
-    Warrant,
-    WarrantState,
-    check_warrant_bytes,
-    parse_warrant,
-)
+from wire.li.warrant import Warrant, parse_warrant
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from interceptor.tap import Tap
 from relay.service import RelayService
 from wire.events import Event, EventLog, now_ms
 from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, enterprise_of, user_of
-from wire.li.warrant import Decision
+from wire.li.checks import Decision
 from wire.note import Signer
 
 # How many devices start at once (see System.start).

@@ -33,18 +33,11 @@ from interceptor.ledger import (
 )
 from wire.events import EventLog
 from wire.ids import INTERCEPTOR_ID, enterprise_of
+from wire.li.checks import Decision, Directory, Policy, WarrantState, check_warrant_bytes
 from wire.li.errors import WarrantError
 from wire.li.handover import HANDOVER_INFO, encode_record, handover_record
 from wire.li.trust import AgencyPublicKey, TrustStore
-from wire.li.warrant import (
-    Decision,
-    Directory,
-    Policy,
-    Warrant,
-    WarrantState,
-    check_warrant_bytes,
-    parse_warrant,
-)
+from wire.li.warrant import Warrant, parse_warrant
 
 ACTOR = INTERCEPTOR_ID
 

@@ -17,7 +17,7 @@ from interceptor.scoped import Action, AskEnterprise, Deliver, ScopedInterceptor
 from wire import topics
 from wire.events import EventLog
 from wire.ids import INTERCEPTOR_ID
-from wire.li.warrant import Decision
+from wire.li.checks import Decision
 
 
 class InterceptorService:

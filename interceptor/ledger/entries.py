@@ -25,16 +25,10 @@ from typing import Any
 from interceptor.ledger.errors import EntryError
 from wire.canonical import CanonicalError, canonical_bytes
 from wire.ids import DEVICE_RE, USER_RE
+from wire.li.checks import Decision
 from wire.li.errors import StateError
 from wire.li.trust import FINGERPRINT_RE, TOKEN_RE, exact_fields, load_json
-from wire.li.warrant import (
-    CASE_REFERENCE_RE,
-    CATEGORIES,
-    LIID_RE,
-    TARGET_FORMATS,
-    Decision,
-    Warrant,
-)
+from wire.li.warrant import CASE_REFERENCE_RE, CATEGORIES, LIID_RE, TARGET_FORMATS, Warrant
 from wire.merkle import hash_leaf
 
 #: The ``v`` of every entry.

@@ -52,7 +52,7 @@ from interceptor.ledger import (
 )
 from wire.canonical import canonical_bytes
 from wire.checkpoint import open_checkpoint
-from wire.li.warrant import Decision
+from wire.li.checks import Decision
 from wire.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 from wire.note import Signer
 

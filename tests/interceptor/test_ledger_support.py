@@ -26,15 +26,8 @@ from interceptor.ledger import (
     task_stop_entry,
     warrant_decision_entry,
 )
-from wire.li.warrant import (
-    Decision,
-    Policy,
-    Warrant,
-    WarrantState,
-    check_warrant,
-    check_warrant_bytes,
-    parse_warrant,
-)
+from wire.li.checks import Decision, Policy, WarrantState, check_warrant, check_warrant_bytes
+from wire.li.warrant import Warrant, parse_warrant
 from wire.note import Signer
 
 NOW = 1_764_400_000  # seconds

@@ -25,20 +25,9 @@ from interceptor.court import (
     trust_store_of,
 )
 from wire.b64 import b64encode
+from wire.li.checks import Decision, Policy, WarrantState, check_warrant, check_warrant_bytes
 from wire.li.errors import StateError, WarrantError
-from wire.li.warrant import (
-    MAX_WARRANT_BYTES,
-    Decision,
-    Policy,
-    Reason,
-    Target,
-    Warrant,
-    WarrantState,
-    check_warrant,
-    check_warrant_bytes,
-    is_wildcard,
-    parse_warrant,
-)
+from wire.li.warrant import MAX_WARRANT_BYTES, Reason, Target, Warrant, is_wildcard, parse_warrant
 
 NOW = 1_764_400_000
 HOUR = 3600
@@ -716,7 +705,7 @@ def test_fuzz_one_field_of_a_signed_warrant(path: tuple[Any, ...], value: Any) -
 # ------------------------------------------------------------------------- sans-I/O
 
 
-@pytest.mark.parametrize("module", ["warrant", "trust", "errors", "handover"])
+@pytest.mark.parametrize("module", ["warrant", "checks", "trust", "errors", "handover", "builds"])
 def test_the_core_is_sans_io(module: str) -> None:
     """No clock, files, network or event loop in the warrant core: all of it is passed in."""
     import ast

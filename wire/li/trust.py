@@ -19,7 +19,7 @@ Agency public key (``agency.pub``)::
 
 The fingerprint is the hex SHA-256 of the raw 32-byte X25519 public key. A warrant names
 its delivery destination by this fingerprint, and the interceptor delivers only to the
-fingerprint it has pinned (see ``Policy`` in ``wire.li.warrant``).
+fingerprint it has pinned (see ``Policy`` in ``wire.li.checks``).
 """
 
 from __future__ import annotations
