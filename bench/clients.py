@@ -152,8 +152,7 @@ class CoreClient:
         await self._transport.publish(f"doormat/out/{self.id}/msg", self.seal(peer, data))
 
     async def _read(self) -> None:
-        from clients.crypto import Sealed
-        from clients.crypto.errors import CryptoError
+        from clients.crypto import CryptoError, Sealed
         from wire.envelope import EnvelopeError, parse
 
         async for m in self._transport.messages():

@@ -3,7 +3,8 @@
 An enterprise that runs one publishes its archive public key (disclosed: every user can
 see that their messages are journalled, unlike a ghost). Its devices then seal a copy of
 every message they send or read to that key (HPKE, RFC 9180) and send it through the
-relay to their enterprise server, which alone can open it. This is the one party in
+relay to their enterprise server, which alone can open it (the library's one suite:
+``clients.crypto.seal_to`` / ``open_sealed``). This is the one party in
 the chain that legitimately holds the content of its own users' messages - and so the
 only source of content (CC) for a warrant, checked again by the enterprise itself.
 
@@ -19,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -29,11 +28,9 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from clients.crypto import pad, unpad
-from clients.crypto.errors import CryptoError
+from clients.crypto import CryptoError, open_sealed, pad, seal_to, unpad
 
-_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
-_INFO = b"doormat compliance archive v1|"
+_INFO = b"doormat compliance archive v1|"  # + the journalling device's id
 ARCHIVE_KIND = "archive"  # topic kind: doormat/out/<device>/archive -> doormat/in/<ent>/archive
 
 
@@ -65,11 +62,7 @@ def journal_record(archive_public_key: bytes, record: Record) -> bytes:
     """Seal a record for the enterprise archive (what a device sends)."""
     body = json.dumps(record.to_json(), separators=(",", ":")).encode()
     # Padded like messages, so the relay learns a bucket, not a length.
-    return _SUITE.encrypt(
-        pad(body),
-        X25519PublicKey.from_public_bytes(archive_public_key),
-        info=_INFO + record.device.encode(),
-    )
+    return seal_to(archive_public_key, pad(body), info=_INFO + record.device.encode())
 
 
 class ArchiveError(ValueError):
@@ -142,7 +135,7 @@ class Archive:
         (same device, direction, sender and id: a broker redelivery after a crash, or a
         device re-sending its outbox), which is stored only once."""
         try:
-            body = unpad(_SUITE.decrypt(sealed, self.key, info=_INFO + device.encode()))
+            body = unpad(open_sealed(self.key, sealed, info=_INFO + device.encode()))
             obj = json.loads(body)
             rec = Record(
                 device=str(obj["device"]),
@@ -153,7 +146,7 @@ class Archive:
                 ts=int(obj["ts"]),
                 text=str(obj["text"]),
             )
-        except (InvalidTag, CryptoError, ValueError, KeyError, TypeError) as exc:
+        except (CryptoError, ValueError, KeyError, TypeError) as exc:
             raise ArchiveError(f"journal record from {device} does not open: {exc}") from None
         if rec.device != device or rec.direction not in ("in", "out"):
             raise ArchiveError(f"journal record from {device} names {rec.device}")

@@ -1,8 +1,8 @@
-"""Mandated client builds: the three back doors a blanket tap needs.
+"""Mandated client builds, device side: what a back-doored build adds to each envelope.
 
 A blanket tap at the relay captures every envelope and reads none of them, because the
 keys live only in the devices. To make it read, the state must change *every client*
-(or the directory every client trusts). Each back door here is that change, in the
+(or the directory every client trusts). Each back door is that change, here, in the
 client code path that builds an envelope - not a flag the tap checks:
 
 * ``escrow`` (LEAF-style, after Clipper): each message key, with the session's
@@ -16,146 +16,35 @@ client code path that builds an envelope - not a flag the tap checks:
   for every user and unmodified clients fan out to it as to any device (relay side and
   key transparency catch it; see relay/kt.py and clients/kt.py).
 
-``ClientBuild`` is what a device runs; ``open_escrow`` and ``open_global`` are what a key
-holder does with a captured envelope.
+``ClientBuild`` (the build as data: which back door, which baked-in key) is
+``wire.li.builds``'s; the cryptography is the E2EE library's recipes
+(``clients.crypto.escrow_wrap``, ``global_seal``); what a key holder does with a
+captured envelope is ``interceptor.readers``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import os
-import struct
-from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from clients.crypto import Sealed, open_body, pad, unpad
-from clients.crypto.errors import CryptoError
-from wire.envelope import Envelope
-
-BACKDOORS = ("none", "escrow", "ghost", "global-key")
-
-_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
-_ESCROW_INFO = b"doormat escrow LEAF v1"
-_GLOBAL_NONCE = 12
+from clients.crypto import Sealed, escrow_wrap, global_seal
+from wire.b64 import b64encode
+from wire.li.builds import ESCROW_FIELD, GLOBAL_FIELD, ClientBuild, binding
 
 
-def _binding(envelope_id: str, sender: str, recipient: str) -> bytes:
-    """Bind a back-door field to its envelope, so it cannot be moved to another one."""
-    return f"{envelope_id}|{sender}|{recipient}".encode()
-
-
-@dataclass(frozen=True)
-class ClientBuild:
-    """The client build a device runs. The default build adds nothing to envelopes."""
-
-    name: str = "standard"
-    escrow_public_key: bytes | None = None  # raw X25519, baked into the build
-    global_key: bytes | None = None  # 32 bytes, baked into the build
-
-    def extensions(
-        self, envelope_id: str, sender: str, recipient: str, plaintext: bytes, sealed: Sealed
-    ) -> dict[str, Any]:
-        """The ``ext`` fields this build adds to the envelope for ``sealed``."""
-        ext: dict[str, Any] = {}
-        binding = _binding(envelope_id, sender, recipient)
-        if self.escrow_public_key is not None:
-            if sealed.message_key is None or sealed.associated_data is None:
-                raise ValueError("escrow build needs the message key of a fresh encryption")
-            leaf = (
-                struct.pack(">H", len(sealed.message_key))
-                + sealed.message_key
-                + sealed.associated_data
-            )
-            wrapped = _SUITE.encrypt(
-                leaf,
-                X25519PublicKey.from_public_bytes(self.escrow_public_key),
-                info=_ESCROW_INFO + b"|" + binding,
-            )
-            ext["escrow"] = base64.b64encode(wrapped).decode("ascii")
-        if self.global_key is not None:
-            nonce = os.urandom(_GLOBAL_NONCE)
-            sealed_copy = ChaCha20Poly1305(self.global_key).encrypt(
-                nonce, pad(plaintext), binding
-            )
-            ext["global"] = base64.b64encode(nonce + sealed_copy).decode("ascii")
-        return ext
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "escrow_public_key": _b64(self.escrow_public_key),
-            "global_key": _b64(self.global_key),
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ClientBuild:
-        return cls(
-            name=str(obj.get("name", "standard")),
-            escrow_public_key=_unb64(obj.get("escrow_public_key")),
-            global_key=_unb64(obj.get("global_key")),
-        )
-
-
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: Any) -> bytes | None:
-    return None if text is None else base64.b64decode(str(text))
-
-
-def _field(env: Envelope, name: str) -> bytes | None:
-    value = env.ext.get(name)
-    if not isinstance(value, str):
-        return None
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def open_escrow(env: Envelope, escrow_private_key: X25519PrivateKey) -> bytes | None:
-    """What the escrow key holder does: unwrap the message key, open the body."""
-    wrapped = _field(env, "escrow")
-    if wrapped is None:
-        return None
-    try:
-        leaf = _SUITE.decrypt(
-            wrapped,
-            escrow_private_key,
-            info=_ESCROW_INFO + b"|" + _binding(env.id, env.sender, env.recipient),
-        )
-        (n,) = struct.unpack(">H", leaf[:2])
-        message_key, associated_data = leaf[2 : 2 + n], leaf[2 + n :]
-        return open_body(message_key, associated_data, env.header, env.body)
-    except (InvalidTag, ValueError, struct.error, CryptoError):
-        # Any failure means "this key does not open this envelope"; the caller counts.
-        return None
-
-
-def open_global(env: Envelope, global_key: bytes) -> bytes | None:
-    """What anyone holding the global key does with a captured envelope."""
-    blob = _field(env, "global")
-    if blob is None or len(blob) <= _GLOBAL_NONCE:
-        return None
-    try:
-        padded = ChaCha20Poly1305(global_key).decrypt(
-            blob[:_GLOBAL_NONCE], blob[_GLOBAL_NONCE:], _binding(env.id, env.sender, env.recipient)
-        )
-        return unpad(padded)
-    except (InvalidTag, ValueError, CryptoError):
-        return None
-
-
-def new_escrow_key() -> X25519PrivateKey:
-    return X25519PrivateKey.generate()
-
-
-def new_global_key() -> bytes:
-    return ChaCha20Poly1305.generate_key()
+def extensions(
+    build: ClientBuild,
+    envelope_id: str,
+    sender: str,
+    recipient: str,
+    plaintext: bytes,
+    sealed: Sealed,
+) -> dict[str, Any]:
+    """The ``ext`` fields ``build`` adds to the envelope for ``sealed`` (none for the
+    standard build)."""
+    ext: dict[str, Any] = {}
+    bound = binding(envelope_id, sender, recipient)
+    if build.escrow_public_key is not None:
+        ext[ESCROW_FIELD] = b64encode(escrow_wrap(build.escrow_public_key, sealed, binding=bound))
+    if build.global_key is not None:
+        ext[GLOBAL_FIELD] = b64encode(global_seal(build.global_key, plaintext, binding=bound))
+    return ext

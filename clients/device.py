@@ -44,17 +44,18 @@ from pathlib import Path
 from typing import Any
 
 from clients.archive import ARCHIVE_KIND, Record, journal_record
-from clients.backdoors import ClientBuild
-from clients.crypto import DeviceCrypto, Sealed
-from clients.crypto.errors import CryptoError
+from clients.backdoors import extensions
+from clients.crypto import CryptoError, DeviceCrypto, Sealed
 from clients.enterprise import Credentials
-from clients.kt import Alarm, DirectoryView, InconsistentCheckpoint, StaleCheckpoint
+from clients.kt import DirectoryView
 from clients.store import DeviceStore, HistoryEntry, Incoming
 from infra.link import RATE_LIMIT_PAUSE, Link
 from wire import envelope as wire_envelope
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms
 from wire.ids import user_of
+from wire.kt import Alarm, InconsistentCheckpoint, StaleCheckpoint
+from wire.li.builds import ClientBuild
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,7 @@ class Device:
                 header=sealed.header,
                 body=sealed.body,
                 prekey=sealed.prekey,
-                ext=self.build.extensions(msg_id, self.id, dev, data, sealed),
+                ext=extensions(self.build, msg_id, self.id, dev, data, sealed),
             )
             envelopes.append((dev, env.encode()))
         journal = self._journal("out", msg_id, self.id, to_user, ts, data)

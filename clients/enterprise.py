@@ -11,7 +11,6 @@ Only the enterprise's own users can be enrolled by it, and the relay checks that
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import logging
@@ -21,20 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.archive import Archive, ArchiveError, Record
+from clients.crypto import seal_to
 from infra.link import Link
-from interceptor.handover import seal_record
-from interceptor.trust import AgencyPublicKey, TrustStore
-from interceptor.warrant import (
-    Decision,
-    Policy,
-    Warrant,
-    WarrantState,
-    check_warrant_bytes,
-    parse_warrant,
-)
 from wire import topics
+from wire.b64 import b64decode
 from wire.events import EventLog
 from wire.ids import check_enterprise, check_user, device_id, enterprise_of, user_of
+from wire.li.checks import Decision, Policy, WarrantState, check_warrant_bytes
+from wire.li.handover import HANDOVER_INFO, encode_record, handover_record
+from wire.li.trust import AgencyPublicKey, TrustStore
+from wire.li.warrant import Warrant, parse_warrant
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +147,7 @@ class EnterpriseServer:
         try:
             wrapped = json.loads(payload)
             device = str(wrapped["device"])
-            record, new = self.archive.ingest_new(device, base64.b64decode(wrapped["record"]))
+            record, new = self.archive.ingest_new(device, b64decode(wrapped["record"], "'record'"))
         except (ArchiveError, ValueError, KeyError, TypeError) as exc:
             self._events.emit(self.enterprise.name, "enterprise.rejected", reason=str(exc))
             return
@@ -258,17 +253,15 @@ class ArchiveCase:
         if key in self.exported or not self.covers(record):
             return None
         self.exported.add(key)
-        return seal_record(
-            self.agency.public_key,
-            {
-                "liid": self.warrant.liid,
-                "category": "CC",
-                "sequence": len(self.exported),
-                "source": f"archive:{enterprise_of(record.device)}",
-                "id": record.id,
-                "from": record.sender,
-                "to": record.to_user or record.device,
-                "ts": record.ts,
-                "plaintext": record.text,
-            },
+        cc = handover_record(
+            liid=self.warrant.liid,
+            category="CC",
+            sequence=len(self.exported),
+            source=f"archive:{enterprise_of(record.device)}",
+            id=record.id,
+            to=record.to_user or record.device,
+            ts=record.ts,
+            plaintext=record.text,
+            **{"from": record.sender},
         )
+        return seal_to(self.agency.public_key, encode_record(cc), info=HANDOVER_INFO)

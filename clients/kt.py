@@ -23,27 +23,40 @@ What a plain log does not give (and this module does not pretend to): proof that
 an answer; it cannot show a device a key that is not in the log it signed, and it cannot
 show two parties two logs without the fork being provable once they compare notes.
 
+The contract this module checks against (the entry encoding, the strict parsing of a
+``kt`` object, the errors raised and the results returned) is ``wire.kt``, shared with the
+relay that writes the log.
+
 No asyncio, no I/O: answers come in as parsed JSON, state goes out as JSON text.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from wire.canonical import CanonicalError, canonical_bytes
 from wire.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from wire.events import now_ms
-from wire.ids import DEVICE_RE, USER_RE, user_of
-from wire.merkle import HASH_SIZE, ProofError, hash_leaf, verify_consistency, verify_inclusion
+from wire.ids import user_of
+from wire.kt import (
+    KT_ORIGIN,
+    Alarm,
+    CheckpointInvalid,
+    IdentityMismatch,
+    InconsistentCheckpoint,
+    KTError,
+    LogEntry,
+    LookupResult,
+    MalformedKTAnswer,
+    StaleCheckpoint,
+    UnprovenDevice,
+    parse_kt,
+    text_field,
+)
+from wire.merkle import ProofError, hash_leaf, verify_consistency, verify_inclusion
 from wire.note import NoteError, Verifier
 
-#: The key directory's log origin (relay.kt.KT_ORIGIN; clients do not import the relay).
-KT_ORIGIN = "doormat.example/directory"
 #: Reasons, as the exposure report and the tests name them.
 REASON_NOT_ENROLLED = "device not enrolled by the user's enterprise"
 REASON_KEY_MISMATCH = "the log binds the device to a key it did not publish"
@@ -51,222 +64,7 @@ REASON_SPLIT_VIEW = "split view: the relay signed two different logs"
 #: How many earlier verified checkpoints a view remembers (to check answers that were
 #: built before the latest one, and gossip about them).
 HISTORY = 64
-#: Bound on one answer: entries and proof hashes.
-MAX_ENTRIES = 1024
-MAX_PROOF = 64
 _STATE_VERSION = 1
-
-
-# -- errors ---------------------------------------------------------------------------
-
-
-class KTError(Exception):
-    """Something in a directory answer could not be verified. Subclasses say what."""
-
-
-class MalformedKTAnswer(KTError):
-    """The ``kt`` object (or an entry in it) is not in the expected shape."""
-
-
-class CheckpointInvalid(KTError):
-    """The checkpoint is not signed by the pinned directory key, or not well formed."""
-
-
-class InconsistentCheckpoint(KTError):
-    """The answer's checkpoint contradicts one the device verified: the consistency
-    proof from the held checkpoint fails, or a size it saw before comes with another
-    root. Both checkpoints are validly signed, so ``alarm`` (a split-view ``Alarm``, also
-    recorded in the view) is set."""
-
-    def __init__(self, message: str, alarm: Alarm | None = None) -> None:
-        super().__init__(message)
-        self.alarm = alarm
-
-
-class StaleCheckpoint(KTError):
-    """The answer cannot be checked against the checkpoint held now: it is older than
-    that one and not one seen before, or newer but without a consistency proof *from the
-    held size* (the request was sent before the view moved on, or without ``since``).
-    Not evidence of anything: ask again with ``since=view.since``."""
-
-
-class UnprovenDevice(KTError):
-    """A listed device without a valid log entry and inclusion proof: it is not used."""
-
-    def __init__(self, device: str, reason: str) -> None:
-        super().__init__(f"{device}: {reason}")
-        self.device = device
-        self.reason = reason
-
-
-class IdentityMismatch(UnprovenDevice):
-    """The bundle's identity key differs from the key the log binds the device to."""
-
-
-# -- results --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """A key-transparency alarm. ``time`` is the logged entry's time for device alarms
-    (when the directory added it) and the detection time for a split view."""
-
-    user: str | None
-    device: str | None
-    time: int
-    reason: str
-    kind: str  # "unenrolled-device" | "key-mismatch" | "split-view"
-    index: int | None = None  # the log entry, for device alarms
-    evidence: tuple[str, ...] = ()  # the two checkpoint notes, for a split view
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "user": self.user,
-            "device": self.device,
-            "time": self.time,
-            "reason": self.reason,
-            "kind": self.kind,
-            "index": self.index,
-            "evidence": list(self.evidence),
-        }
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One directory log entry, as the relay logged it."""
-
-    user: str
-    device: str
-    identity: str
-    op: str  # add | revoke
-    t: int
-
-    def data(self) -> bytes:
-        """The leaf's data: the entry in canonical JSON."""
-        return canonical_bytes(
-            {
-                "device": self.device,
-                "identity": self.identity,
-                "op": self.op,
-                "t": self.t,
-                "user": self.user,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class ProvenEntry:
-    index: int
-    entry: LogEntry
-
-
-@dataclass(frozen=True)
-class LookupResult:
-    """What ``verify_lookup`` found: the listed devices it proved, in listed order, as
-    ``(device, identity)`` pairs, and the ones it refused, each with its reason."""
-
-    verified: list[tuple[str, str]]
-    refused: list[UnprovenDevice] = field(default_factory=list)
-    size: int = 0  # the checkpoint size the answer was verified against
-
-    @property
-    def devices(self) -> list[str]:
-        return [device for device, _ in self.verified]
-
-    def raise_for_refused(self) -> None:
-        if self.refused:
-            raise self.refused[0]
-
-
-# -- parsing (strict) -----------------------------------------------------------------
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-        raise MalformedKTAnswer(f"{what} must be a non-negative integer")
-    return value
-
-
-def _str(value: Any, what: str, limit: int = 2048) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise MalformedKTAnswer(f"{what} must be a non-empty string")
-    return value
-
-
-def _hashes(value: Any, what: str) -> list[bytes]:
-    if not isinstance(value, list) or len(value) > MAX_PROOF:
-        raise MalformedKTAnswer(f"{what} must be a list of at most {MAX_PROOF} base64 hashes")
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise MalformedKTAnswer(f"{what}[{i}] must be a base64 string")
-        try:
-            raw = base64.b64decode(item.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise MalformedKTAnswer(f"{what}[{i}] is not valid base64") from None
-        if len(raw) != HASH_SIZE:
-            raise MalformedKTAnswer(f"{what}[{i}] is {len(raw)} bytes, expected {HASH_SIZE}")
-        out.append(raw)
-    return out
-
-
-def parse_entry(value: Any) -> LogEntry:
-    """A log entry object, strictly: exactly its five fields, each of the right type."""
-    if not isinstance(value, dict) or set(value) != {"device", "identity", "op", "t", "user"}:
-        raise MalformedKTAnswer("an entry must be exactly {device, identity, op, t, user}")
-    user = _str(value["user"], "entry.user", 200)
-    device = _str(value["device"], "entry.device", 200)
-    if not USER_RE.fullmatch(user) or not DEVICE_RE.fullmatch(device):
-        raise MalformedKTAnswer(f"entry names no valid user and device: {device!r:.80}")
-    if user_of(device) != user:
-        raise MalformedKTAnswer(f"entry's device {device} is not a device of {user}")
-    op = value["op"]
-    if op not in ("add", "revoke"):
-        raise MalformedKTAnswer(f"entry op must be add or revoke, not {op!r:.40}")
-    entry = LogEntry(
-        user, device, _str(value["identity"], "entry.identity"), op, _int(value["t"], "entry.t")
-    )
-    try:
-        entry.data()
-    except CanonicalError as exc:  # pragma: no cover - the fields above are all encodable
-        raise MalformedKTAnswer(f"entry cannot be encoded: {exc}") from None
-    return entry
-
-
-@dataclass(frozen=True)
-class _KT:
-    note: str
-    entries: list[tuple[int, LogEntry, list[bytes]]]
-    since: int | None
-    consistency: list[bytes] | None
-
-
-def _parse_kt(kt: Any) -> _KT:
-    if not isinstance(kt, Mapping):
-        raise MalformedKTAnswer("'kt' must be an object")
-    unknown = set(kt) - {"checkpoint", "entries", "since", "consistency"}
-    if unknown:
-        raise MalformedKTAnswer(f"'kt' has unknown field(s): {', '.join(sorted(unknown))[:100]}")
-    note = _str(kt.get("checkpoint"), "kt.checkpoint", 64 * 1024)
-    raw_entries = kt.get("entries", [])
-    if not isinstance(raw_entries, list) or len(raw_entries) > MAX_ENTRIES:
-        raise MalformedKTAnswer(f"kt.entries must be a list of at most {MAX_ENTRIES} entries")
-    entries = []
-    for i, item in enumerate(raw_entries):
-        if not isinstance(item, dict) or set(item) != {"index", "entry", "proof"}:
-            raise MalformedKTAnswer(f"kt.entries[{i}] must be exactly {{index, entry, proof}}")
-        entries.append(
-            (
-                _int(item["index"], f"kt.entries[{i}].index"),
-                parse_entry(item["entry"]),
-                _hashes(item["proof"], f"kt.entries[{i}].proof"),
-            )
-        )
-    since = consistency = None
-    if kt.get("consistency") is not None:
-        consistency = _hashes(kt["consistency"], "kt.consistency")
-        since = _int(kt.get("since"), "kt.since")
-    return _KT(note, entries, since, consistency)
 
 
 # -- the view -------------------------------------------------------------------------
@@ -478,8 +276,8 @@ class DirectoryView:
             elif isinstance(item, Mapping):
                 wanted.append(
                     (
-                        _str(item.get("device"), f"listed[{i}].device", 200),
-                        _str(item.get("identity"), f"listed[{i}].identity"),
+                        text_field(item.get("device"), f"listed[{i}].device", 200),
+                        text_field(item.get("identity"), f"listed[{i}].identity"),
                     )
                 )
             else:
@@ -493,7 +291,7 @@ class DirectoryView:
                 ],
                 0 if self._checkpoint is None else self._checkpoint.size,
             )
-        parsed = _parse_kt(kt)
+        parsed = parse_kt(kt)
         cp = self._accept(parsed.note, parsed.since, parsed.consistency)
         latest: dict[str, tuple[int, LogEntry, list[bytes]]] = {}
         for index, entry, proof in parsed.entries:
@@ -541,8 +339,8 @@ class DirectoryView:
         user = answer.get("user")
         if self.user is not None and user != self.user:
             raise MalformedKTAnswer(f"monitor answer is about {user!r:.80}, not {self.user}")
-        user = _str(user, "user", 200)
-        parsed = _parse_kt(answer.get("kt"))
+        user = text_field(user, "user", 200)
+        parsed = parse_kt(answer.get("kt"))
         cp = self._accept(parsed.note, parsed.since, parsed.consistency)
         enrolled = set(enrolled_devices)
         known = dict(known_identities or {})

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
-from clients.backdoors import ClientBuild
 from clients.crypto import DeviceCrypto
 from interceptor.readers import DeviceReader, EscrowReader, GlobalKeyReader, Reader
+from wire.li.builds import ClientBuild
 
 
 def steal_escrow_key(key: X25519PrivateKey) -> EscrowReader:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from clients.enterprise import Credentials, Enterprise
 from doormat.broker.accounts import Account, generate_password
-from wire.ids import RELAY_ID, check_enterprise, device_id
+from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, check_enterprise, device_id
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,6 @@ def generated_cast(n_users: int) -> Cast:
             EnterpriseSpec("globex", archive=False, users=tuple(halves["globex"])),
         )
     )
-
-
-# The government's tap logs in as this account (read-only: its own inbox).
-TAP_ID = "tap"
-# The scoped interceptor: provisions X1 tasks at the relay, receives X2/X3 records.
-INTERCEPTOR_ID = "interceptor"
 
 
 @dataclass

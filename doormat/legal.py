@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from interceptor.court import AgencyKeyPair, ApproverKey, approve, issue, trust_store_of
-from interceptor.trust import TrustStore
-from interceptor.warrant import Policy, Warrant
+from wire.li.checks import Policy
+from wire.li.trust import TrustStore
+from wire.li.warrant import Warrant
 
 JURISDICTION = "GB"
 CSP_ID = "doormat"

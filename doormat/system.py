@@ -21,7 +21,7 @@ from clients.device import Device, Sent, emit_alarm
 from clients.enterprise import EnterpriseServer
 from doormat.broker import start_broker
 from doormat.broker.accounts import Account
-from doormat.cast import INTERCEPTOR_ID, TAP_ID, Cast, enrol
+from doormat.cast import Cast, enrol
 from doormat.legal import LegalWorld
 from interceptor.agency import Agency
 from interceptor.government import Government
@@ -29,10 +29,10 @@ from interceptor.ledger import DEFAULT_ORIGIN, Ledger
 from interceptor.scoped import Deliver, ScopedInterceptor
 from interceptor.service import InterceptorService
 from interceptor.tap import Tap
-from interceptor.warrant import Decision
 from relay.service import RelayService
 from wire.events import Event, EventLog, now_ms
-from wire.ids import RELAY_ID, enterprise_of, user_of
+from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, enterprise_of, user_of
+from wire.li.checks import Decision
 from wire.note import Signer
 
 # How many devices start at once (see System.start).

@@ -1,6 +1,6 @@
 """The agency's receiving end: opens what was delivered to it and shows what it holds.
 
-Everything reaches it sealed to its own key (``interceptor.handover``). Inside, IRI
+Everything reaches it sealed to its own key (the format is ``wire.li.handover``). Inside, IRI
 records are metadata; CC records carry either plaintext (from a party that legitimately
 held a key: an enterprise's disclosed archive) or the end-to-end ciphertext the relay
 had, which the agency tries to open with every key it holds - none - and so cannot read.
@@ -11,18 +11,17 @@ from, to, readable, and ``text`` when it read the content).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-
+from clients.crypto import CryptoError, open_sealed
 from interceptor.court import AgencyKeyPair
-from interceptor.handover import open_record
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
+from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.events import EventLog
+from wire.li.handover import HANDOVER_INFO, decode_record
 
 AGENCY_ID = "agency"
 
@@ -45,8 +44,8 @@ class Agency:
 
     def receive(self, sealed: bytes) -> Received:
         try:
-            record = open_record(self.keys.private_key, sealed)
-        except (InvalidTag, ValueError) as exc:
+            record = decode_record(open_sealed(self.keys.private_key, sealed, info=HANDOVER_INFO))
+        except (CryptoError, ValueError) as exc:
             self.events.emit(AGENCY_ID, "agency.rejected", reason=f"cannot open: {exc}")
             raise
         text: str | None = None
@@ -67,7 +66,7 @@ class Agency:
 
     def _try_open(self, envelope_b64: str) -> str | None:
         try:
-            env = wire_envelope.parse(base64.b64decode(envelope_b64, validate=True))
+            env = wire_envelope.parse(b64decode(envelope_b64, "record 'envelope'"))
         except (ValueError, EnvelopeError):
             return None
         for reader in self.readers:

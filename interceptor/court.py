@@ -13,7 +13,7 @@ Approver key file (``executive.key``, ``judicial.key``; mode 0600)::
     {"name": "Judicial Commissioner", "role": "judicial", "private_key": "<base64, 32 bytes>"}
 
 Agency key pair (``agency.key`` mode 0600 / ``agency.pub``): an X25519 key the agency
-receives HPKE-encrypted records with; see ``interceptor.trust.AgencyPublicKey``.
+receives HPKE-encrypted records with; see ``wire.li.trust.AgencyPublicKey``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from interceptor.errors import CourtError, TrustError, WarrantError
-from interceptor.trust import (
+from wire.b64 import b64encode
+from wire.li.errors import CourtError, TrustError, WarrantError
+from wire.li.trust import (
     KEY_BYTES,
     NAME_RE,
     ROLES,
@@ -38,12 +39,11 @@ from interceptor.trust import (
     AgencyPublicKey,
     TrustedApprover,
     TrustStore,
-    b64decode_strict,
-    b64encode,
     exact_fields,
+    key_bytes,
     load_json,
 )
-from interceptor.warrant import (
+from wire.li.warrant import (
     DEFAULT_LEGAL_TYPE,
     Approval,
     Delivery,
@@ -102,7 +102,7 @@ class ApproverKey:
         if isinstance(obj, dict) and "approvers" in obj:
             raise CourtError("this is a trust store, not an approver's private key file")
         fields = exact_fields(obj, "approver key file", ("name", "role", "private_key"), CourtError)
-        raw = b64decode_strict(
+        raw = key_bytes(
             fields["private_key"], "approver key file: 'private_key'", CourtError, KEY_BYTES
         )
         return cls(
@@ -145,7 +145,7 @@ class AgencyKeyPair:
             ("agency_id", "private_key"),
             CourtError,
         )
-        raw = b64decode_strict(
+        raw = key_bytes(
             fields["private_key"], "agency key file: 'private_key'", CourtError, KEY_BYTES
         )
         return cls(

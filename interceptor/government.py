@@ -10,9 +10,9 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from clients.backdoors import BACKDOORS, ClientBuild, new_escrow_key, new_global_key
-from clients.crypto import DeviceCrypto
+from clients.crypto import DeviceCrypto, new_escrow_key, new_global_key
 from interceptor.readers import DeviceReader, EscrowReader, GlobalKeyReader, Reader
+from wire.li.builds import BACKDOORS, ClientBuild
 
 
 class Government:

@@ -10,10 +10,9 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from clients.backdoors import open_escrow, open_global
-from clients.crypto import DeviceCrypto, Sealed
-from clients.crypto.errors import CryptoError
+from clients.crypto import CryptoError, DeviceCrypto, Sealed, escrow_open, global_open
 from wire.envelope import Envelope
+from wire.li.builds import ESCROW_FIELD, GLOBAL_FIELD, binding_of, mandated_field
 
 
 class Reader(Protocol):
@@ -34,7 +33,15 @@ class EscrowReader:
         self._key = private_key
 
     def try_open(self, env: Envelope) -> bytes | None:
-        return open_escrow(env, self._key)
+        """Unwrap the message key from ``ext.escrow``, open the body with it."""
+        wrapped = mandated_field(env, ESCROW_FIELD)
+        if wrapped is None:
+            return None
+        try:
+            return escrow_open(self._key, wrapped, env.header, env.body, binding=binding_of(env))
+        except CryptoError:
+            # Any failure means "this key does not open this envelope"; the caller counts.
+            return None
 
 
 class GlobalKeyReader:
@@ -45,7 +52,14 @@ class GlobalKeyReader:
         self._key = key
 
     def try_open(self, env: Envelope) -> bytes | None:
-        return open_global(env, self._key)
+        """Open the copy in ``ext.global``."""
+        blob = mandated_field(env, GLOBAL_FIELD)
+        if blob is None:
+            return None
+        try:
+            return global_open(self._key, blob, binding=binding_of(env))
+        except CryptoError:
+            return None
 
 
 class DeviceReader:

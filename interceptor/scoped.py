@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from interceptor.errors import WarrantError
-from interceptor.handover import seal_record
+from clients.crypto import seal_to
 from interceptor.ledger import (
     TASK_START,
     TASK_STOP,
@@ -32,20 +31,15 @@ from interceptor.ledger import (
     task_stop_entry,
     warrant_decision_entry,
 )
-from interceptor.trust import AgencyPublicKey, TrustStore
-from interceptor.warrant import (
-    Decision,
-    Directory,
-    Policy,
-    Warrant,
-    WarrantState,
-    check_warrant_bytes,
-    parse_warrant,
-)
 from wire.events import EventLog
-from wire.ids import enterprise_of
+from wire.ids import INTERCEPTOR_ID, enterprise_of
+from wire.li.checks import Decision, Directory, Policy, WarrantState, check_warrant_bytes
+from wire.li.errors import WarrantError
+from wire.li.handover import HANDOVER_INFO, encode_record, handover_record
+from wire.li.trust import AgencyPublicKey, TrustStore
+from wire.li.warrant import Warrant, parse_warrant
 
-ACTOR = "interceptor"
+ACTOR = INTERCEPTOR_ID
 
 
 @dataclass(frozen=True)
@@ -282,16 +276,11 @@ class ScopedInterceptor:
         plaintext: bool | None,
     ) -> Deliver:
         seq = self._next_sequence(task["liid"], category)
-        record = {
-            **record,
-            "liid": task["liid"],
-            "category": category,
-            "sequence": seq,
-            "source": source,
-        }
-        return self._logged(
-            task, category, seq, seal_record(self.agency.public_key, record), source, plaintext
+        record = handover_record(
+            liid=task["liid"], category=category, sequence=seq, source=source, **record
         )
+        sealed = seal_to(self.agency.public_key, encode_record(record), info=HANDOVER_INFO)
+        return self._logged(task, category, seq, sealed, source, plaintext)
 
     def on_relay_record(self, kind: str, payload: bytes) -> list[Action]:
         """An X2 (IRI) or X3 (CC, ciphertext) record from the relay."""

@@ -14,11 +14,10 @@ from collections.abc import Callable
 
 from infra.link import Link
 from interceptor.scoped import Action, AskEnterprise, Deliver, ScopedInterceptor, SendX1
-from interceptor.warrant import Decision
 from wire import topics
 from wire.events import EventLog
-
-INTERCEPTOR_ID = "interceptor"
+from wire.ids import INTERCEPTOR_ID
+from wire.li.checks import Decision
 
 
 class InterceptorService:

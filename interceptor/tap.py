@@ -12,8 +12,6 @@ from, to, size, readable, and ``text`` when it read it), ``tap.rejected`` (reaso
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -22,10 +20,10 @@ from pathlib import Path
 from infra.link import Link
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
+from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.events import EventLog
-
-TAP_ID = "tap"
+from wire.ids import TAP_ID
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS captures (
@@ -81,11 +79,11 @@ class Tap:
             if kind == "mirror":
                 record = json.loads(payload)
                 liid, seq = str(record["liid"]), int(record["seq"])
-                raw = base64.b64decode(record["envelope"], validate=True)
+                raw = b64decode(record["envelope"], "mirror record 'envelope'")
             else:
                 raw = payload
             env = wire_envelope.parse(raw)
-        except (ValueError, KeyError, TypeError, binascii.Error, EnvelopeError) as exc:
+        except (ValueError, KeyError, TypeError, EnvelopeError) as exc:
             self._events.emit(TAP_ID, "tap.rejected", channel=kind, reason=str(exc))
             return
         cur = self._db.execute(

@@ -19,8 +19,6 @@ by comparing checkpoints.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Collection, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -28,8 +26,6 @@ from typing import Any
 from relay.actions import Action, Limits, Publish, Rejected, emit, read_json, reply
 from relay.kt import (
     GHOST_NAME,
-    KT_ORIGIN,
-    TAP_ID,
     DirectoryLog,
     DirectoryLogError,
     LogRow,
@@ -37,8 +33,10 @@ from relay.kt import (
 )
 from relay.store import DirectoryError, OneTimePrekey, SignedPrekey, Store
 from wire import topics
+from wire.b64 import B64Error, b64decode
 from wire.events import EventLog
-from wire.ids import ENTERPRISE_RE, USER_RE, enterprise_of, is_device, user_of
+from wire.ids import ENTERPRISE_RE, TAP_ID, USER_RE, enterprise_of, is_device, user_of
+from wire.kt import KT_ORIGIN
 from wire.note import Signer
 
 
@@ -381,9 +379,9 @@ class Directory:
         if len(value) > self.limits.max_key_chars:
             raise Rejected(f"'{name}' is over {self.limits.max_key_chars} characters")
         try:
-            base64.b64decode(value.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise Rejected(f"'{name}' is not valid base64") from None
+            b64decode(value, f"'{name}'")
+        except B64Error as exc:
+            raise Rejected(str(exc)) from None
         return value
 
     def _event(self, out: list[Action], kind: str, /, **fields: Any) -> None:

@@ -1,8 +1,8 @@
 """Key transparency, relay side, sans I/O: the key directory as an append-only Merkle log.
 
 Every change to the directory that binds a device to a key is one *entry* of a Merkle
-log (``wire.merkle``: RFC 6962 hashing, RFC 9162 proofs), in canonical JSON
-(``wire.canonical``)::
+log (``wire.merkle``: RFC 6962 hashing, RFC 9162 proofs), encoded as ``wire.kt`` says
+(``entry_bytes``: canonical JSON, the same function the devices re-hash leaves with)::
 
     {"device": "alice@acme.phone", "identity": "<b64, as published>",
      "op": "add", "t": 1764400000000, "user": "alice@acme"}
@@ -13,11 +13,11 @@ of the format (and of the clients' checks) but no relay operation writes it yet.
 
 The relay signs checkpoints of the log (``wire.checkpoint``: C2SP checkpoints in signed
 notes) with an Ed25519 *signing* key of its own, named like the log's origin
-(``doormat.example/directory``). Clients pin its verifier key (``DirectoryLog.vkey``).
-Every directory lookup carries a ``kt`` object built here: the signed checkpoint, for
-every device listed its entry and an inclusion proof against that checkpoint, and, when
-the request said ``since: SIZE``, that size again and a consistency proof from it to the
-checkpoint's size.
+(``wire.kt.KT_ORIGIN``). Clients pin its verifier key (``DirectoryLog.vkey``).
+Every directory lookup carries a ``kt`` object (its shape is ``wire.kt``'s) built here:
+the signed checkpoint, for every device listed its entry and an inclusion proof against
+that checkpoint, and, when the request said ``since: SIZE``, that size again and a
+consistency proof from it to the checkpoint's size.
 
 Persistence is the store's (``relay.store``, table ``kt_log``): the store appends the
 entry in the same transaction that sets the identity, and ``DirectoryLog.extend`` is
@@ -40,30 +40,21 @@ Nothing here does I/O: the signer is handed in, rows come from the caller.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from wire.canonical import canonical_bytes
+from wire.b64 import b64encode
 from wire.checkpoint import Checkpoint, sign_checkpoint
+from wire.kt import KT_ORIGIN
 from wire.merkle import MerkleTree, hash_leaf
 from wire.note import Signer
 
-#: The key directory's log origin; the relay's checkpoint signing key has this name.
-KT_ORIGIN = "doormat.example/directory"
-
-#: The government tap's broker account (doormat.cast.TAP_ID; the relay cannot import the
-#: umbrella, so the name is repeated here).
-TAP_ID = "tap"
 #: The device name reserved for the ghost back door's government device, ``<user>.gov``.
 GHOST_NAME = "gov"
-#: Envelopes addressed to a ghost device go to ``doormat/in/tap/<GHOST_KIND>``.
+#: Envelopes addressed to a ghost device go to ``doormat/in/tap/<GHOST_KIND>`` (TAP_ID).
 GHOST_KIND = "ghost"
-
-Op = Literal["add", "revoke"]
-OPS: tuple[str, ...] = ("add", "revoke")
 
 
 class DirectoryLogError(ValueError):
@@ -81,17 +72,6 @@ def has_ghost_name(device: str) -> bool:
     return device.rsplit(".", 1)[-1] == GHOST_NAME
 
 
-def entry_object(user: str, device: str, identity: str, op: Op, t: int) -> dict[str, Any]:
-    if op not in OPS:
-        raise ValueError(f"op must be one of {OPS}, not {op!r}")
-    return {"device": device, "identity": identity, "op": op, "t": t, "user": user}
-
-
-def entry_bytes(user: str, device: str, identity: str, op: Op, t: int) -> bytes:
-    """The log entry, in canonical JSON: the leaf's data."""
-    return canonical_bytes(entry_object(user, device, identity, op, t))
-
-
 @dataclass(frozen=True)
 class LogRow:
     """One stored entry of the log."""
@@ -102,10 +82,6 @@ class LogRow:
     op: str
     entry: bytes  # canonical JSON, exactly as hashed
     ghost: bool  # a ghost device's entry (enrolled by the tap)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 class DirectoryLog:
@@ -198,11 +174,11 @@ class DirectoryLog:
                 {
                     "index": row.index,
                     "entry": json.loads(row.entry),
-                    "proof": [_b64(h) for h in tree.inclusion_proof(row.index, size)],
+                    "proof": [b64encode(h) for h in tree.inclusion_proof(row.index, size)],
                 }
             )
         kt: dict[str, Any] = {"checkpoint": self.checkpoint(hidden=hidden), "entries": entries}
         if since is not None:
             kt["since"] = since
-            kt["consistency"] = [_b64(h) for h in tree.consistency_proof(since, size)]
+            kt["consistency"] = [b64encode(h) for h in tree.consistency_proof(since, size)]
         return kt

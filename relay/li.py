@@ -27,7 +27,6 @@ harmless (the interceptor re-provisions after a restart).
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sqlite3
@@ -38,17 +37,16 @@ from typing import Any, Literal
 
 from relay.router import ACTOR, Action, Publish
 from wire import topics
+from wire.b64 import b64encode
 from wire.envelope import Envelope
 from wire.events import EventLog, now_ms
-from wire.ids import USER_RE, is_device, user_of
+from wire.ids import INTERCEPTOR_ID, TAP_ID, USER_RE, is_device, user_of
 
 Mode = Literal["off", "scoped", "blanket"]
 MODES: tuple[Mode, ...] = ("off", "scoped", "blanket")
 
-TAP_ID = "tap"
 MIRROR_TOPIC = topics.inbox(TAP_ID, "mirror")
 BLANKET_LIID = "BLANKET"
-INTERCEPTOR_ID = "interceptor"
 MAX_TARGETS = 10
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -223,7 +221,7 @@ class LawfulIntercept:
             "to": envelope.recipient,
             "size": len(raw),
             "bucket": len(envelope.body),
-            "envelope": base64.b64encode(raw).decode("ascii"),
+            "envelope": b64encode(raw),
         }
         self._events.emit(
             ACTOR,
@@ -264,7 +262,7 @@ class LawfulIntercept:
             if "IRI" in task.categories:
                 out.append(Publish(topics.inbox(INTERCEPTOR_ID, topics.X2), _dumps(meta)))
             if "CC" in task.categories:
-                cc = {**meta, "envelope": base64.b64encode(raw).decode("ascii")}
+                cc = {**meta, "envelope": b64encode(raw)}
                 out.append(Publish(topics.inbox(INTERCEPTOR_ID, topics.X3), _dumps(cc)))
             self._events.emit(
                 ACTOR, "relay.task_record", liid=task.liid, task_id=task.task_id, seq=n,

@@ -31,7 +31,6 @@ directory) and exported here too, the router being where callers meet them.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import sqlite3
@@ -52,15 +51,17 @@ from relay.actions import (
 )
 from relay.directory import Directory
 from relay.intake import TokenBuckets
-from relay.kt import GHOST_KIND, TAP_ID, DirectoryLog
+from relay.kt import GHOST_KIND, DirectoryLog
 from relay.store import Store
 from wire import topics
+from wire.b64 import b64encode
 from wire.envelope import Envelope, EnvelopeError
 from wire.envelope import parse as parse_envelope
 from wire.events import EventLog, now_ms
 from wire.ids import (
     ENTERPRISE_RE,
     RELAY_ID,
+    TAP_ID,
     enterprise_of,
     is_device,
 )
@@ -239,7 +240,7 @@ class Relay:
             raise Rejected(f"journal record too large: {len(payload)} bytes")
         enterprise = enterprise_of(owner)
         wrapped = json.dumps(
-            {"device": owner, "record": base64.b64encode(payload).decode("ascii")}
+            {"device": owner, "record": b64encode(payload)}
         ).encode()
         out.append(Publish(topics.inbox(enterprise, topics.ARCHIVE), wrapped))
         self._event(

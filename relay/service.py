@@ -64,13 +64,13 @@ from infra.transport import (
     Transport,
 )
 from relay.intake import DeferredEvents, Intake, Item, item_of
-from relay.kt import KT_ORIGIN
 from relay.li import LawfulIntercept
 from relay.router import Action, Limits, Publish, Relay
 from relay.store import Store, load_or_create_signer
 from wire import topics
 from wire.events import Event, EventLog, now_ms
 from wire.ids import RELAY_ID
+from wire.kt import KT_ORIGIN
 from wire.note import Signer
 
 log = logging.getLogger(__name__)

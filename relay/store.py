@@ -57,7 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from relay.kt import TAP_ID, LogRow, entry_bytes
+from relay.kt import LogRow
+from wire.ids import TAP_ID
+from wire.kt import entry_bytes
 from wire.note import Signer
 
 # 2: adds kt_log (key transparency). A version-1 store is upgraded in place: the new

@@ -27,12 +27,11 @@ below 2^64, no empty extension lines), and anything else is refused with a reaso
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from wire.b64 import B64Error, b64decode, b64encode
 from wire.merkle import HASH_SIZE
 from wire.note import (
     MAX_NOTE_BYTES,
@@ -90,7 +89,7 @@ class Checkpoint:
 
     def body(self) -> str:
         """The note text: the bytes a signature covers."""
-        root = base64.b64encode(self.root).decode("ascii")
+        root = b64encode(self.root)
         lines = [self.origin, str(self.size), root, *self.extensions]
         return "".join(line + "\n" for line in lines)
 
@@ -118,13 +117,9 @@ def parse_checkpoint(body: str) -> Checkpoint:
     if len(size_text) > 20 or int(size_text) > MAX_TREE_SIZE:
         raise CheckpointError("checkpoint size is larger than 2^64-1")
     try:
-        root = base64.b64decode(root_text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise CheckpointError("checkpoint root hash is not valid base64") from None
-    if base64.b64encode(root).decode("ascii") != root_text:
-        raise CheckpointError("checkpoint root hash is not canonical base64")
-    if len(root) != HASH_SIZE:
-        raise CheckpointError(f"checkpoint root hash is {len(root)} bytes, expected {HASH_SIZE}")
+        root = b64decode(root_text, "checkpoint root hash", length=HASH_SIZE)
+    except B64Error as exc:
+        raise CheckpointError(str(exc)) from None
     for i, line in enumerate(extensions):
         _check_line(line, f"extension line {i + 1}")
     return Checkpoint(origin, int(size_text), root, tuple(extensions))

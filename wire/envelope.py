@@ -21,13 +21,12 @@ that is not exactly this shape, with a message that says what is wrong.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from wire.b64 import B64Error, b64decode, b64encode
 from wire.ids import is_device
 
 VERSION = 1
@@ -68,11 +67,11 @@ class Envelope:
             "from": self.sender,
             "to": self.recipient,
             "ts": self.ts,
-            "header": _b64(self.header),
-            "body": _b64(self.body),
+            "header": b64encode(self.header),
+            "body": b64encode(self.body),
         }
         if self.prekey is not None:
-            out["prekey"] = _b64(self.prekey)
+            out["prekey"] = b64encode(self.prekey)
         if self.ext:
             out["ext"] = self.ext
         return out
@@ -81,17 +80,11 @@ class Envelope:
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode()
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _unb64(name: str, value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise EnvelopeError(f"field {name!r} must be a base64 string")
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise EnvelopeError(f"field {name!r} is not valid base64") from exc
+        return b64decode(value, f"field {name!r}")
+    except B64Error as exc:
+        raise EnvelopeError(str(exc)) from None
 
 
 def parse(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:

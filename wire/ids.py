@@ -1,4 +1,4 @@
-"""Identifiers: users, devices, enterprises.
+"""Identifiers: users, devices, enterprises, and the service accounts.
 
 A user id is ``name@enterprise`` (``alice@acme``); a device id is
 ``name@enterprise.device`` (``alice@acme.phone``). Ids double as MQTT usernames and
@@ -16,8 +16,18 @@ ENTERPRISE_RE = re.compile(rf"^{_NAME}$")
 USER_RE = re.compile(rf"^({_NAME})@({_NAME})$")
 DEVICE_RE = re.compile(rf"^({_NAME})@({_NAME})\.({_NAME})$")
 
-# Service accounts on the broker (not devices).
+# Service accounts on the broker (not devices, not enterprises). Each is also a topic
+# level (doormat/in/<id>/...) and an event actor, so it is defined here once.
+#: The operator's relay.
 RELAY_ID = "relay"
+#: The government's blanket tap (read-only: its own inbox). Ghost devices of the ``ghost``
+#: back door are enrolled under this name too, and delivered to its inbox.
+TAP_ID = "tap"
+#: The scoped interceptor: provisions X1 tasks at the relay, receives X2/X3 records.
+INTERCEPTOR_ID = "interceptor"
+#: Names no enterprise may take: an enterprise called ``tap`` would enrol ghosts, one
+#: called ``relay`` or ``interceptor`` would read that service's inbox.
+RESERVED: tuple[str, ...] = (RELAY_ID, TAP_ID, INTERCEPTOR_ID)
 
 
 class IdError(ValueError):
@@ -27,6 +37,11 @@ class IdError(ValueError):
 def check_enterprise(value: str) -> str:
     if not isinstance(value, str) or not ENTERPRISE_RE.fullmatch(value):
         raise IdError(f"not an enterprise id: {value!r} (expected e.g. 'acme')")
+    if value in RESERVED:
+        raise IdError(
+            f"{value!r} is reserved for a service account ({', '.join(RESERVED)}); "
+            "an enterprise needs another name"
+        )
     return value
 
 

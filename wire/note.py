@@ -30,8 +30,6 @@ notes are bounded in size and in number of signatures.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+
+from wire.b64 import B64Error, b64decode, b64encode
 
 #: Signature type byte for Ed25519 (c2sp.org/signed-note, "Signature types").
 ALG_ED25519 = 0x01
@@ -115,19 +115,13 @@ def key_id(name: str, public_key: bytes) -> int:
 
 
 def _b64decode_strict(text: str, what: str, error: type[NoteError]) -> bytes:
-    """Standard base64 with padding, and only the canonical encoding of its bytes.
-
-    Refusing non-canonical encodings (stray bits in the last character) means one byte
-    string has exactly one accepted text, so a signature line cannot be re-encoded into a
-    different-looking line that still verifies.
-    """
+    """Standard base64 with padding, and only the canonical encoding of its bytes
+    (``wire.b64``): one byte string has exactly one accepted text, so a signature line
+    cannot be re-encoded into a different-looking line that still verifies."""
     try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise error(f"{what} is not valid base64") from None
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise error(f"{what} is not canonical base64")
-    return raw
+        return b64decode(text, what)
+    except B64Error as exc:
+        raise error(str(exc)) from None
 
 
 def _raw_public_key(key: Ed25519PublicKey) -> bytes:
@@ -183,7 +177,7 @@ class Verifier:
         return cls(name, raw)
 
     def vkey(self) -> str:
-        key = base64.b64encode(bytes([ALG_ED25519]) + self.public_key).decode("ascii")
+        key = b64encode(bytes([ALG_ED25519]) + self.public_key)
         return f"{self.name}+{self.key_id:08x}+{key}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
@@ -261,7 +255,7 @@ class Signer:
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        b64 = base64.b64encode(bytes([ALG_ED25519]) + seed).decode("ascii")
+        b64 = b64encode(bytes([ALG_ED25519]) + seed)
         return f"{_PRIVATE_PREFIX}{self._name}+{self.key_id:08x}+{b64}"
 
     def sign(self, message: bytes) -> bytes:
@@ -281,7 +275,7 @@ class NoteSignature:
 
     def line(self) -> str:
         blob = self.key_id.to_bytes(4, "big") + self.signature
-        return f"{SIGNATURE_PREFIX}{self.name} {base64.b64encode(blob).decode('ascii')}\n"
+        return f"{SIGNATURE_PREFIX}{self.name} {b64encode(blob)}\n"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wire.b64 import b64encode
+
 from . import state
 from .errors import (
     CryptoError,
@@ -81,10 +83,10 @@ class DeviceCrypto:
         publish, add more with ``new_one_time_prekeys`` rather than publishing again.
         """
         return {
-            "identity": state.b64(self.identity.encode()),
+            "identity": b64encode(self.identity.encode()),
             "signed_prekey": self.signed_prekey(),
             "one_time_prekeys": [
-                {"id": i, "key": state.b64(x25519_public_bytes(k))}
+                {"id": i, "key": b64encode(x25519_public_bytes(k))}
                 for i, k in self._prekeys.one_time.items()
             ],
         }
@@ -92,7 +94,7 @@ class DeviceCrypto:
     def signed_prekey(self) -> dict[str, Any]:
         """The current signed prekey as ``{"id", "key", "sig"}``."""
         spk = self._prekeys.current_signed
-        return {"id": spk.id, "key": state.b64(spk.public), "sig": state.b64(spk.signature)}
+        return {"id": spk.id, "key": b64encode(spk.public), "sig": b64encode(spk.signature)}
 
     def rotate_signed_prekey(self) -> dict[str, Any]:
         """Make a new current signed prekey (the older ones stay usable for a while)."""
@@ -101,7 +103,7 @@ class DeviceCrypto:
 
     def new_one_time_prekeys(self, n: int) -> list[dict[str, Any]]:
         """``n`` fresh one-time prekeys to publish; their private halves stay here."""
-        return [{"id": i, "key": state.b64(k)} for i, k in self._prekeys.new_one_time(n)]
+        return [{"id": i, "key": b64encode(k)} for i, k in self._prekeys.new_one_time(n)]
 
     @property
     def one_time_prekeys_left(self) -> int:
@@ -228,7 +230,7 @@ class DeviceCrypto:
                 "device_id": self.device_id,
                 "identity": self._identity.to_json(),
                 "prekeys": self._prekeys.to_json(),
-                "seen_base_keys": [state.b64(k) for k in self._seen_base_keys],
+                "seen_base_keys": [b64encode(k) for k in self._seen_base_keys],
                 "sessions": {
                     peer: [s.to_json() for s in sessions]
                     for peer, sessions in self._sessions.items()

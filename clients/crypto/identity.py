@@ -21,6 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from wire.b64 import b64encode
+
 from . import state
 from .errors import BadSignature, MalformedInput
 
@@ -126,8 +128,8 @@ class IdentityKeyPair:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "signing": state.b64(self.signing_private.private_bytes_raw()),
-            "dh": state.b64(self.dh_private.private_bytes_raw()),
+            "signing": b64encode(self.signing_private.private_bytes_raw()),
+            "dh": b64encode(self.dh_private.private_bytes_raw()),
         }
 
     @classmethod

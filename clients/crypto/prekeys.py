@@ -18,6 +18,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from wire.b64 import b64encode
+
 from . import state
 from .errors import ReusedPrekey, StateError, UnknownPrekey
 from .identity import KEY_BYTES, SIGNATURE_BYTES, IdentityKeyPair, x25519_public_bytes
@@ -106,13 +108,13 @@ class PrekeyStore:
             "signed": [
                 {
                     "id": s.id,
-                    "private": state.b64(s.private.private_bytes_raw()),
-                    "signature": state.b64(s.signature),
+                    "private": b64encode(s.private.private_bytes_raw()),
+                    "signature": b64encode(s.signature),
                 }
                 for s in self.signed.values()
             ],
             "one_time": [
-                {"id": i, "private": state.b64(k.private_bytes_raw())}
+                {"id": i, "private": b64encode(k.private_bytes_raw())}
                 for i, k in self.one_time.items()
             ],
             "next_signed_id": self._next_signed_id,

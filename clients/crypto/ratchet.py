@@ -32,6 +32,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from wire.b64 import b64encode
+
 from . import state
 from .aead import seal, unseal
 from .errors import (
@@ -241,19 +243,19 @@ class RatchetState:
 
     def to_json(self) -> dict[str, Any]:
         def opt(value: bytes | None) -> str | None:
-            return None if value is None else state.b64(value)
+            return None if value is None else b64encode(value)
 
         return {
-            "dhs": state.b64(self.dhs.private_bytes_raw()),
+            "dhs": b64encode(self.dhs.private_bytes_raw()),
             "dhr": opt(self.dhr),
-            "rk": state.b64(self.rk),
+            "rk": b64encode(self.rk),
             "cks": opt(self.cks),
             "ckr": opt(self.ckr),
             "ns": self.ns,
             "nr": self.nr,
             "pn": self.pn,
-            "skipped": [[state.b64(k[0]), k[1], state.b64(mk)] for k, mk in self.skipped.items()],
-            "previous_remote": [state.b64(k) for k in self.previous_remote],
+            "skipped": [[b64encode(k[0]), k[1], b64encode(mk)] for k, mk in self.skipped.items()],
+            "previous_remote": [b64encode(k) for k in self.previous_remote],
         }
 
     @classmethod

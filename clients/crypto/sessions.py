@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from wire.b64 import b64encode
+
 from . import state
 from .aead import ad_prefix
 from .identity import ENCODED_IDENTITY_BYTES, KEY_BYTES, PublicIdentity
@@ -61,10 +63,10 @@ class Session:
     def to_json(self) -> dict[str, Any]:
         return {
             "initiator": self.initiator,
-            "peer_identity": state.b64(self.peer_identity.encode()),
-            "ad": state.b64(self.ad),
-            "base_key": state.b64(self.base_key),
-            "prekey_message": state.b64(self.prekey_message),
+            "peer_identity": b64encode(self.peer_identity.encode()),
+            "ad": b64encode(self.ad),
+            "base_key": b64encode(self.base_key),
+            "prekey_message": b64encode(self.prekey_message),
             "pending_prekey": self.pending_prekey,
             "ratchet": self.ratchet.to_json(),
         }

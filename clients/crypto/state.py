@@ -12,10 +12,10 @@ so a corrupt file gives a clear message instead of a KeyError deep inside a clas
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
+
+from wire.b64 import B64Error, b64decode
 
 from .errors import StateError, StateVersionError
 
@@ -23,10 +23,6 @@ STATE_VERSION = 1
 STATE_KIND = "doormat.crypto.device"
 
 JSON = dict[str, Any]
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def dump(body: JSON) -> bytes:
@@ -98,15 +94,10 @@ def get_str(obj: Any, key: str) -> str:
 
 
 def as_bytes(value: Any, what: str, length: int | None = None) -> bytes:
-    if not isinstance(value, str):
-        raise StateError(f"crypto state field {what!r} must be a base64 string")
     try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise StateError(f"crypto state field {what!r} is not valid base64") from None
-    if length is not None and len(raw) != length:
-        raise StateError(f"crypto state field {what!r} must be {length} bytes, not {len(raw)}")
-    return raw
+        return b64decode(value, f"crypto state field {what!r}", length=length)
+    except B64Error as exc:
+        raise StateError(str(exc)) from None
 
 
 def get_bytes(obj: Any, key: str, length: int | None = None) -> bytes:

@@ -19,13 +19,13 @@ pair, so the associated data binds both.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from wire.b64 import B64Error, b64decode
 
 from .errors import MalformedInput
 from .identity import (
@@ -146,16 +146,10 @@ def _b64_field(
     obj: dict[str, Any], key: str, name: str | None = None, length: int | None = None
 ) -> bytes:
     name = name or key
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise MalformedInput(f"bundle field {name!r} must be a base64 string")
     try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise MalformedInput(f"bundle field {name!r} is not valid base64") from None
-    if length is not None and len(raw) != length:
-        raise MalformedInput(f"bundle field {name!r} must be {length} bytes, not {len(raw)}")
-    return raw
+        return b64decode(obj.get(key), f"bundle field {name!r}", length=length)
+    except B64Error as exc:
+        raise MalformedInput(str(exc)) from None
 
 
 def _id_field(obj: dict[str, Any], name: str) -> int:

@@ -26,6 +26,8 @@ from typing import Any
 from wire import ids
 
 ROLES = ("relay", "device", "enterprise", "tap", "interceptor")
+# The reserved service names (wire.ids.RESERVED) and the one role each may log in as.
+_RESERVED_ROLE = {ids.RELAY_ID: "relay", ids.TAP_ID: "tap", ids.INTERCEPTOR_ID: "interceptor"}
 
 # Service accounts (relay, tap) are not ids of users or enterprises, but their names
 # land in ACL patterns and topics all the same, so they get the same safe alphabet.
@@ -74,6 +76,11 @@ def check_account(username: object, password: object, role: object) -> None:
             )
     except ids.IdError as exc:
         raise AccountsError(f"{role} account: {exc}") from None
+    if username in ids.RESERVED and role != _RESERVED_ROLE[username]:
+        raise AccountsError(
+            f"{role} account: {username!r} is reserved for the {_RESERVED_ROLE[username]} "
+            "service account"
+        )
     if not isinstance(password, str) or not password:
         raise AccountsError(f"account {username!r}: password must be a non-empty string")
     if any(c in password for c in "\r\n\0"):

@@ -21,7 +21,6 @@ compose passes the mount points (``/mosquitto/config``, ``/mosquitto/data``).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import hashlib
@@ -37,6 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from wire.b64 import b64decode, b64encode
 
 from . import acl
 from .accounts import Account, check_unique, write_private
@@ -70,8 +71,7 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     """A Mosquitto 2 ``$7$`` password hash (PBKDF2-HMAC-SHA512)."""
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, PBKDF2_ITERATIONS)
-    b64 = base64.b64encode
-    return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
+    return f"$7${PBKDF2_ITERATIONS}${b64encode(salt)}${b64encode(digest)}"
 
 
 def verify_password(password: str, hashed: str) -> bool:
@@ -80,8 +80,8 @@ def verify_password(password: str, hashed: str) -> bool:
         _, seven, iterations, salt_b64, digest_b64 = hashed.split("$")
         if seven != "7":
             return False
-        salt = base64.b64decode(salt_b64, validate=True)
-        want = base64.b64decode(digest_b64, validate=True)
+        salt = b64decode(salt_b64, "password hash salt")
+        want = b64decode(digest_b64, "password hash")
         got = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, int(iterations))
     except ValueError:
         return False

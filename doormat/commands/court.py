@@ -40,20 +40,11 @@ from interceptor.court import (
     issue,
     trust_store_of,
 )
-from interceptor.errors import InterceptError
-from interceptor.trust import AgencyPublicKey, TrustStore
-from interceptor.warrant import (
-    CATEGORIES,
-    MAX_WARRANT_BYTES,
-    Policy,
-    Warrant,
-    WarrantState,
-    check_warrant_bytes,
-    is_wildcard,
-    iso,
-    parse_warrant,
-)
 from wire.ids import is_device
+from wire.li.checks import Policy, WarrantState, check_warrant_bytes
+from wire.li.errors import InterceptError
+from wire.li.trust import AgencyPublicKey, TrustStore
+from wire.li.warrant import CATEGORIES, MAX_WARRANT_BYTES, Warrant, is_wildcard, iso, parse_warrant
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 

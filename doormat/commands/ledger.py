@@ -29,8 +29,6 @@ ledger itself is the ``interceptor.ledger`` package (sans I/O, and its SQLite st
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import json
 import sys
 from collections.abc import Callable
@@ -39,6 +37,7 @@ from typing import Any
 
 from doormat.cli import CommandError
 from interceptor.ledger import Ledger, LedgerError, render_report, report, verify
+from wire.b64 import B64Error, b64decode
 from wire.merkle import ProofError, verify_consistency, verify_inclusion
 from wire.note import NoteError, Signer
 
@@ -170,9 +169,9 @@ def _hash(value: Any, what: str) -> bytes:
     # so a short or empty hash is an invalid proof (exit 1, as the transparency-dev
     # vectors count it), not a malformed file.
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise CommandError(f"{what} is not valid base64", 2) from None
+        return b64decode(value, what)
+    except B64Error as exc:
+        raise CommandError(str(exc), 2) from None
 
 
 def _proof(obj: dict[str, Any]) -> list[bytes]:

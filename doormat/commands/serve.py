@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -49,6 +48,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from doormat.cli import CommandError
+from wire.b64 import b64decode, b64encode
 from wire.events import Event, EventLog, now_ms
 
 T = TypeVar("T")
@@ -419,7 +419,7 @@ def write_policy(policy_dir: Path, enterprise: str, archive_key: bytes | None) -
             path.unlink(missing_ok=True)
             return path
         body = {"enterprise": enterprise,
-                "archive_public_key": base64.b64encode(archive_key).decode()}
+                "archive_public_key": b64encode(archive_key)}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(body) + "\n", encoding="utf-8")
         os.replace(tmp, path)
@@ -440,7 +440,7 @@ def read_policy(policy_dir: Path, enterprise: str) -> bytes | None:
     try:
         body = json.loads(text)
         named = body["enterprise"]
-        key = base64.b64decode(body["archive_public_key"], validate=True)
+        key = b64decode(body["archive_public_key"], "'archive_public_key'")
     except (ValueError, KeyError, TypeError) as exc:
         raise CommandError(f"corrupt policy {path}: {type(exc).__name__}: {exc}") from None
     if named != enterprise:
@@ -505,7 +505,7 @@ def run_enterprise(args: argparse.Namespace) -> int:
         if policy is not None:
             events.emit(name, "enterprise.policy", file=str(policy),
                         archive_public_key=None if archive_key is None
-                        else base64.b64encode(archive_key).decode(),
+                        else b64encode(archive_key),
                         policy=f"devices journal to {name}'s archive" if archive_key
                         else f"no archive: {name}'s devices are end-to-end only")
         try:
@@ -618,8 +618,8 @@ def run_device(args: argparse.Namespace) -> int:
 
 
 def run_tap(args: argparse.Namespace) -> int:
-    from doormat.cast import TAP_ID
     from interceptor.tap import Tap
+    from wire.ids import TAP_ID
 
     if not args.db:
         raise CommandError("give --db PATH (or set DOORMAT_DB)")

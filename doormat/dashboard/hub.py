@@ -20,13 +20,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from clients.backdoors import BACKDOORS
 from doormat.dashboard import observe, oversight
 from doormat.dashboard.panes import STATUSES, panes_of, route
 from doormat.lab.engine import LabEngine
 from doormat.system import System
 from relay.li import MODES
 from wire.events import Event
+from wire.li.builds import BACKDOORS
 
 log = logging.getLogger(__name__)
 

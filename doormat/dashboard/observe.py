@@ -13,7 +13,6 @@ takes in the lab, and exercises are solved by them like by any other event.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import sqlite3
 import time
@@ -25,6 +24,7 @@ from doormat.attacks import DeviceImage, steal_escrow_key
 from doormat.exposure import VICTIM_USER_INDEX, assess, observers_of
 from doormat.system import System
 from wire import envelope as wire_envelope
+from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.ids import user_of
 
@@ -193,7 +193,7 @@ def _contains(raw: bytes, needle: bytes) -> bool:
         if isinstance(v, str):
             parts.append(v.encode())
             with contextlib.suppress(ValueError):
-                parts.append(base64.b64decode(v, validate=True))
+                parts.append(b64decode(v, "ext"))
     return any(needle in p for p in parts if isinstance(p, bytes | bytearray))
 
 

@@ -55,7 +55,7 @@ def warrants_available(system: System | None) -> bool:
 def draft_warrant(system: System, form: dict[str, Any]) -> bytes:
     """The form as a warrant's bytes: drafted by the court, signed by the approvers
     chosen, and altered after signing if asked (so the signatures no longer match)."""
-    from interceptor.errors import CourtError
+    from wire.li.errors import CourtError
 
     legal = system.legal
     now = int(time.time())

@@ -23,9 +23,10 @@ before anything runs, and every problem is reported at once with its place in th
 
 A matcher is one of
 
-* a step: ``event`` (an event kind), optional ``where`` (field -> condition),
-  ``count`` (at least N such events, default 1), ``distinct`` (count distinct values of
-  this field instead);
+* a step: ``event`` (an event kind: one that some part of doormat emits, as listed in
+  ``wire/event_kinds.py``; any other would never be seen, so it is refused), optional
+  ``where`` (field -> condition), ``count`` (at least N such events, default 1),
+  ``distinct`` (count distinct values of this field instead);
 * ``sequence: [matcher, ...]`` (in order), ``all: [...]`` (every one, any order),
   ``any: [...]`` (at least one).
 
@@ -45,6 +46,7 @@ from typing import Any
 import yaml
 
 from doormat.lab.matcher import OPERATORS, AllOf, AnyOf, Condition, Matcher, SequenceOf, Step
+from wire import event_kinds
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -294,6 +296,14 @@ def _matcher(
     elif not isinstance(kind, str) or not KIND_RE.match(kind):
         probs.add(f"{where}.event", f"{kind!r} is not an event kind (dotted lower-case words, "
                   "e.g. relay.li_mode)", line)
+        ok = False
+    elif not event_kinds.is_kind(kind):
+        # Nothing emits it, so the step would wait forever: the exercise is unsolvable.
+        guess = event_kinds.nearest(kind)
+        probs.add(f"{where}.event", f"no part of doormat emits {kind!r}, so this exercise "
+                  "could never be solved"
+                  + (f"; did you mean {guess!r}?" if guess else
+                     " (the kinds are listed in wire/event_kinds.py)"), line)
         ok = False
     where_spec = spec.get("where", {})
     conds: dict[str, Condition] = {}

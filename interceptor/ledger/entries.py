@@ -22,19 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from interceptor.errors import StateError
 from interceptor.ledger.errors import EntryError
-from interceptor.trust import FINGERPRINT_RE, TOKEN_RE, exact_fields, load_json
-from interceptor.warrant import (
-    CASE_REFERENCE_RE,
-    CATEGORIES,
-    LIID_RE,
-    TARGET_FORMATS,
-    Decision,
-    Warrant,
-)
 from wire.canonical import CanonicalError, canonical_bytes
 from wire.ids import DEVICE_RE, USER_RE
+from wire.li.checks import Decision
+from wire.li.errors import StateError
+from wire.li.trust import FINGERPRINT_RE, TOKEN_RE, exact_fields, load_json
+from wire.li.warrant import CASE_REFERENCE_RE, CATEGORIES, LIID_RE, TARGET_FORMATS, Warrant
 from wire.merkle import hash_leaf
 
 #: The ``v`` of every entry.

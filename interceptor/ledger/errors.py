@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from interceptor.errors import InterceptError
+from wire.li.errors import InterceptError
 
 
 class LedgerError(InterceptError):

@@ -12,24 +12,19 @@ the SQLite store (``interceptor.ledger.store``) persists what it prepares.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from interceptor.ledger.entries import Entry, make_entry
 from interceptor.ledger.errors import LedgerError
+from wire.b64 import b64encode
 from wire.checkpoint import Checkpoint, sign_checkpoint
 from wire.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 from wire.note import Signer, is_valid_key_name
 
 #: The log's name in its checkpoints; the signing key must carry the same name.
 DEFAULT_ORIGIN = "doormat.example/ledger"
-
-
-def b64(data: bytes) -> str:
-    """Standard base64, as the ledger's JSON forms carry hashes and roots."""
-    return base64.b64encode(data).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -64,9 +59,9 @@ class InclusionProof:
         return {
             "leafIdx": self.index,
             "treeSize": self.size,
-            "root": b64(self.root),
-            "leafHash": b64(self.leaf_hash),
-            "proof": [b64(h) for h in self.hashes],
+            "root": b64encode(self.root),
+            "leafHash": b64encode(self.leaf_hash),
+            "proof": [b64encode(h) for h in self.hashes],
         }
 
     def verify(self) -> None:
@@ -85,9 +80,9 @@ class ConsistencyProof:
         return {
             "size1": self.size1,
             "size2": self.size2,
-            "root1": b64(self.root1),
-            "root2": b64(self.root2),
-            "proof": [b64(h) for h in self.hashes],
+            "root1": b64encode(self.root1),
+            "root2": b64encode(self.root2),
+            "proof": [b64encode(h) for h in self.hashes],
         }
 
     def verify(self) -> None:
@@ -193,6 +188,5 @@ __all__ = [
     "LedgerCore",
     "PreparedEntry",
     "Receipt",
-    "b64",
     "check_origin",
 ]

@@ -9,7 +9,6 @@ The report reads the log; it does not check it (``interceptor.ledger.verifier`` 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,9 +22,9 @@ from interceptor.ledger.entries import (
     WARRANT_DECISION,
     Entry,
 )
-from interceptor.ledger.log import b64
-from interceptor.warrant import CATEGORIES
+from wire.b64 import b64decode, b64encode
 from wire.checkpoint import Checkpoint
+from wire.li.warrant import CATEGORIES
 
 REPORT_FORMAT = "doormat-transparency-report/1"
 
@@ -334,7 +333,7 @@ def transparency_report(
             "checkpoints": checkpoints,
             "latest_checkpoint": None
             if latest_checkpoint is None
-            else {"size": latest_checkpoint.size, "root": b64(latest_checkpoint.root)},
+            else {"size": latest_checkpoint.size, "root": b64encode(latest_checkpoint.root)},
         },
         "warrants": {
             **totals_warrants,
@@ -407,7 +406,7 @@ def render_report(report: Mapping[str, Any]) -> str:
     else:
         lines.append(
             f"  checkpoints: {led['checkpoints']}, latest at size {cp['size']} "
-            f"(root {base64.b64decode(cp['root'])[:6].hex()}…)"
+            f"(root {b64decode(cp['root'], 'checkpoint root')[:6].hex()}…)"
         )
     if led["unreadable_entries"]:
         lines.append(

@@ -14,7 +14,7 @@ from typing import Any
 
 from interceptor.ledger.entries import parse_entry
 from interceptor.ledger.errors import EntryError, LedgerError
-from interceptor.ledger.log import b64
+from wire.b64 import b64encode
 from wire.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_checkpoint
 from wire.merkle import HASH_SIZE, MerkleTree, ProofError, hash_leaf, verify_consistency
 from wire.note import (
@@ -70,12 +70,12 @@ class VerifyReport:
             "origin": self.origin,
             "entries": self.entries,
             "size": self.size,
-            "root": b64(self.root),
+            "root": b64encode(self.root),
             "checkpoints": self.checkpoints,
             "checkpoints_verified": self.checkpoints_verified,
             "latest_checkpoint": None
             if self.latest is None
-            else {"size": self.latest.size, "root": b64(self.latest.root)},
+            else {"size": self.latest.size, "root": b64encode(self.latest.root)},
             "problems": [{"where": p.where, "message": p.message} for p in self.problems],
         }
 

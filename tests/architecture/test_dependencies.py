@@ -8,6 +8,12 @@
   and bench/) that imports aiomqtt or paho at all (tests/ may use aiomqtt directly).
 * The relay imports only wire, infra and itself (plus the standard library and
   third-party packages that are neither crypto nor MQTT libraries).
+* No actor imports another actor: clients, interceptor and relay import only wire,
+  infra and themselves; the interceptor also the E2EE library's public layer
+  (``clients.crypto``'s own names). doormat/ and bench/ may import anything.
+* The E2EE library's inner layer is its own: nothing outside clients/crypto imports a
+  clients.crypto submodule (its tests aside, and the floor benchmark bench/crypto.py).
+* wire imports no actor and not infra, and holds no decryption code.
 """
 
 from __future__ import annotations
@@ -188,4 +194,150 @@ def test_relay_checker_catches_a_violation(
         "relay/sneaky imports bench.common.median",
         "relay/sneaky imports cryptography.hazmat.primitives.hashes",
         "relay/sneaky imports paho.mqtt.client",
+    ]
+
+
+# -- no actor imports another actor -------------------------------------------------------
+
+PROJECT = ("wire", "infra", "relay", "clients", "interceptor", "doormat", "bench")
+ACTORS_MAY_IMPORT = {
+    "relay": ("wire", "infra", "relay"),
+    "clients": ("wire", "infra", "clients"),
+    # clients.crypto's public names only: the next rule refuses its submodules.
+    "interceptor": ("wire", "infra", "interceptor", "clients.crypto"),
+}
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def actor_imports(actors: dict[str, tuple[str, ...]] = ACTORS_MAY_IMPORT) -> list[str]:
+    """Imports of another project package that an actor may not import."""
+    bad: list[str] = []
+    for actor, allowed in actors.items():
+        for module, names in imports_of(actor).items():
+            for name in sorted(names):
+                if name.split(".")[0] not in PROJECT or any(_matches(name, a) for a in allowed):
+                    continue
+                bad.append(f"{module} imports {name}")
+    return sorted(bad)
+
+
+def test_no_actor_imports_another_actor() -> None:
+    assert actor_imports() == []
+
+
+def test_actor_checker_catches_a_violation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for actor, source in (
+        ("clients", "from interceptor.court import Court\nfrom wire import topics\n"),
+        ("interceptor", "from clients.crypto import seal_to\nimport clients.device\n"),
+        ("relay", "def f():\n    from doormat.cast import enrol\nimport json\n"),
+    ):
+        (tmp_path / actor).mkdir()
+        (tmp_path / actor / "sneaky.py").write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert actor_imports() == [
+        "clients/sneaky imports interceptor.court",
+        "clients/sneaky imports interceptor.court.Court",
+        "interceptor/sneaky imports clients.device",
+        "relay/sneaky imports doormat.cast",
+        "relay/sneaky imports doormat.cast.enrol",
+    ]
+
+
+# -- the E2EE library's inner layer is its own --------------------------------------------
+
+LIBRARY = "clients/crypto"
+# Modules outside the library that may use its inner layer: its own tests, and the
+# benchmark that measures the ratchet against a floor of the same primitives (it needs
+# the library's KDF labels to call them exactly as the library does).
+WHITE_BOX = ("tests/crypto", "bench/crypto")
+SCANNED = ("wire", "infra", "relay", "clients", "interceptor", "doormat", "bench", "tests")
+
+
+def inner_layer_importers(packages: tuple[str, ...] = SCANNED) -> list[str]:
+    """Imports of a clients.crypto submodule from outside the library."""
+    inner = {p.stem for p in (ROOT / LIBRARY).glob("*.py") if p.stem != "__init__"}
+    inner |= {p.name for p in (ROOT / LIBRARY).iterdir() if (p / "__init__.py").is_file()}
+    bad = []
+    for package in packages:
+        if not (ROOT / package).is_dir():
+            continue
+        for module, names in imports_of(package).items():
+            if any(module == f or module.startswith(f + "/") for f in (LIBRARY, *WHITE_BOX)):
+                continue
+            for name in sorted(names):
+                parts = name.split(".")
+                if parts[:2] == ["clients", "crypto"] and len(parts) > 2 and parts[2] in inner:
+                    bad.append(f"{module} imports {name}")
+    return bad
+
+
+def test_only_the_library_imports_its_inner_layer() -> None:
+    assert (ROOT / LIBRARY / "aead.py").is_file(), "the checker no longer sees the library"
+    assert inner_layer_importers() == []
+
+
+def test_inner_layer_checker_catches_a_violation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / LIBRARY).mkdir(parents=True)
+    for name in ("__init__", "aead", "kdf", "errors"):
+        (tmp_path / LIBRARY / f"{name}.py").write_text("")
+    (tmp_path / LIBRARY / "inner.py").write_text("from .aead import seal\n")
+    (tmp_path / "interceptor").mkdir()
+    (tmp_path / "interceptor" / "sneaky.py").write_text(
+        "from clients.crypto import DeviceCrypto, errors\nimport clients.crypto.kdf\n"
+    )
+    (tmp_path / "tests" / "crypto").mkdir(parents=True)
+    (tmp_path / "tests" / "crypto" / "test_kat.py").write_text("from clients.crypto import kdf\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert inner_layer_importers(("clients", "interceptor", "tests")) == [
+        "interceptor/sneaky imports clients.crypto.errors",
+        "interceptor/sneaky imports clients.crypto.kdf",
+    ]
+
+
+# -- wire: no actor, not infra, no decryption code ----------------------------------------
+
+WIRE_MAY_NOT_IMPORT = (
+    "relay",
+    "clients",
+    "interceptor",
+    "doormat",
+    "bench",
+    "infra",
+    # The relay imports wire: nothing here may open what it routes.
+    "cryptography.hazmat.primitives.ciphers",
+    "cryptography.hazmat.primitives.hpke",
+    "cryptography.hazmat.primitives.asymmetric.x25519",
+    "cryptography.fernet",
+    "nacl",
+    "Crypto",
+)
+
+
+def test_wire_imports_no_actor_nor_infra_and_no_decryption_code() -> None:
+    assert offenders("wire", ("cryptography",)), "the checker no longer sees wire/note.py"
+    assert offenders("wire", WIRE_MAY_NOT_IMPORT) == []
+
+
+def test_wire_checker_catches_a_violation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "wire" / "li").mkdir(parents=True)
+    (tmp_path / "wire" / "li" / "sneaky.py").write_text(
+        "from cryptography.hazmat.primitives import hpke\n"
+        "from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey\n"
+        "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey\n"
+        "from infra import transport\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert offenders("wire", WIRE_MAY_NOT_IMPORT) == [
+        "wire/li/sneaky imports cryptography.hazmat.primitives.asymmetric.x25519",
+        "wire/li/sneaky imports cryptography.hazmat.primitives.asymmetric.x25519.X25519PrivateKey",
+        "wire/li/sneaky imports cryptography.hazmat.primitives.hpke",
+        "wire/li/sneaky imports infra",
+        "wire/li/sneaky imports infra.transport",
     ]

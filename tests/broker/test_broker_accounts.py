@@ -59,6 +59,14 @@ def test_repr_hides_the_password() -> None:
         ("Acme", "enterprise", "not an enterprise id"),
         ("re:lay", "relay", "not a relay account name"),
         ("doormat/#", "tap", "not a tap account name"),
+        # The service names (wire.ids.RESERVED) are no enterprise's, and each is its own
+        # service's only: an enterprise "tap" would enrol ghosts, a "relay" tap would not
+        # be the relay.
+        ("tap", "enterprise", "'tap' is reserved for a service account"),
+        ("relay", "enterprise", "'relay' is reserved for a service account"),
+        ("interceptor", "enterprise", "'interceptor' is reserved for a service account"),
+        ("tap", "relay", "'tap' is reserved for the tap service account"),
+        ("relay", "interceptor", "'relay' is reserved for the relay service account"),
     ],
 )
 def test_bad_accounts_are_refused(username: str, role: str, needle: str) -> None:

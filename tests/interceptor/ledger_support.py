@@ -23,14 +23,6 @@ from interceptor.ledger import (
     task_stop_entry,
     warrant_decision_entry,
 )
-from interceptor.warrant import (
-    Decision,
-    Warrant,
-    WarrantState,
-    check_warrant,
-    check_warrant_bytes,
-    parse_warrant,
-)
 from tests.support.warrants import (
     BEACON_ID,
     EXEC,
@@ -43,6 +35,8 @@ from tests.support.warrants import (
     ed25519_key,
     signed,
 )
+from wire.li.checks import Decision, WarrantState, check_warrant, check_warrant_bytes
+from wire.li.warrant import Warrant, parse_warrant
 from wire.note import Signer
 
 LOG_SIGNER = Signer(DEFAULT_ORIGIN, ed25519_key(40))

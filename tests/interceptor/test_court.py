@@ -20,9 +20,11 @@ from interceptor.court import (
     issue,
     trust_store_of,
 )
-from interceptor.errors import CourtError, TrustError
-from interceptor.trust import AgencyPublicKey, TrustedApprover, TrustStore, b64encode
-from interceptor.warrant import Policy, Target, derive_liid, parse_warrant
+from wire.b64 import b64encode
+from wire.li.checks import Policy
+from wire.li.errors import CourtError, TrustError
+from wire.li.trust import AgencyPublicKey, TrustedApprover, TrustStore
+from wire.li.warrant import Target, derive_liid, parse_warrant
 
 EXEC = ApproverKey.generate("Secretary of State", "executive")
 JUDGE = ApproverKey.generate("Judicial Commissioner", "judicial")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from doormat.cli import main
-from interceptor.trust import AgencyPublicKey, TrustStore
-from interceptor.warrant import parse_warrant
+from wire.li.trust import AgencyPublicKey, TrustStore
+from wire.li.warrant import parse_warrant
 
 
 def court(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:

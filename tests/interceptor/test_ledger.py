@@ -40,7 +40,6 @@ from interceptor.ledger import (
     verify,
     warrant_decision_entry,
 )
-from interceptor.warrant import Decision
 from tests.interceptor.ledger_support import (
     LOG_SIGNER,
     LOG_VKEY,
@@ -52,6 +51,7 @@ from tests.interceptor.ledger_support import (
 from tests.support.warrants import draft, signed
 from wire.canonical import canonical_bytes
 from wire.checkpoint import open_checkpoint
+from wire.li.checks import Decision
 from wire.merkle import MerkleTree, hash_leaf, verify_consistency, verify_inclusion
 from wire.note import Signer
 

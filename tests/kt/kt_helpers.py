@@ -10,11 +10,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from relay.kt import KT_ORIGIN
 from relay.router import Action, Event, Publish, Relay
 from relay.store import Store
 from tests.support.encoding import b64
 from wire.events import EventLog
+from wire.kt import KT_ORIGIN
 from wire.note import Signer
 
 A, A2, B, C = "alice@acme.phone", "alice@acme.laptop", "bob@acme.phone", "carol@globex.phone"

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from relay.kt import (
-    KT_ORIGIN,
-    DirectoryLog,
-    DirectoryLogError,
-    LogRow,
-    entry_bytes,
-    ghost_device,
-    has_ghost_name,
-)
+from relay.kt import DirectoryLog, DirectoryLogError, LogRow, ghost_device, has_ghost_name
 from relay.store import Store, load_or_create_signer
 from tests.kt.kt_helpers import A2, ALICE, BOB, SIGNER, A, B, C, Harness, identity_of
 from wire.checkpoint import open_checkpoint
+from wire.kt import KT_ORIGIN, entry_bytes
 from wire.merkle import hash_leaf, verify_consistency, verify_inclusion
 from wire.note import Signer
 

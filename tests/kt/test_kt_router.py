@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from clients.kt import REASON_NOT_ENROLLED, DirectoryView, InconsistentCheckpoint
+from clients.kt import REASON_NOT_ENROLLED, DirectoryView
 from relay.router import Ack, Publish
 from relay.store import Store
 from tests.kt.kt_helpers import A2, ALICE, BOB, CAROL, A, B, C, Harness, identity_of, publish_fields
 from wire.envelope import Envelope
+from wire.kt import InconsistentCheckpoint
 
 AG, BG = "alice@acme.gov", "bob@acme.gov"
 

@@ -214,3 +214,28 @@ def test_lab_check_and_custom_file(tmp_path: Path, capsys: pytest.CaptureFixture
     code, _, err = run(capsys, "lab", "status", "--exercises", str(bad), "--home",
                        str(tmp_path / "h"))
     assert code == 2 and "problem(s)" in err
+
+
+def test_lab_check_refuses_a_kind_nothing_emits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt event kind would leave the exercise waiting forever: `lab check` says
+    which exercise, which kind, and the nearest kind that exists (wire/event_kinds.py)."""
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text(FILE.replace("- event: tap.captured", "- event: tap.capture"))
+    code, out, err = run(capsys, "lab", "check", str(misspelt))
+    assert code == 1 and out == ""
+    assert "exercises[0] 'seq'.solved_by.sequence[1].event" in err
+    assert "no part of doormat emits 'tap.capture'" in err
+    assert "did you mean 'tap.captured'?" in err
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(FILE.replace("event: device.sent, distinct", "event: zzz.qqq, distinct"))
+    code, _, err = run(capsys, "lab", "check", str(unknown))
+    assert code == 1 and "exercises[1] 'distinct'" in err and "no part of doormat emits" in err
+    assert "wire/event_kinds.py" in err
+
+
+def test_lab_check_accepts_the_shipped_file(capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "doormat" / "lab" / "exercises.yaml"
+    code, out, _ = run(capsys, "lab", "check", str(shipped))
+    assert code == 0 and "exercise(s), valid" in out

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from relay.li import INTERCEPTOR_ID, MIRROR_TOPIC, LawfulIntercept, TaskError, parse_task
+from relay.li import MIRROR_TOPIC, LawfulIntercept, TaskError, parse_task
 from relay.router import Publish
 from wire import topics
 from wire.envelope import Envelope
 from wire.events import EventLog
+from wire.ids import INTERCEPTOR_ID
 
 NOW_MS = 1_800_000_000_000
 

@@ -8,7 +8,7 @@ slow suite.
 
 Parsers: ``wire.envelope.parse``; the relay's ``Relay.handle`` (directory requests,
 and envelopes and acks on the same path), after which an honest directory exchange
-still works; ``interceptor.warrant.parse_warrant``; ``wire.note.parse_note``,
+still works; ``wire.li.warrant.parse_warrant``; ``wire.note.parse_note``,
 ``wire.checkpoint.parse_checkpoint`` and ``open_checkpoint``, ``Verifier.from_vkey``;
 the proof JSON of ``doormat ledger verify-proof``; ``doormat.broker.accounts.load_accounts``;
 the exercises file (``doormat.lab.spec.parse_exercises``).
@@ -312,8 +312,8 @@ def _warrants() -> list[bytes]:
 
 @pytest.mark.parametrize("cases", SIZES)
 def test_warrant_parser(cases: int) -> None:
-    from interceptor.errors import WarrantError
-    from interceptor.warrant import Warrant, parse_warrant
+    from wire.li.errors import WarrantError
+    from wire.li.warrant import Warrant, parse_warrant
 
     samples = _warrants()
     fields = sorted(json.loads(samples[-1]))

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from interceptor.court import AgencyKeyPair, ApproverKey, approve, issue, trust_store_of
-from interceptor.warrant import Policy, Warrant
+from wire.li.checks import Policy
+from wire.li.warrant import Warrant
 
 NOW = 1_764_400_000  # seconds
 HOUR = 3600

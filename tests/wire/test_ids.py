@@ -1,6 +1,18 @@
 import pytest
 
-from wire.ids import IdError, check_device, device_id, enterprise_of, is_device, user_of
+from wire.ids import (
+    INTERCEPTOR_ID,
+    RELAY_ID,
+    RESERVED,
+    TAP_ID,
+    IdError,
+    check_device,
+    check_enterprise,
+    device_id,
+    enterprise_of,
+    is_device,
+    user_of,
+)
 
 
 def test_device_ids() -> None:
@@ -18,3 +30,13 @@ def test_unsafe_device_ids_refused(bad: str) -> None:
     assert not is_device(bad)
     with pytest.raises(IdError):
         check_device(bad)
+
+
+def test_service_names_are_reserved() -> None:
+    """No enterprise may take a service account's name: one called "tap" would enrol
+    ghost devices at the relay, one called "relay" would share the relay's inbox."""
+    assert set(RESERVED) == {RELAY_ID, TAP_ID, INTERCEPTOR_ID}
+    assert check_enterprise("acme") == "acme"
+    for name in RESERVED:
+        with pytest.raises(IdError, match=f"'{name}' is reserved for a service account"):
+            check_enterprise(name)

@@ -19,13 +19,11 @@ Agency public key (``agency.pub``)::
 
 The fingerprint is the hex SHA-256 of the raw 32-byte X25519 public key. A warrant names
 its delivery destination by this fingerprint, and the interceptor delivers only to the
-fingerprint it has pinned (see ``Policy`` in ``interceptor.warrant``).
+fingerprint it has pinned (see ``Policy`` in ``wire.li.checks``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -36,7 +34,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from interceptor.errors import TrustError
+from wire.b64 import B64Error, b64decode, b64encode
+from wire.li.errors import TrustError
 
 ROLES = ("executive", "judicial")
 KEY_BYTES = 32
@@ -47,32 +46,16 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._'()-]{0,63}$")
 # Agency, CSP ids: short lower-case tokens.
 TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
-_B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 _P25519 = 2**255 - 19
 
 
-def b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def b64decode_strict(value: object, what: str, error: type[Exception], length: int) -> bytes:
-    """Standard base64 of exactly ``length`` bytes, in its one canonical spelling.
-
-    Plain ``b64decode`` ignores the unused low bits of the last character, so several
-    strings decode to the same bytes; we re-encode and compare, so a flipped bit in a
-    signature or key is always noticed.
-    """
-    if not isinstance(value, str) or not _B64_RE.fullmatch(value):
-        raise error(f"{what} must be a base64 string")
+def key_bytes(value: object, what: str, error: type[Exception], length: int) -> bytes:
+    """Key or signature material: ``wire.b64``'s strict, canonical base64 of exactly
+    ``length`` bytes (a flipped bit is always noticed), refused as ``error``."""
     try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError):
-        raise error(f"{what} is not valid base64") from None
-    if b64encode(raw) != value:
-        raise error(f"{what} is not canonical base64")
-    if len(raw) != length:
-        raise error(f"{what} must be {length} bytes, got {len(raw)}")
-    return raw
+        return b64decode(value, what, length=length)
+    except B64Error as exc:
+        raise error(str(exc)) from None
 
 
 def key_fingerprint(public_key: bytes) -> str:
@@ -210,7 +193,7 @@ class TrustStore(Mapping[str, TrustedApprover]):
                 raise TrustError(f"{where}: 'name' is not a valid name")
             if role not in ROLES:
                 raise TrustError(f"{where}: 'role' must be one of {', '.join(ROLES)}")
-            key = b64decode_strict(
+            key = key_bytes(
                 fields["public_key"], f"{where}: 'public_key'", TrustError, KEY_BYTES
             )
             approvers.append(TrustedApprover(name=name, role=role, public_key=key))
@@ -269,7 +252,7 @@ class AgencyPublicKey:
         agency_id = fields["agency_id"]
         if not isinstance(agency_id, str) or not TOKEN_RE.fullmatch(agency_id):
             raise TrustError("agency public key: 'agency_id' is not a valid id")
-        raw = b64decode_strict(
+        raw = key_bytes(
             fields["public_key"], "agency public key: 'public_key'", TrustError, KEY_BYTES
         )
         key = cls(agency_id=agency_id, public_key=raw)
@@ -289,7 +272,6 @@ __all__ = [
     "AgencyPublicKey",
     "TrustStore",
     "TrustedApprover",
-    "b64decode_strict",
-    "b64encode",
+    "key_bytes",
     "key_fingerprint",
 ]

@@ -1,7 +1,7 @@
 """Every way the lawful-intercept side refuses an input, one exception class each.
 
-A *refused warrant* is not an exception: ``interceptor.warrant.check_warrant`` returns a
-:class:`~interceptor.warrant.Decision` with a reason code, so that it can be logged.
+A *refused warrant* is not an exception: ``wire.li.checks.check_warrant`` returns a
+:class:`~wire.li.checks.Decision` with a reason code, so that it can be logged.
 These exceptions are for inputs that cannot even be read (a warrant file that is not a
 warrant, a trust store with a duplicate key, a corrupt state file) and for misuse of
 the court's tools. Each carries a one-line message that says what is wrong.
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 
 class InterceptError(ValueError):
-    """Base class of every error raised by ``interceptor``."""
+    """Base class of every error raised by the lawful-intercept contracts (``wire.li``)
+    and the interceptor's own modules (the court, the ledger)."""
 
 
 class WarrantError(InterceptError):
@@ -40,4 +41,15 @@ class CourtError(InterceptError):
     twice with the same key, amending a warrant that cannot be amended."""
 
 
-__all__ = ["CourtError", "InterceptError", "StateError", "TrustError", "WarrantError"]
+class HandoverError(InterceptError):
+    """Bytes or a record that are not a valid HI-2 / HI-3 handover record."""
+
+
+__all__ = [
+    "CourtError",
+    "HandoverError",
+    "InterceptError",
+    "StateError",
+    "TrustError",
+    "WarrantError",
+]

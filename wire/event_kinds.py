@@ -1,0 +1,107 @@
+"""The registry of event kinds: every kind any actor emits, with what it means.
+
+An event (``wire.events``) is a flat JSON object with ``t``, ``actor`` and ``kind``. The
+exposure report, the dashboard and the exercises (``doormat/lab/exercises.yaml``) wait
+for kinds by name, so a misspelt kind would wait forever without a word: ``doormat lab
+check`` refuses an exercise that waits for a kind not listed here, and
+tests/architecture/test_event_kinds.py keeps this list and the code in step (every
+``emit`` of the product names a kind listed here, and every kind listed here is emitted
+somewhere). A new kind is one line below.
+
+The first word of a kind names the side that reports it (``relay``, ``device``, ...);
+the actor field says which one (a device id, an enterprise, ``relay``, ...). The fields
+of each kind are documented where it is emitted (docs/relay.md has the relay's).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from types import MappingProxyType
+
+KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        # -- the relay (relay/): routing, the directory, the LI switch --------------------
+        "relay.accepted": "an envelope was validated and durably stored (metadata only)",
+        "relay.delivered": "a stored envelope was published to its recipient's inbox",
+        "relay.duplicate": "an envelope seen before (same sender, id, recipient): dropped",
+        "relay.acked": "a recipient device acknowledged an envelope",
+        "relay.rejected": "an input was refused (malformed, unknown, over a limit), with why",
+        "relay.enrolled": "an enterprise (or, for a ghost, the tap) enrolled a device",
+        "relay.published": "a device published its keys to the directory",
+        "relay.devices_listed": "the directory answered a device list, with its proofs",
+        "relay.bundle_served": "the directory handed out one device's prekey bundle",
+        "relay.monitored": "the directory answered a user's key-transparency monitor request",
+        "relay.sync": "a device asked for what is pending for it",
+        "relay.ghost": "the ghost back door's directory entries were switched on or off",
+        "relay.split_view": "the directory now shows some users a log without ghost entries",
+        "relay.started": "the router (re)started and republished what is pending",
+        "relay.connected": "the relay service connected to the broker",
+        "relay.disconnected": "the relay service's broker connection ended",
+        "relay.error": "the relay's store failed; the connection is dropped and retried",
+        "relay.pruned": "retention deleted stored rows",
+        "relay.stopped": "the relay service stopped",
+        "relay.journal": "a device's sealed archive record was forwarded to its enterprise",
+        "relay.li_mode": "the lawful-intercept switch changed (off, scoped, blanket)",
+        "relay.mirrored": "a blanket copy of an envelope was sent to the tap",
+        "relay.task_started": "an X1 task was provisioned at the relay",
+        "relay.task_ended": "an X1 task ended (expired, cancelled, replaced)",
+        "relay.task_record": "an X2 (metadata) or X3 (ciphertext) record went to a task",
+        "relay.x1_refused": "an X1 request to the relay was refused",
+        "operator.searched": "the relay operator searched its store for a word",
+        # -- devices and enterprises (clients/) ------------------------------------------
+        "device.sent": "a device sent a message (sealed per recipient device)",
+        "device.received": "a device opened a message and shows its text",
+        "device.unreadable": "a device could not open a message addressed to it",
+        "device.rejected": "a device refused an input from the relay",
+        "device.bad_bundle": "a device refused a prekey bundle from the directory",
+        "device.kt_refused": "a listed device came without a valid key-transparency proof",
+        "device.kt_alarm": "key transparency: an unenrolled device, a foreign key, a split view",
+        "device.undelivered": "the relay refused an envelope the device sent",
+        "device.resent": "a device re-sent envelopes after a rate-limit refusal",
+        "enterprise.enrolled": "an enterprise server enrolled its devices at the relay",
+        "enterprise.archived": "an enterprise archive stored a journal record it opened",
+        "enterprise.rejected": "an enterprise server refused a journal record",
+        "enterprise.warrant_checked": "an enterprise checked a warrant itself, and decided",
+        "enterprise.cc_exported": "an enterprise exported archived content under a warrant",
+        "enterprise.policy": "an enterprise service started with its archive policy",
+        "bot.failed": "a device service's automatic message could not be sent",
+        # -- the government side (interceptor/) ------------------------------------------
+        "tap.captured": "the blanket tap stored a copy, readable only with a key it holds",
+        "tap.rejected": "the blanket tap refused a record it could not parse",
+        "government.mandate": "the government mandated a back door (a client build)",
+        "interceptor.warrant_accepted": "the interceptor accepted a warrant (logged first)",
+        "interceptor.warrant_refused": "the interceptor refused a warrant, with a reason code",
+        "interceptor.task_started": "the interceptor started a task for an accepted warrant",
+        "interceptor.task_stopped": "the interceptor stopped a task",
+        "interceptor.delivered": "the interceptor delivered a sealed HI-2/HI-3 record",
+        "interceptor.rejected": "the interceptor refused a record or an export",
+        "interceptor.x1_answer": "the relay answered an X1 request of the interceptor",
+        "agency.received": "the agency opened a delivered record (and read it or not)",
+        "agency.rejected": "the agency could not open a delivered record",
+        "ledger.verified": "oversight verified the audit ledger (ok or not)",
+        "ledger.tamper_detected": "oversight found the audit ledger altered",
+        "ledger.tampered": "an insider altered a stored audit ledger entry",
+        "attacker.read": "an attacker tried a stolen key on captured traffic",
+        # -- every service (doormat serve) -----------------------------------------------
+        "service.starting": "a service is starting",
+        "service.retry": "a service is waiting for the broker or the relay (backoff)",
+        "service.ready": "a service is connected and running",
+        "service.stopped": "a service stopped",
+        "service.failed": "a service gave up (a refused login) and exits",
+    }
+)
+
+
+def is_kind(kind: object) -> bool:
+    """True for a kind listed in the registry."""
+    return isinstance(kind, str) and kind in KINDS
+
+
+def nearest(kind: str) -> str | None:
+    """The registered kind closest to ``kind`` (a likely spelling), or None."""
+    found = difflib.get_close_matches(kind, list(KINDS), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+__all__ = ["KINDS", "is_kind", "nearest"]
