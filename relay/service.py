@@ -55,6 +55,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from infra.files import load_or_create_signer
 from infra.retry import Backoff
 from infra.transport import (
     Connection,
@@ -66,7 +67,7 @@ from infra.transport import (
 from relay.intake import DeferredEvents, Intake, Item, item_of
 from relay.li import LawfulIntercept
 from relay.router import Action, Limits, Publish, Relay
-from relay.store import Store, load_or_create_signer
+from relay.store import Store
 from wire import topics
 from wire.events import Event, EventLog, now_ms
 from wire.ids import RELAY_ID
