@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 from relay.li import MODES
 from relay.router import Limits
-from relay.service import JsonLinesLog, RelayError, RelayService
+from relay.service import RelayError, RelayService
+from wire.events import EventLog
 from wire.ids import RELAY_ID
 
 
@@ -177,9 +178,10 @@ async def run_foreground(
     events_out: TextIO,
     options: dict[str, Any],
 ) -> None:
-    logging_events = JsonLinesLog(events_out)
+    # Kept nowhere but the sink: the relay runs for days.
+    events = EventLog(events_out, keep=False)
     try:
-        service = RelayService(host, port, password, db, logging_events, **options)
+        service = RelayService(host, port, password, db, events, **options)
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open the store {db}: {exc}") from None
     stop = asyncio.Event()

@@ -19,7 +19,6 @@ import pytest
 
 from relay.intake import DeferredEvents, Intake, TokenBuckets, item_of
 from relay.router import Ack, Event, Limits, Publish, Relay
-from relay.service import JsonLinesLog
 from relay.store import Store
 from wire.envelope import Envelope
 from wire.events import EventLog
@@ -99,7 +98,7 @@ def test_json_lines_log_flushes_once_for_a_held_batch() -> None:
             super().flush()
 
     sink = Sink()
-    events = DeferredEvents(JsonLinesLog(sink))
+    events = DeferredEvents(EventLog(sink, keep=False))
     with events.held():
         for i in range(5):
             events.emit("relay", "x", i=i)
