@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from infra.signals import stop_on_signals
 from relay.li import MODES
 from relay.router import Limits
 from relay.service import RelayError, RelayService
@@ -184,15 +184,11 @@ async def run_foreground(
         service = RelayService(host, port, password, db, events, **options)
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open the store {db}: {exc}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.run(stop)
-    except RelayError as exc:
-        raise ConfigError(str(exc)) from None
+    with stop_on_signals(asyncio.Event()) as stop:
+        try:
+            await service.run(stop)
+        except RelayError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def run_from_args(args: argparse.Namespace, password: str | None = None) -> int:
