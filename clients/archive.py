@@ -29,16 +29,19 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from clients.crypto import CryptoError, open_sealed, pad, seal_to, unpad
-from infra.sqlite import open_store
+from infra.sqlite import Schema, open_store
 
 _INFO = b"doormat compliance archive v1|"  # + the journalling device's id
 ARCHIVE_KIND = "archive"  # topic kind: doormat/out/<device>/archive -> doormat/in/<ent>/archive
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS records (device TEXT, direction TEXT, id TEXT,"
-    " sender TEXT, to_user TEXT, ts INTEGER, text TEXT,"
-    " PRIMARY KEY (device, direction, sender, id))",
-    "CREATE TABLE IF NOT EXISTS archive_key (private BLOB NOT NULL)",
+_SCHEMA = Schema(
+    "archive store",
+    (
+        "CREATE TABLE IF NOT EXISTS records (device TEXT, direction TEXT, id TEXT,"
+        " sender TEXT, to_user TEXT, ts INTEGER, text TEXT,"
+        " PRIMARY KEY (device, direction, sender, id))",
+        "CREATE TABLE IF NOT EXISTS archive_key (private BLOB NOT NULL)",
+    ),
 )
 
 
@@ -89,7 +92,7 @@ class Archive:
         # Autocommit: a record is committed when ``ingest`` returns, before the Link
         # acknowledges it to the broker (a server killed earlier gets it again).
         try:
-            self._db = open_store(db_path, what="archive store", schema=_SCHEMA)
+            self._db = open_store(db_path, _SCHEMA)
             try:
                 self.key = self._load_or_store_key(db_path, key)
             except BaseException:

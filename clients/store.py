@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.sqlite import exists, open_store, transaction
+from infra.sqlite import Schema, exists, open_store, transaction
 
-SCHEMA = """
+SCHEMA = Schema("device store", """
 CREATE TABLE IF NOT EXISTS crypto (one INTEGER PRIMARY KEY CHECK (one = 1), state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS processed (
     sender TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (sender, id));
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS undelivered (
     id TEXT NOT NULL, recipient TEXT NOT NULL, reason TEXT NOT NULL,
     PRIMARY KEY (id, recipient));
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class DeviceStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         # FULL: a commit is on disk before we acknowledge to the relay.
-        self._db = open_store(self.path, what="device store", schema=SCHEMA, synchronous="FULL")
+        self._db = open_store(self.path, SCHEMA, synchronous="FULL")
         self._sent: list[tuple[str, str, str]] = []  # left the outbox, not yet written
 
     def close(self) -> None:

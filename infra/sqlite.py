@@ -1,7 +1,7 @@
 """SQLite, written once for every store: open with the pragmas the store needs, check
 that the file is of the right kind and version, create the schema, run transactions.
 
-    db = open_store(path, what="device store", schema=SCHEMA, synchronous="FULL")
+    db = open_store(path, Schema("device store", STATEMENTS), synchronous="FULL")
     with transaction(db):           # BEGIN IMMEDIATE ... COMMIT (ROLLBACK if it raises)
         db.execute(...)
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -156,76 +157,68 @@ class Transactions:
                 self._in_batch = False
 
 
-def prepare(
-    db: sqlite3.Connection,
-    *,
-    path: str | Path,
-    what: str,
-    schema: str | Sequence[str],
-    version: int = 0,
-    upgrades_from: Collection[int] = (),
-    application_id: int = 0,
-    only_if_empty: bool = False,
-) -> bool:
+@dataclass(frozen=True)
+class Schema:
+    """A store's file format: ``what`` it is called in errors ("relay store", "doormat
+    ledger"), its CREATE statements (a string is split at ``;``), its ``version``
+    (``PRAGMA user_version``; 0: none) and the earlier versions it ``upgrades_from`` in
+    place, its ``application_id`` (0: none). ``only_if_empty``: the statements run on an
+    empty file only (they are not IF NOT EXISTS)."""
+
+    what: str
+    statements: str | Sequence[str]
+    version: int = 0
+    upgrades_from: Collection[int] = ()
+    application_id: int = 0
+    only_if_empty: bool = False
+
+
+def prepare(db: sqlite3.Connection, schema: Schema, *, path: str | Path) -> bool:
     """Check the file's kind and version, then create the schema. Call it inside a
     write transaction, with nothing else before it. Returns whether the file was empty.
 
-    ``what`` names the store in errors ("relay store", "doormat ledger"). The file must
-    carry ``application_id`` (set on an empty file) and have ``user_version`` equal to
-    ``version`` or one of ``upgrades_from`` (an empty file has 0); else StoreFileError.
-    ``schema``: CREATE statements (a string is split at ``;``), run one by one (an
-    ``executescript`` would commit the caller's transaction); with ``only_if_empty``
-    only on an empty file. A non-zero ``version`` is then written to ``user_version``."""
+    The file must carry the schema's application id (set on an empty file) and have a
+    ``user_version`` equal to its version or one it upgrades from (an empty file has 0);
+    else StoreFileError, naming ``path``. The statements run one by one (an
+    ``executescript`` would commit the caller's transaction). A non-zero version is
+    then written to ``user_version``."""
     empty = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
     found_id = db.execute("PRAGMA application_id").fetchone()[0]
-    if empty and application_id:
-        db.execute(f"PRAGMA application_id = {int(application_id)}")
-    elif found_id != application_id:
-        raise StoreFileError(f"{path} is not a {what} (SQLite application id {found_id})")
-    found_version = db.execute("PRAGMA user_version").fetchone()[0]
-    if found_version != version and found_version not in upgrades_from:
-        raise StoreFileError(f"{path}: {what} schema version {found_version}, expected {version}")
-    if empty or not only_if_empty:
-        statements = schema.split(";") if isinstance(schema, str) else schema
-        for statement in statements:
+    if empty and schema.application_id:
+        db.execute(f"PRAGMA application_id = {int(schema.application_id)}")
+    elif found_id != schema.application_id:
+        raise StoreFileError(f"{path} is not a {schema.what} (SQLite application id {found_id})")
+    found = db.execute("PRAGMA user_version").fetchone()[0]
+    if found != schema.version and found not in schema.upgrades_from:
+        raise StoreFileError(
+            f"{path}: {schema.what} schema version {found}, expected {schema.version}"
+        )
+    if empty or not schema.only_if_empty:
+        statements = schema.statements
+        for statement in statements.split(";") if isinstance(statements, str) else statements:
             if statement.strip():
                 db.execute(statement)
-    if version and found_version != version:
-        db.execute(f"PRAGMA user_version = {int(version)}")
+    if schema.version and found != schema.version:
+        db.execute(f"PRAGMA user_version = {int(schema.version)}")
     return bool(empty)
 
 
 def open_store(
     path: str | Path,
+    schema: Schema,
     *,
-    what: str,
-    schema: str | Sequence[str],
-    version: int = 0,
-    upgrades_from: Collection[int] = (),
-    application_id: int = 0,
-    wal: bool = True,
     synchronous: Synchronous | None = None,
-    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     any_thread: bool = False,
 ) -> sqlite3.Connection:
-    """:func:`connect`, then :func:`prepare` in one write transaction: a connection to a
-    store of the right kind and version with its schema in place. On any failure the
-    connection is closed and the error raised (StoreFileError for a file of another
-    kind or version, sqlite3.DatabaseError for one that is not SQLite at all)."""
-    db = connect(
-        path, wal=wal, synchronous=synchronous, busy_timeout=busy_timeout, any_thread=any_thread
-    )
+    """:func:`connect` (WAL, the default busy timeout), then :func:`prepare` in one
+    write transaction: a connection to a store of the right kind and version with its
+    schema in place. On any failure the connection is closed and the error raised
+    (StoreFileError for a file of another kind or version, sqlite3.DatabaseError for one
+    that is not SQLite at all)."""
+    db = connect(path, synchronous=synchronous, any_thread=any_thread)
     try:
         with transaction(db):
-            prepare(
-                db,
-                path=path,
-                what=what,
-                schema=schema,
-                version=version,
-                upgrades_from=upgrades_from,
-                application_id=application_id,
-            )
+            prepare(db, schema, path=path)
     except BaseException:
         db.close()
         raise

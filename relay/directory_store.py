@@ -29,7 +29,7 @@ from relay.kt import LogRow
 from wire.ids import TAP_ID
 from wire.kt import entry_bytes
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS devices (
     device       TEXT PRIMARY KEY,
     user         TEXT    NOT NULL,

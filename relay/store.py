@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from infra.sqlite import Transactions, connect, exists, open_store
-from relay.directory_store import SCHEMA as DIRECTORY_SCHEMA
+from infra.sqlite import Schema, Transactions, connect, exists, open_store
+from relay.directory_store import TABLES as DIRECTORY_TABLES
 from relay.directory_store import DirectoryStore
 
 # 2: adds kt_log (key transparency). A version-1 store is upgraded in place: the new
@@ -59,7 +59,7 @@ DAY_MS = 24 * 60 * 60 * 1000
 DEFAULT_RETENTION_MS = 30 * DAY_MS
 DEFAULT_RETENTION_ROWS = 1_000_000
 
-_SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS envelopes (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order, never reused
     sender      TEXT    NOT NULL,
@@ -76,6 +76,9 @@ CREATE INDEX IF NOT EXISTS envelopes_pending_by_recipient
 CREATE INDEX IF NOT EXISTS envelopes_pending
     ON envelopes (seq) WHERE acked_ms IS NULL;
 """
+
+
+SCHEMA = Schema("relay store", TABLES + DIRECTORY_TABLES, SCHEMA_VERSION, upgrades_from=(0, 1))
 
 
 @dataclass(frozen=True)
@@ -127,15 +130,7 @@ class Store:
             # thread after creating us elsewhere; we are still used by one caller. The
             # busy timeout: several relay workers may share the file one day (shared
             # subscriptions): wait for the writer lock instead of failing at once.
-            self._db = open_store(
-                path,
-                what="relay store",
-                schema=_SCHEMA + DIRECTORY_SCHEMA,
-                version=SCHEMA_VERSION,
-                upgrades_from=(0, 1),
-                synchronous=synchronous,
-                any_thread=True,
-            )
+            self._db = open_store(path, SCHEMA, synchronous=synchronous, any_thread=True)
         # Every write, envelope or directory, goes through these transactions.
         self._transactions = Transactions(self._db)
         self.directory = DirectoryStore(self._db, self._transactions)

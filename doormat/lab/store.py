@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.sqlite import open_store, transaction
+from infra.sqlite import Schema, open_store, transaction
 
 DB_NAME = "lab.sqlite"
 
-_SCHEMA = """
+_SCHEMA = Schema("lab score store", """
 CREATE TABLE IF NOT EXISTS solved (
     key TEXT PRIMARY KEY, solved_ms INTEGER NOT NULL, evidence TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hints (key TEXT PRIMARY KEY, shown INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS selection (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""")
 
 
 def default_home() -> Path:
@@ -50,7 +50,7 @@ class ScoreStore:
         self.path = self.home / DB_NAME
         # Shared by the dashboard's loop and, briefly, a worker thread; every call is one
         # short transaction.
-        self._db = open_store(self.path, what="lab score store", schema=_SCHEMA, any_thread=True)
+        self._db = open_store(self.path, _SCHEMA, any_thread=True)
 
     def close(self) -> None:
         self._db.close()

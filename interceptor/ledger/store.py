@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from infra.sqlite import StoreFileError, connect, prepare, transaction
+from infra.sqlite import Schema, StoreFileError, connect, prepare, transaction
 from interceptor.ledger.entries import Entry, parse_entry
 from interceptor.ledger.errors import EntryError, LedgerError
 from interceptor.ledger.log import (
@@ -54,10 +54,17 @@ FORMAT = "doormat-ledger/1"
 APPLICATION_ID = 0x646D6C67  # "dmlg"
 _BUSY_TIMEOUT_S = 10.0
 
-_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL, leaf_hash BLOB NOT NULL)",
-    "CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note BLOB NOT NULL)",
+_SCHEMA = Schema(
+    "doormat ledger",
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL,"
+        " leaf_hash BLOB NOT NULL)",
+        "CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL,"
+        " note BLOB NOT NULL)",
+    ),
+    application_id=APPLICATION_ID,
+    only_if_empty=True,  # a file with tables is a ledger already, or refused
 )
 
 
@@ -190,14 +197,7 @@ class Ledger:
 
     def _prepare_file(self, origin: str) -> str:
         with transaction(self._conn) as conn:
-            fresh = prepare(
-                conn,
-                path=self._path,
-                what="doormat ledger",
-                schema=_SCHEMA,
-                application_id=APPLICATION_ID,
-                only_if_empty=True,
-            )
+            fresh = prepare(conn, _SCHEMA, path=self._path)
             if fresh:
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",

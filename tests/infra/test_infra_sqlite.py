@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from infra.sqlite import StoreFileError, Transactions, connect, open_store, transaction
+from infra.sqlite import Schema, StoreFileError, Transactions, connect, open_store, transaction
 
-SCHEMA = """
+TABLES = """
 CREATE TABLE IF NOT EXISTS t (x INTEGER PRIMARY KEY);
 CREATE INDEX IF NOT EXISTS i ON t (x)
 """
+STORE = Schema("test store", TABLES)
 
 
 def test_open_store_sets_the_pragmas_and_creates_the_schema(tmp_path: Path) -> None:
-    db = open_store(tmp_path / "s.db", what="test store", schema=SCHEMA, synchronous="FULL")
+    db = open_store(tmp_path / "s.db", STORE, synchronous="FULL")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert db.isolation_level is None  # autocommit: transactions are explicit
@@ -27,17 +28,17 @@ def test_open_store_sets_the_pragmas_and_creates_the_schema(tmp_path: Path) -> N
 
 def test_versions_and_application_ids_are_checked(tmp_path: Path) -> None:
     path = tmp_path / "v.db"
-    open_store(path, what="test store", schema=SCHEMA, version=2, upgrades_from=(0, 1)).close()
+    open_store(path, Schema("test store", TABLES, 2, upgrades_from=(0, 1))).close()
     assert connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
     with pytest.raises(StoreFileError, match=r"v.db: test store schema version 2, expected 3"):
-        open_store(path, what="test store", schema=SCHEMA, version=3)
+        open_store(path, Schema("test store", TABLES, 3))
     with pytest.raises(StoreFileError, match="schema version 2, expected 0"):
-        open_store(path, what="other store", schema=SCHEMA)  # versionless: refuses it too
+        open_store(path, Schema("other store", TABLES))  # versionless: refuses it too
     tagged = tmp_path / "a.db"
-    open_store(tagged, what="tagged store", schema=SCHEMA, application_id=0x1234).close()
+    open_store(tagged, Schema("tagged store", TABLES, application_id=0x1234)).close()
     refused = r"a.db is not a test store \(SQLite application id 4660\)"
     with pytest.raises(StoreFileError, match=refused):
-        open_store(tagged, what="test store", schema=SCHEMA)
+        open_store(tagged, STORE)
     # a refused file is left as it was
     assert {r[0] for r in connect(tagged).execute("SELECT name FROM sqlite_master")} == {"t", "i"}
 
@@ -46,11 +47,11 @@ def test_a_file_that_is_not_sqlite_is_a_database_error(tmp_path: Path) -> None:
     junk = tmp_path / "junk"
     junk.write_bytes(b"not a database, just bytes" * 100)
     with pytest.raises(sqlite3.DatabaseError):
-        open_store(junk, what="test store", schema=SCHEMA)
+        open_store(junk, STORE)
 
 
 def test_transaction_commits_or_rolls_back(tmp_path: Path) -> None:
-    db = open_store(tmp_path / "t.db", what="test store", schema=SCHEMA)
+    db = open_store(tmp_path / "t.db", STORE)
     with transaction(db):
         db.execute("INSERT INTO t VALUES (1)")
     with pytest.raises(ZeroDivisionError), transaction(db):
@@ -62,7 +63,7 @@ def test_transaction_commits_or_rolls_back(tmp_path: Path) -> None:
 
 def test_a_batch_is_one_commit_of_savepoints(tmp_path: Path) -> None:
     path = tmp_path / "b.db"
-    db = open_store(path, what="test store", schema=SCHEMA)
+    db = open_store(path, STORE)
     other = connect(path, readonly=True)
     tx = Transactions(db)
     with tx.batch():
