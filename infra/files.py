@@ -1,7 +1,7 @@
 """Files written whole or not at all, and private files (mode 0600), written once.
 
     write_atomic(path, text)                 # readers see the old file or the new one
-    write_private(path, secret)              # the same, mode 0600 from the first byte
+    write_atomic(path, secret, private=True) # the same, mode 0600 from the first byte
     create_private(path, secret)             # only if there is no such file yet: True if created
     signer = load_or_create_signer(path, name)   # a checkpoint signing key kept in a file
 
@@ -50,15 +50,16 @@ def write_atomic(
     path: str | os.PathLike[str],
     data: str | bytes,
     *,
-    mode: int = PUBLIC,
+    private: bool = False,
     durable: bool = True,
     make_parents: bool = False,
 ) -> Path:
-    """Replace ``path`` with ``data`` (text is written as UTF-8) in one step, with
-    ``mode``. ``durable``: on disk (fsync) before the rename. ``make_parents``: create
-    missing parent folders."""
+    """Replace ``path`` with ``data`` (text is written as UTF-8) in one step. ``private``:
+    mode 0600, and the file never exists with looser permissions (passwords, private
+    keys); else 0644. ``durable``: on disk (fsync) before the rename. ``make_parents``:
+    create missing parent folders."""
     p = Path(path)
-    tmp = _temporary(p, data, mode, durable, make_parents)
+    tmp = _temporary(p, data, PRIVATE if private else PUBLIC, durable, make_parents)
     try:
         os.replace(tmp, p)
     except BaseException:
@@ -66,18 +67,6 @@ def write_atomic(
             os.unlink(tmp)
         raise
     return p
-
-
-def write_private(
-    path: str | os.PathLike[str],
-    data: str | bytes,
-    *,
-    durable: bool = True,
-    make_parents: bool = False,
-) -> Path:
-    """``write_atomic`` with mode 0600: the file never exists with looser permissions
-    (passwords, private keys)."""
-    return write_atomic(path, data, mode=PRIVATE, durable=durable, make_parents=make_parents)
 
 
 def create_private(path: str | os.PathLike[str], data: str | bytes) -> bool:
@@ -117,5 +106,5 @@ def load_or_create_signer(path: str | os.PathLike[str], name: str) -> Signer:
     vkey_path = p.with_name(p.name + ".vkey")
     vkey = signer.verifier().vkey() + "\n"
     if not vkey_path.exists() or vkey_path.read_text(encoding="utf-8") != vkey:
-        write_atomic(vkey_path, vkey, mode=PUBLIC)
+        write_atomic(vkey_path, vkey)
     return signer

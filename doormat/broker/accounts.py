@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.files import write_private
+from infra.files import write_atomic
 from wire import ids
 
 ROLES = ("relay", "device", "enterprise", "tap", "interceptor")
@@ -161,4 +161,4 @@ def save_accounts(path: str | os.PathLike[str], accounts: Iterable[Account]) -> 
     """Write the accounts file atomically with mode 0600 (it holds plaintext passwords)."""
     accs = check_unique(accounts)
     body = json.dumps({"accounts": [a.to_json() for a in accs]}, indent=2) + "\n"
-    return write_private(path, body, make_parents=True)
+    return write_atomic(path, body, private=True, make_parents=True)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from doormat.cli import CommandError
 from doormat.commands.args import positive
-from infra.files import PRIVATE, PUBLIC, write_atomic
+from infra.files import write_atomic
 from interceptor.court import (
     DEFAULT_AGENCY_ID,
     DEFAULT_NAMES,
@@ -86,7 +86,7 @@ def _read(path: str, what: str, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write atomically (``infra.files``); private files are mode 0600 from the start."""
     try:
-        write_atomic(path, data, mode=PRIVATE if private else PUBLIC)
+        write_atomic(path, data, private=private)
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 

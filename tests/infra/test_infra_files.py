@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.files import create_private, load_or_create_signer, write_atomic, write_private
+from infra.files import create_private, load_or_create_signer, write_atomic
 
 
 def mode(path: Path) -> int:
@@ -23,11 +23,11 @@ def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.json"]
 
 
-def test_write_private_is_0600_and_parents_only_on_request(tmp_path: Path) -> None:
+def test_a_private_file_is_0600_and_parents_only_on_request(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        write_private(tmp_path / "missing" / "secret", "pw")
+        write_atomic(tmp_path / "missing" / "secret", "pw", private=True)
     assert not (tmp_path / "missing").exists()
-    target = write_private(tmp_path / "made" / "secret", "pw", make_parents=True)
+    target = write_atomic(tmp_path / "made" / "secret", "pw", private=True, make_parents=True)
     assert target.read_text() == "pw" and mode(target) == 0o600
 
 
