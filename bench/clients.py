@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.transport import Transport
+from wire.events import EventLog
 
 PLAINTEXT_BYTES = 512
 
@@ -195,19 +196,16 @@ class CoreClient:
 # -- the real device -----------------------------------------------------------------
 
 
-class _Log:
+def _received_log(on_received: Callable[[str, str], None]) -> EventLog:
     """An EventLog that keeps nothing and hands ``device.received`` to a callback."""
+    log = EventLog(keep=False)
 
-    def __init__(self, on_received: Callable[[str, str], None]) -> None:
-        from wire.events import NullLog
+    def listener(event: dict[str, Any]) -> None:
+        if event["kind"] == "device.received":
+            on_received(str(event.get("from")), str(event.get("text")))
 
-        class Log(NullLog):
-            def emit(self, actor: str, kind: str, **fields: Any) -> dict[str, Any]:
-                if kind == "device.received":
-                    on_received(str(fields.get("from")), str(fields.get("text")))
-                return {"actor": actor, "kind": kind}
-
-        self.log = Log()
+    log.subscribe(listener)
+    return log
 
 
 # -- the worker ------------------------------------------------------------------------
@@ -285,7 +283,7 @@ class Worker:
             from clients.device import Device
             from clients.enterprise import Credentials
 
-            log = _Log(lambda _f, text: self._received(text.encode())).log
+            log = _received_log(lambda _f, text: self._received(text.encode()))
             for _, s, spw, r, rpw in cfg.pairs:
                 for dev, pw in ((s, spw), (r, rpw)):
                     user = dev.rsplit(".", 1)[0]

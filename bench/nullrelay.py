@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 
+from infra.signals import stop_on_signals
 from infra.transport import Transport
 
 TO = b'"to":"'
@@ -47,41 +47,35 @@ async def run(
         name="null relay",
     )
 
-    def on_signal() -> None:
-        stop.set()
-        transport.wake()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
     forwarded = 0
-    await transport.start()
-    print("ready", flush=True)
-    try:
-        while not stop.is_set():
-            # What is already queued is taken without a task per message, as the relay
-            # does (relay/service.py): the two read their input the same way.
-            batch = transport.take(1 << 30)
-            if not batch:
-                await transport.wait()
-                continue
-            for message in batch:
-                message.ack()
-                topic = message.topic
-                if not topic.endswith("/msg"):
+    with stop_on_signals(stop, then=transport.wake):  # wake: it may wait for input
+        await transport.start()
+        print("ready", flush=True)
+        try:
+            while not stop.is_set():
+                # What is already queued is taken without a task per message, as the relay
+                # does (relay/service.py): the two read their input the same way.
+                batch = transport.take(1 << 30)
+                if not batch:
+                    await transport.wait()
                     continue
-                payload = message.payload
-                i = payload.find(TO)
-                if i < 0:
-                    continue
-                j = payload.find(b'"', i + len(TO))
-                to = payload[i + len(TO) : j].decode("ascii", "replace")
-                await transport.room()
-                transport.publish_soon(f"doormat/in/{to}/msg", payload, retry=False)
-                forwarded += 1
-            await asyncio.sleep(0)
-    finally:
-        await transport.stop()  # drains publishes (5 s at most), then DISCONNECT
+                for message in batch:
+                    message.ack()
+                    topic = message.topic
+                    if not topic.endswith("/msg"):
+                        continue
+                    payload = message.payload
+                    i = payload.find(TO)
+                    if i < 0:
+                        continue
+                    j = payload.find(b'"', i + len(TO))
+                    to = payload[i + len(TO) : j].decode("ascii", "replace")
+                    await transport.room()
+                    transport.publish_soon(f"doormat/in/{to}/msg", payload, retry=False)
+                    forwarded += 1
+                await asyncio.sleep(0)
+        finally:
+            await transport.stop()  # drains publishes (5 s at most), then DISCONNECT
     print(f"forwarded {forwarded}", flush=True)
 
 

@@ -29,9 +29,20 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from clients.crypto import CryptoError, open_sealed, pad, seal_to, unpad
+from infra.sqlite import Schema, open_store
 
 _INFO = b"doormat compliance archive v1|"  # + the journalling device's id
 ARCHIVE_KIND = "archive"  # topic kind: doormat/out/<device>/archive -> doormat/in/<ent>/archive
+
+_SCHEMA = Schema(
+    "archive store",
+    (
+        "CREATE TABLE IF NOT EXISTS records (device TEXT, direction TEXT, id TEXT,"
+        " sender TEXT, to_user TEXT, ts INTEGER, text TEXT,"
+        " PRIMARY KEY (device, direction, sender, id))",
+        "CREATE TABLE IF NOT EXISTS archive_key (private BLOB NOT NULL)",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -80,22 +91,15 @@ class Archive:
         self.enterprise = enterprise
         # Autocommit: a record is committed when ``ingest`` returns, before the Link
         # acknowledges it to the broker (a server killed earlier gets it again).
-        self._db = sqlite3.connect(db_path, isolation_level=None)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS records (device TEXT, direction TEXT, id TEXT,"
-                " sender TEXT, to_user TEXT, ts INTEGER, text TEXT,"
-                " PRIMARY KEY (device, direction, sender, id))"
-            )
-            self._db.execute("CREATE TABLE IF NOT EXISTS archive_key (private BLOB NOT NULL)")
-            self.key = self._load_or_store_key(db_path, key)
+            self._db = open_store(db_path, _SCHEMA)
+            try:
+                self.key = self._load_or_store_key(db_path, key)
+            except BaseException:
+                self._db.close()
+                raise
         except sqlite3.DatabaseError as exc:
-            self._db.close()
             raise ArchiveError(f"{db_path}: not a readable archive store ({exc})") from None
-        except BaseException:
-            self._db.close()
-            raise
 
     def _load_or_store_key(
         self, db_path: str | Path, key: X25519PrivateKey | None

@@ -121,6 +121,11 @@ class EnterpriseServer:
     def archive_public_key(self) -> bytes | None:
         return None if self.archive is None else self.archive.public_key
 
+    @property
+    def connected(self) -> bool:
+        """Whether its link to the broker is up right now (it reconnects by itself)."""
+        return self.link.connected
+
     async def start(self) -> None:
         await self.link.start()
         enrolled = await enrol_at_relay(self.link, self.enterprise)

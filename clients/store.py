@@ -15,11 +15,14 @@ that is lost, the device re-sends the envelope, and the relay de-duplicates it.
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA = """
+from infra.sqlite import Schema, exists, open_store, transaction
+
+SCHEMA = Schema("device store", """
 CREATE TABLE IF NOT EXISTS crypto (one INTEGER PRIMARY KEY CHECK (one = 1), state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS processed (
     sender TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (sender, id));
@@ -35,7 +38,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS undelivered (
     id TEXT NOT NULL, recipient TEXT NOT NULL, reason TEXT NOT NULL,
     PRIMARY KEY (id, recipient));
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,8 @@ class Incoming:
 class DeviceStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit is on disk before we acknowledge to the relay.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db = open_store(self.path, SCHEMA, synchronous="FULL")
         self._sent: list[tuple[str, str, str]] = []  # left the outbox, not yet written
 
     def close(self) -> None:
@@ -98,10 +98,9 @@ class DeviceStore:
         )
 
     def is_processed(self, sender: str, msg_id: str) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM processed WHERE sender = ? AND id = ?", (sender, msg_id)
-        ).fetchone()
-        return row is not None
+        return exists(
+            self._db, "SELECT 1 FROM processed WHERE sender = ? AND id = ?", (sender, msg_id)
+        )
 
     def commit_incoming(
         self,
@@ -223,8 +222,12 @@ class DeviceStore:
             (state,),
         )
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db, self)
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One transaction, which also writes what left the outbox since the last one."""
+        with transaction(self._db):
+            self._flush_sent()
+            yield
 
     def _flush_sent(self) -> None:
         if self._sent:
@@ -232,16 +235,3 @@ class DeviceStore:
                 "DELETE FROM outbox WHERE kind = ? AND id = ? AND recipient = ?", self._sent
             )
             self._sent = []
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection, store: DeviceStore) -> None:
-        self._db = db
-        self._store = store
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        self._store._flush_sent()
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

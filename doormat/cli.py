@@ -15,7 +15,9 @@ import sys
 from collections.abc import Sequence
 
 # Modules under doormat.commands, in the order --help lists them.
-COMMANDS = ("demo", "chat", "relay", "broker", "ledger", "court", "serve", "dashboard", "lab")
+COMMANDS = (
+    "demo", "chat", "relay", "broker", "ledger", "court", "serve", "health", "dashboard", "lab"
+)
 
 
 class CommandError(Exception):

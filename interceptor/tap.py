@@ -13,11 +13,11 @@ from, to, size, readable, and ``text`` when it read it), ``tap.rejected`` (reaso
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from infra.link import Link
+from infra.sqlite import Schema, open_store
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
 from wire.b64 import b64decode
@@ -25,13 +25,13 @@ from wire.envelope import EnvelopeError
 from wire.events import EventLog
 from wire.ids import TAP_ID
 
-_SCHEMA = """
+_SCHEMA = Schema("tap store", """
 CREATE TABLE IF NOT EXISTS captures (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL, liid TEXT, seq INTEGER, sender TEXT NOT NULL, id TEXT NOT NULL,
     recipient TEXT NOT NULL, size INTEGER NOT NULL, envelope BLOB NOT NULL,
     UNIQUE (kind, sender, id, recipient));
-"""
+""")
 
 
 class Tap:
@@ -50,10 +50,7 @@ class Tap:
         # Autocommit: each capture's INSERT is committed (WAL, synchronous FULL) when it
         # returns, i.e. before ``_on_message`` returns and the Link acknowledges the
         # record to the broker; a tap killed earlier gets the record again.
-        self._db = sqlite3.connect(db_path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_store(db_path, _SCHEMA, synchronous="FULL")
         # Also the government's line to the directory, for the ghost back door.
         self.link = Link(TAP_ID, password, host, port, on_other=self._on_message)
 

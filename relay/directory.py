@@ -24,6 +24,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from relay.actions import Action, Limits, Publish, Rejected, emit, read_json, reply
+from relay.directory_store import DirectoryError, OneTimePrekey, SignedPrekey
 from relay.kt import (
     GHOST_NAME,
     DirectoryLog,
@@ -31,7 +32,7 @@ from relay.kt import (
     LogRow,
     ghost_device,
 )
-from relay.store import DirectoryError, OneTimePrekey, SignedPrekey, Store
+from relay.store import Store
 from wire import topics
 from wire.b64 import B64Error, b64decode
 from wire.events import EventLog
@@ -56,7 +57,8 @@ class Directory:
         kt_signer: Signer | None,
         ghost: bool,
     ) -> None:
-        self.store = store
+        self.store = store.directory  # the directory's tables
+        self.envelopes = store  # for sync: what is pending for the requester
         self.events = events
         self.limits = limits
         self.clock = clock
@@ -349,7 +351,7 @@ class Directory:
     def _op_sync(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         _fields(obj, set())
         self._require_enrolled_device(owner)
-        pending = self.store.pending(owner)
+        pending = self.envelopes.pending(owner)
         self._event(out, "relay.sync", device=owner, pending=len(pending))
         for p in pending:
             out.append(Publish(topics.inbox(owner, topics.MSG), p.raw))

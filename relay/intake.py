@@ -131,9 +131,7 @@ class DeferredEvents(EventLog):
             self._held = None
             raise
         events, self._held = self._held, None
-        # One flush for the lot when the sink supports it (JsonLinesLog).
-        flush = getattr(self.inner, "deferred_flush", None)
-        with flush() if flush is not None else contextlib.nullcontext():
+        with self.inner.deferred_flush():  # one flush of the sink for the lot
             for actor, kind, fields in events:
                 self.inner.emit(actor, kind, **fields)
 

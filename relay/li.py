@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from infra.sqlite import connect
 from relay.router import ACTOR, Action, Publish
 from wire import topics
 from wire.b64 import b64encode
@@ -142,9 +142,10 @@ class LawfulIntercept:
         self._clock = clock
         self.mode: Mode = "off"
         self.set_mode(mode)
-        # Tasks survive a relay restart: they live in the relay's database.
-        self._db = sqlite3.connect(db_path or ":memory:", isolation_level=None)
-        self._db.executescript(_SCHEMA)
+        # Tasks survive a relay restart: they live in the relay's database (its store
+        # has set it up; this is a second connection to it, in autocommit mode).
+        self._db = connect(db_path or ":memory:", wal=False)
+        self._db.execute(_SCHEMA)
         self.tasks: dict[str, Task] = {}
         for spec, active in self._db.execute("SELECT spec, active FROM li_tasks"):
             if active:

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -24,9 +23,11 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from infra.signals import stop_on_signals
 from relay.li import MODES
 from relay.router import Limits
-from relay.service import JsonLinesLog, RelayError, RelayService
+from relay.service import RelayError, RelayService
+from wire.events import EventLog
 from wire.ids import RELAY_ID
 
 
@@ -177,20 +178,17 @@ async def run_foreground(
     events_out: TextIO,
     options: dict[str, Any],
 ) -> None:
-    logging_events = JsonLinesLog(events_out)
+    # Kept nowhere but the sink: the relay runs for days.
+    events = EventLog(events_out, keep=False)
     try:
-        service = RelayService(host, port, password, db, logging_events, **options)
+        service = RelayService(host, port, password, db, events, **options)
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot open the store {db}: {exc}") from None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.run(stop)
-    except RelayError as exc:
-        raise ConfigError(str(exc)) from None
+    with stop_on_signals(asyncio.Event()) as stop:
+        try:
+            await service.run(stop)
+        except RelayError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def run_from_args(args: argparse.Namespace, password: str | None = None) -> int:

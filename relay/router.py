@@ -234,7 +234,7 @@ class Relay:
     def _journal(self, out: list[Action], owner: str, payload: bytes) -> None:
         """Forward a device's sealed journal record to its own enterprise (the only party
         that can open it). The relay learns that a record of some size went there."""
-        if not is_device(owner) or not self.store.is_enrolled(owner):
+        if not is_device(owner) or not self.store.directory.is_enrolled(owner):
             raise Rejected("journal records come from enrolled devices")
         if len(payload) > self.limits.max_envelope_bytes:
             raise Rejected(f"journal record too large: {len(payload)} bytes")
@@ -263,9 +263,9 @@ class Relay:
         ids = {"id": env.id, "from": env.sender, "to": env.recipient}
         if env.sender != owner:
             raise Rejected("sender mismatch", op="msg", **ids)
-        if not self.store.is_enrolled(owner):
+        if not self.store.directory.is_enrolled(owner):
             raise Rejected("sender not enrolled", op="msg", **ids)
-        enrolled_by = self.store.enrolled_by(env.recipient)
+        enrolled_by = self.store.directory.enrolled_by(env.recipient)
         to_ghost = enrolled_by == TAP_ID
         if enrolled_by is None or (to_ghost and not self.directory.ghost):
             raise Rejected("unknown recipient", op="msg", **ids)

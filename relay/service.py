@@ -48,13 +48,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
+from infra.files import load_or_create_signer
 from infra.retry import Backoff
 from infra.transport import (
     Connection,
@@ -66,9 +66,9 @@ from infra.transport import (
 from relay.intake import DeferredEvents, Intake, Item, item_of
 from relay.li import LawfulIntercept
 from relay.router import Action, Limits, Publish, Relay
-from relay.store import Store, load_or_create_signer
+from relay.store import Store
 from wire import topics
-from wire.events import Event, EventLog, now_ms
+from wire.events import EventLog
 from wire.ids import RELAY_ID
 from wire.kt import KT_ORIGIN
 from wire.note import Signer
@@ -389,34 +389,3 @@ async def run_relay(
     """Run a relay in the foreground until ``stop`` is set (see RelayService)."""
     service = RelayService(host, port, password, db_path, events, **options)
     await service.run(stop)
-
-
-class JsonLinesLog(EventLog):
-    """An EventLog for a long-running process: writes each event as one JSON line and
-    keeps none in memory (EventLog keeps them all, which a relay running for days
-    cannot afford)."""
-
-    def __init__(self, sink: TextIO) -> None:
-        super().__init__(sink=None)
-        self._out = sink
-
-    def emit(self, actor: str, kind: str, **fields: Any) -> Event:
-        event: Event = {"t": now_ms(), "actor": actor, "kind": kind, **fields}
-        with self._lock:
-            self._out.write(json.dumps(event, sort_keys=True) + "\n")
-            if not self._deferred:
-                self._out.flush()
-        return event
-
-    _deferred = False
-
-    @contextlib.contextmanager
-    def deferred_flush(self) -> Iterator[None]:
-        """Several events, one flush (a group commit's events)."""
-        self._deferred = True
-        try:
-            yield
-        finally:
-            self._deferred = False
-            with self._lock:
-                self._out.flush()

@@ -12,17 +12,16 @@ holds plaintext passwords (services read it to log in), so it is written with mo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.files import write_atomic
 from wire import ids
 
 ROLES = ("relay", "device", "enterprise", "tap", "interceptor")
@@ -160,29 +159,6 @@ def load_accounts(path: str | os.PathLike[str]) -> list[Account]:
 
 def save_accounts(path: str | os.PathLike[str], accounts: Iterable[Account]) -> Path:
     """Write the accounts file atomically with mode 0600 (it holds plaintext passwords)."""
-    p = Path(path)
     accs = check_unique(accounts)
     body = json.dumps({"accounts": [a.to_json() for a in accs]}, indent=2) + "\n"
-    write_private(p, body)
-    return p
-
-
-def write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` atomically; the file never exists with looser permissions.
-
-    mkstemp creates the file 0600 before anything is written, and os.replace keeps that
-    inode, so there is no window in which another user could read it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    return write_atomic(path, body, private=True, make_parents=True)

@@ -37,10 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from infra.files import write_atomic
 from wire.b64 import b64decode, b64encode
 
 from . import acl
-from .accounts import Account, check_unique, write_private
+from .accounts import Account, check_unique
 
 CONF_NAME = "mosquitto.conf"
 PASSWD_NAME = "mosquitto_passwd"
@@ -220,9 +221,9 @@ def write_config(
     files = MosquittoFiles(out, out / CONF_NAME, out / PASSWD_NAME, out / ACL_NAME)
     # Password hashes are not secrets in the way passwords are, but there is no reason
     # for anyone else to read them; the conf and ACL are plain configuration.
-    write_private(files.passwd, password_file(accs, hash_cache), mode=0o600)
-    write_private(files.acl, acl.mosquitto_acl(accs), mode=0o644)
-    write_private(files.conf, conf_text, mode=0o644)
+    write_atomic(files.passwd, password_file(accs, hash_cache), private=True, make_parents=True)
+    write_atomic(files.acl, acl.mosquitto_acl(accs), make_parents=True)
+    write_atomic(files.conf, conf_text, make_parents=True)
     return files
 
 

@@ -4,6 +4,7 @@ one-line usage error, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 
@@ -38,3 +39,21 @@ def broker(text: str) -> str:
     raise argparse.ArgumentTypeError(
         f"unknown broker {text!r}: use 'embedded', 'mosquitto' or mqtt://HOST:PORT"
     )
+
+
+def from_env(var: str, default: str | None = None) -> str | None:
+    """An option's default from the environment (compose sets them): the variable's
+    value, or ``default`` when it is unset or empty. The flag, if given, wins."""
+    value = os.environ.get(var)
+    return value if value not in (None, "") else default
+
+
+def seconds(text: str) -> float:
+    """A number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +27,7 @@ from doormat.broker.embedded import EmbeddedBroker
 from doormat.broker.mosquitto import write_config
 from doormat.cli import CommandError
 from doormat.commands.args import port
+from infra.signals import stop_on_signals
 
 ACCOUNTS_NAME = "accounts.json"
 DOCKER_CONFIG_DIR = "/mosquitto/config"
@@ -178,25 +177,21 @@ def run_embedded(args: argparse.Namespace) -> int:
 
 
 async def _serve(accounts: list[Account], bind: str, port: int, *, quiet: bool) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        broker = EmbeddedBroker(accounts, host=bind, port=port, quiet=quiet)
-        await broker.start()
-    except Exception as exc:  # amqtt wraps bind errors in its BrokerError
-        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-        if isinstance(cause, OSError):
-            raise cause from None
-        raise CommandError(f"the embedded broker did not start: {exc}", 1) from None
-    try:
-        print(
-            f"embedded broker on {broker.url} for {len(accounts)} accounts; Ctrl-C to stop",
-            flush=True,
-        )
-        await stop.wait()
-    finally:
-        await broker.stop()
-        print("broker stopped", file=sys.stderr)
+    with stop_on_signals(asyncio.Event()) as stop:
+        try:
+            broker = EmbeddedBroker(accounts, host=bind, port=port, quiet=quiet)
+            await broker.start()
+        except Exception as exc:  # amqtt wraps bind errors in its BrokerError
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            if isinstance(cause, OSError):
+                raise cause from None
+            raise CommandError(f"the embedded broker did not start: {exc}", 1) from None
+        try:
+            print(
+                f"embedded broker on {broker.url} for {len(accounts)} accounts; Ctrl-C to stop",
+                flush=True,
+            )
+            await stop.wait()
+        finally:
+            await broker.stop()
+            print("broker stopped", file=sys.stderr)

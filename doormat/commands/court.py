@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from doormat.cli import CommandError
 from doormat.commands.args import positive
+from infra.files import write_atomic
 from interceptor.court import (
     DEFAULT_AGENCY_ID,
     DEFAULT_NAMES,
@@ -84,18 +84,9 @@ def _read(path: str, what: str, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
 
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
-    """Write atomically (temp file + rename); private files are created mode 0600."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write atomically (``infra.files``); private files are mode 0600 from the start."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if private:
-            os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_atomic(path, data, private=private)
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from doormat.dashboard.app import LOOPBACK_HOSTS, create_app
 from doormat.dashboard.hub import Hub
 from doormat.lab import LabEngine, ScoreStore, load_exercises
 from doormat.system import System
+from infra.signals import wait_for_stop_signal
 
 
 class _Server(uvicorn.Server):
@@ -146,20 +146,6 @@ def make_lab(opts: DashboardOptions) -> LabEngine | None:
     return LabEngine(load_exercises(opts.exercises), ScoreStore(opts.home))
 
 
-async def _until_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-
-
 async def run_dashboard(
     opts: DashboardOptions,
     *,
@@ -179,7 +165,7 @@ async def run_dashboard(
                 result = after_start(hub, running)
                 if asyncio.iscoroutine(result):
                     await result
-            await (until() if until is not None else _until_signal())
+            await (until() if until is not None else wait_for_stop_signal())
     finally:
         sock.close()
         await hub.stop()

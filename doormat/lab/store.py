@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infra.sqlite import Schema, open_store, transaction
+
 DB_NAME = "lab.sqlite"
 
-_SCHEMA = """
+_SCHEMA = Schema("lab score store", """
 CREATE TABLE IF NOT EXISTS solved (
     key TEXT PRIMARY KEY, solved_ms INTEGER NOT NULL, evidence TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS hints (key TEXT PRIMARY KEY, shown INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS selection (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""")
 
 
 def default_home() -> Path:
@@ -49,10 +50,7 @@ class ScoreStore:
         self.path = self.home / DB_NAME
         # Shared by the dashboard's loop and, briefly, a worker thread; every call is one
         # short transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_store(self.path, _SCHEMA, any_thread=True)
 
     def close(self) -> None:
         self._db.close()
@@ -104,31 +102,21 @@ class ScoreStore:
 
     def select(self, keys: Iterable[str] | None) -> None:
         """Choose which exercises appear; None goes back to the file's ``enabled`` flags."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute("DELETE FROM selection")
-            self._db.execute("DELETE FROM meta WHERE name = 'selected'")
+        with transaction(self._db) as db:
+            db.execute("DELETE FROM selection")
+            db.execute("DELETE FROM meta WHERE name = 'selected'")
             if keys is not None:
-                self._db.executemany("INSERT OR IGNORE INTO selection (key) VALUES (?)",
-                                     [(k,) for k in keys])
-                self._db.execute("INSERT INTO meta (name, value) VALUES ('selected', '1')")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+                db.executemany("INSERT OR IGNORE INTO selection (key) VALUES (?)",
+                               [(k,) for k in keys])
+                db.execute("INSERT INTO meta (name, value) VALUES ('selected', '1')")
 
     # -- reset --------------------------------------------------------------------------
 
     def reset(self, selection: bool = False) -> None:
         """Forget every solve and shown hint (and, with ``selection``, the selection)."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.execute("DELETE FROM solved")
-            self._db.execute("DELETE FROM hints")
+        with transaction(self._db) as db:
+            db.execute("DELETE FROM solved")
+            db.execute("DELETE FROM hints")
             if selection:
-                self._db.execute("DELETE FROM selection")
-                self._db.execute("DELETE FROM meta WHERE name = 'selected'")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+                db.execute("DELETE FROM selection")
+                db.execute("DELETE FROM meta WHERE name = 'selected'")

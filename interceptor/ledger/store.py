@@ -33,8 +33,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
+from infra.sqlite import Schema, StoreFileError, connect, prepare, transaction
 from interceptor.ledger.entries import Entry, parse_entry
 from interceptor.ledger.errors import EntryError, LedgerError
 from interceptor.ledger.log import (
@@ -54,10 +54,17 @@ FORMAT = "doormat-ledger/1"
 APPLICATION_ID = 0x646D6C67  # "dmlg"
 _BUSY_TIMEOUT_S = 10.0
 
-_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL, leaf_hash BLOB NOT NULL)",
-    "CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL, note BLOB NOT NULL)",
+_SCHEMA = Schema(
+    "doormat ledger",
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL,"
+        " leaf_hash BLOB NOT NULL)",
+        "CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, size INTEGER NOT NULL,"
+        " note BLOB NOT NULL)",
+    ),
+    application_id=APPLICATION_ID,
+    only_if_empty=True,  # a file with tables is a ledger already, or refused
 )
 
 
@@ -73,25 +80,20 @@ def _decode_text(raw: bytes) -> str:
 
 
 def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    # WAL: readers (verify, report) run beside the writer; FULL: the WAL is fsynced at
+    # every commit, which is what makes append durable on return.
     if readonly:
-        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-        conn = sqlite3.connect(
-            uri,
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=_BUSY_TIMEOUT_S,
-        )
+        conn = connect(path, readonly=True, busy_timeout=_BUSY_TIMEOUT_S, any_thread=True)
     else:
-        conn = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT_S
-        )
+        conn = connect(path, synchronous="FULL", busy_timeout=_BUSY_TIMEOUT_S, any_thread=True)
     conn.text_factory = _decode_text
     return conn
 
 
 def _file_error(path: Path, exc: sqlite3.Error) -> LedgerFileError:
     message = str(exc) or type(exc).__name__
+    if isinstance(exc, StoreFileError):  # another kind of file, a newer version, no WAL
+        return LedgerFileError(message)
     if "not a database" in message:
         return LedgerFileError(f"{path} is not a ledger: file is not a database")
     if "malformed" in message or "corrupt" in message:
@@ -172,15 +174,9 @@ class Ledger:
                 self._conn = _connect(self._path, readonly=False)
             except sqlite3.Error as exc:
                 raise _file_error(self._path, exc) from None
-            try:
-                stored_origin = self._prepare_file(origin or DEFAULT_ORIGIN)
-            except sqlite3.Error as exc:
-                self._conn.close()
-                raise _file_error(self._path, exc) from None
-            except LedgerError:
-                self._conn.close()
-                raise
         try:
+            if not readonly:
+                stored_origin = self._prepare_file(origin or DEFAULT_ORIGIN)
             if origin is not None and origin != stored_origin:
                 raise LedgerError(
                     f"{self._path} is the ledger of {stored_origin!r}, not {origin!r}"
@@ -200,29 +196,14 @@ class Ledger:
             raise
 
     def _prepare_file(self, origin: str) -> str:
-        conn = self._conn
-        # WAL: readers (verify, report) run beside the writer; FULL: the WAL is fsynced
-        # at every commit, which is what makes append durable on return.
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise LedgerFileError(f"{self._path}: cannot switch to WAL mode (got {mode})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            fresh = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        with transaction(self._conn) as conn:
+            fresh = prepare(conn, _SCHEMA, path=self._path)
             if fresh:
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO meta (key, value) VALUES (?, ?)",
                     [("format", FORMAT), ("origin", origin)],
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return _read_meta(conn, self._path)
+        return _read_meta(self._conn, self._path)
 
     def _load_leaf_hashes(self) -> Iterator[bytes]:
         rows = self._conn.execute("SELECT idx, leaf_hash FROM entries ORDER BY idx")
@@ -303,15 +284,9 @@ class Ledger:
             raise LedgerError(f"{self._path} is open read-only")
 
     def _write(self, sql: str, params: tuple[Any, ...], *, what: str) -> None:
-        conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(self._conn) as conn:
                 conn.execute(sql, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         except sqlite3.IntegrityError:
             raise LedgerError(
                 f"{what} already exists in {self._path}: another writer appended; reopen "

@@ -588,7 +588,7 @@ def test_dockerignore_keeps_secrets_and_state_out_of_the_image() -> None:
 
 def test_policy_file_round_trip_withdrawal_and_corrupt_files(tmp_path: Path) -> None:
     from doormat.cli import CommandError
-    from doormat.commands.serve import policy_file, read_policy, write_policy
+    from doormat.services.policy import policy_file, read_policy, write_policy
 
     key = bytes(range(32))
     path = write_policy(tmp_path, "acme", key)

@@ -454,7 +454,7 @@ def test_health_fails_clearly_when_nothing_runs(
 
 
 def test_process_check_matches_the_command_line_forms() -> None:
-    from doormat.commands.serve import _argv_runs, _hex_address
+    from doormat.commands.health import _argv_runs, _hex_address
 
     assert _argv_runs(["/usr/local/bin/python3.11", "/usr/local/bin/doormat", "relay",
                        "--db", "x"], ["relay"])

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.files import load_or_create_signer
 from relay.kt import DirectoryLog, DirectoryLogError, LogRow, ghost_device, has_ghost_name
-from relay.store import Store, load_or_create_signer
+from relay.store import Store
 from tests.kt.kt_helpers import A2, ALICE, BOB, SIGNER, A, B, C, Harness, identity_of
 from wire.checkpoint import open_checkpoint
 from wire.kt import KT_ORIGIN, entry_bytes
@@ -118,13 +119,13 @@ def test_hidden_view_same_size_other_root_without_ghost_entries() -> None:
 def test_store_logs_first_publish_only_and_atomically(tmp_path: Path) -> None:
     h = Harness(Store(tmp_path / "r.db"))
     h.enrol(A)
-    assert h.store.kt_size() == 0  # enrolment binds no key: not logged
+    assert h.store.directory.kt_size() == 0  # enrolment binds no key: not logged
     h.publish(A)
     h.publish(A)  # same identity again (a prekey refill): nothing new to log
     assert h.refused(A, "publish", identity=identity_of(B)) == (
         "identity already published with a different key"
     )
-    (row,) = h.store.kt_rows()
+    (row,) = h.store.directory.kt_rows()
     assert (row.index, row.user, row.device, row.op, row.ghost) == (0, ALICE, A, "add", False)
     assert json.loads(row.entry)["identity"] == identity_of(A)
     published = h.events.events("relay.published")
@@ -153,7 +154,7 @@ def test_backfill_logs_devices_published_before_kt(tmp_path: Path) -> None:
     h.store._db.execute("PRAGMA user_version=1")
     h.store.close()
     again = Harness(Store(tmp_path / "r.db"))
-    assert [(r.index, r.device) for r in again.store.kt_rows()] == [(0, A), (1, B)]
+    assert [(r.index, r.device) for r in again.store.directory.kt_rows()] == [(0, A), (1, B)]
     assert again.store._db.execute("PRAGMA user_version").fetchone()[0] == 2
     assert again.relay.kt.size == 2
 
@@ -177,9 +178,9 @@ def test_log_rows_queries(tmp_path: Path) -> None:
     h = Harness(Store(tmp_path / "r.db"), ghost=True)
     h.setup((A, A2, B, C))
     h.ghost(ALICE)
-    assert [r.device for r in h.store.kt_latest([B, A, "x@y.z", A])] == [B, A]
-    assert [r.device for r in h.store.kt_rows_of_user(ALICE)] == [A, A2, "alice@acme.gov"]
-    assert [r.device for r in h.store.kt_rows_of_user(ALICE, ghosts=False)] == [A, A2]
-    assert [r.device for r in h.store.kt_rows_of_user(ALICE, limit=1)] == [A]
-    assert [r.index for r in h.store.kt_rows(3)] == [3, 4]
-    assert h.store.kt_rows(4)[0].ghost is True
+    assert [r.device for r in h.store.directory.kt_latest([B, A, "x@y.z", A])] == [B, A]
+    assert [r.device for r in h.store.directory.kt_rows_of_user(ALICE)] == [A, A2, "alice@acme.gov"]
+    assert [r.device for r in h.store.directory.kt_rows_of_user(ALICE, ghosts=False)] == [A, A2]
+    assert [r.device for r in h.store.directory.kt_rows_of_user(ALICE, limit=1)] == [A]
+    assert [r.index for r in h.store.directory.kt_rows(3)] == [3, 4]
+    assert h.store.directory.kt_rows(4)[0].ghost is True

@@ -78,9 +78,9 @@ def test_empty_answers_and_since_rules(h: Harness) -> None:
     for bad in (-1, "3", True, 1.5):
         assert h.refused(A, "devices", user=BOB, since=bad).startswith("'since' must be")
     # a refused bundles request spends no one-time prekey
-    held = h.store.otpk_count(B)
+    held = h.store.directory.otpk_count(B)
     assert h.refused(A, "bundles", user=BOB, since=9).startswith("'since' 9 is beyond")
-    assert h.store.otpk_count(B) == held
+    assert h.store.directory.otpk_count(B) == held
 
 
 def test_monitor_op(h: Harness) -> None:
@@ -144,7 +144,7 @@ def test_ghost_refused_while_off_and_from_anyone_but_the_tap(h: Harness) -> None
     assert h.refused("tap", "publish", device=AG, **publish_fields("SUQ=")).startswith(
         "'device' must be a ghost device the tap enrolled"
     )
-    assert not h.store.is_enrolled(AG) and h.store.kt_size() == 4
+    assert not h.store.directory.is_enrolled(AG) and h.store.directory.kt_size() == 4
 
 
 def test_ghost_listed_with_proof_and_caught_by_monitoring(h: Harness) -> None:

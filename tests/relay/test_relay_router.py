@@ -221,9 +221,9 @@ def test_enrol_only_by_own_enterprise(relay: Relay, dir_req: Req) -> None:
         acts = relay.handle(f"doormat/out/{owner}/dir", dir_req("enrol", req="e", **fields))
         assert rejection(acts)["reason"] == reason
         assert replies(acts, owner) == [{"req": "e", "ok": False, "op": "enrol", "error": reason}]
-    assert not relay.store.is_enrolled(A)
+    assert not relay.store.directory.is_enrolled(A)
     acts = relay.handle("doormat/out/acme/dir", dir_req("enrol", user="alice@acme", device=A))
-    assert kinds(acts) == ["relay.enrolled"] and relay.store.is_enrolled(A)
+    assert kinds(acts) == ["relay.enrolled"] and relay.store.directory.is_enrolled(A)
     # repeating an enrolment is harmless
     acts = relay.handle("doormat/out/acme/dir", dir_req("enrol", user="alice@acme", device=A))
     assert replies(acts, "acme")[0]["ok"] is True
@@ -317,7 +317,7 @@ def test_publish_rejections(enrolled: Relay, publish_req: Req, dir_req: Req) -> 
         assert rejection(acts)["reason"] == reason, reason
         (answer,) = replies(acts, owner)
         assert answer["ok"] is False and answer["error"] == reason and answer["op"] == "publish"
-    assert enrolled.store.otpk_count(A) == 1
+    assert enrolled.store.directory.otpk_count(A) == 1
 
 
 def test_prekey_pool_limit(store: Store, events: EventLog, dir_req: Req, publish_req: Req) -> None:
@@ -326,7 +326,7 @@ def test_prekey_pool_limit(store: Store, events: EventLog, dir_req: Req, publish
     relay.handle(out(A, "dir"), publish_req(4))
     acts = relay.handle(out(A, "dir"), publish_req(2, first_otpk_id=10))
     assert rejection(acts)["reason"] == "would hold 6 one-time prekeys, over the limit of 5"
-    assert store.otpk_count(A) == 4
+    assert store.directory.otpk_count(A) == 4
 
 
 @pytest.mark.parametrize(
@@ -471,7 +471,8 @@ def test_bundles_for_chosen_devices(enrolled: Relay, publish_req: Req, dir_req: 
     enrolled.handle(out(B, "dir"), publish_req(0, identity=b"bob"))
     acts = enrolled.handle(out(B, "dir"), dir_req("bundles", user="alice@acme", devices=[A2]))
     assert [b["device"] for b in replies(acts, B)[0]["bundles"]] == [A2]
-    assert enrolled.store.otpk_count(A) == 2 and enrolled.store.otpk_count(A2) == 1
+    directory = enrolled.store.directory
+    assert directory.otpk_count(A) == 2 and directory.otpk_count(A2) == 1
     for bad in (["bob@globex.phone"], "x", [A] * 65, [1]):
         acts = enrolled.handle(out(B, "dir"), dir_req("bundles", user="alice@acme", devices=bad))
         assert rejection(acts)["reason"].startswith("'devices' must")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.store import DAY_MS, DirectoryError, OneTimePrekey, SignedPrekey, Store
+from relay.directory_store import DirectoryError, OneTimePrekey, SignedPrekey
+from relay.store import DAY_MS, Store
 
 A, B, C = "alice@acme.phone", "bob@globex.phone", "carol@acme.laptop"
 ID1, ID2, ID3 = "1" * 32, "2" * 32, "3" * 32
@@ -27,6 +29,35 @@ def test_synchronous_full_option(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(ValueError):
         Store(tmp_path / "g.db", synchronous="OFF")  # type: ignore[arg-type]
+
+
+def test_a_newer_schema_or_another_kind_of_file_is_refused(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.db"
+    Store(newer).close()
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version=3")
+    with pytest.raises(sqlite3.DatabaseError, match="schema version 3, expected 2"):
+        Store(newer)
+    ledger = tmp_path / "ledger.db"
+    with sqlite3.connect(ledger) as db:
+        db.execute("PRAGMA application_id = 1684892775")  # the audit ledger's "dmlg"
+        db.execute("CREATE TABLE entries (idx INTEGER PRIMARY KEY)")
+    with pytest.raises(sqlite3.DatabaseError, match="is not a relay store"):
+        Store(ledger)
+
+
+def test_batch_commits_envelopes_and_directory_together(tmp_path: Path) -> None:
+    store = Store(tmp_path / "b.db")
+    with pytest.raises(ZeroDivisionError), store.batch():
+        store.directory.enrol(A, "alice@acme", "acme", 1)
+        store.accept(A, ID1, B, b"one", 1)
+        raise ZeroDivisionError
+    assert not store.directory.is_enrolled(A) and store.pending_count() == 0
+    with store.batch():
+        store.directory.enrol(A, "alice@acme", "acme", 1)
+        store.accept(A, ID1, B, b"one", 1)
+    assert store.directory.is_enrolled(A) and store.pending_count() == 1
+    store.close()
 
 
 def test_accept_dedup_pending_order(store: Store) -> None:
@@ -85,46 +116,47 @@ def test_prune_by_age_and_count_never_pending(tmp_path: Path) -> None:
 def test_reopen_keeps_everything(tmp_path: Path) -> None:
     s = Store(tmp_path / "r.db")
     s.accept(A, ID1, B, b"one", 1)
-    s.enrol(A, "alice@acme", "acme", 1)
+    s.directory.enrol(A, "alice@acme", "acme", 1)
     s.close()
     s = Store(tmp_path / "r.db")
     assert [p.raw for p in s.pending()] == [b"one"]
-    assert s.is_enrolled(A)
+    assert s.directory.is_enrolled(A)
 
 
 def test_enrol_idempotent_and_checked(store: Store) -> None:
-    assert store.enrol(A, "alice@acme", "acme", 1) is True
-    assert store.enrol(A, "alice@acme", "acme", 2) is False
+    assert store.directory.enrol(A, "alice@acme", "acme", 1) is True
+    assert store.directory.enrol(A, "alice@acme", "acme", 2) is False
     with pytest.raises(DirectoryError):
-        store.enrol(A, "alice@acme", "globex", 3)
-    rec = store.device(A)
+        store.directory.enrol(A, "alice@acme", "globex", 3)
+    rec = store.directory.device(A)
     assert rec is not None and rec.user == "alice@acme" and rec.identity is None
-    assert store.device(B) is None
+    assert store.directory.device(B) is None
 
 
 def test_publish_identity_set_once_and_first_needs_spk(store: Store) -> None:
-    store.enrol(A, "alice@acme", "acme", 1)
+    store.directory.enrol(A, "alice@acme", "acme", 1)
     with pytest.raises(DirectoryError, match="not enrolled"):
-        store.publish(B, "SUQ=", SPK, [], 1, max_held=10)
+        store.directory.publish(B, "SUQ=", SPK, [], 1, max_held=10)
     with pytest.raises(DirectoryError, match="signed_prekey"):
-        store.publish(A, "SUQ=", None, [], 1, max_held=10)
-    r = store.publish(A, "SUQ=", SPK, [OneTimePrekey(1, "azE=")], 2, max_held=10)
+        store.directory.publish(A, "SUQ=", None, [], 1, max_held=10)
+    r = store.directory.publish(A, "SUQ=", SPK, [OneTimePrekey(1, "azE=")], 2, max_held=10)
     assert r.identity_new and r.held == 1 and r.added == 1
     with pytest.raises(DirectoryError, match="different key"):
-        store.publish(A, "T1RIRVI=", SPK, [OneTimePrekey(2, "azI=")], 3, max_held=10)
-    assert store.otpk_count(A) == 1  # the refused request stored nothing
+        store.directory.publish(A, "T1RIRVI=", SPK, [OneTimePrekey(2, "azI=")], 3, max_held=10)
+    assert store.directory.otpk_count(A) == 1  # the refused request stored nothing
     # same identity, top-up without a new signed prekey
-    r = store.publish(A, "SUQ=", None, [OneTimePrekey(2, "azI=")], 4, max_held=10)
+    r = store.directory.publish(A, "SUQ=", None, [OneTimePrekey(2, "azI=")], 4, max_held=10)
     assert not r.identity_new and r.held == 2
-    rec = store.device(A)
+    rec = store.directory.device(A)
     assert rec is not None and rec.identity == "SUQ=" and rec.signed_prekey == SPK
 
 
 def test_publish_limit_rolls_back(store: Store) -> None:
-    store.enrol(A, "alice@acme", "acme", 1)
-    store.publish(A, "SUQ=", SPK, [OneTimePrekey(i, "aw==") for i in range(3)], 1, max_held=4)
+    store.directory.enrol(A, "alice@acme", "acme", 1)
+    otpks = [OneTimePrekey(i, "aw==") for i in range(3)]
+    store.directory.publish(A, "SUQ=", SPK, otpks, 1, max_held=4)
     with pytest.raises(DirectoryError, match="over the limit"):
-        store.publish(
+        store.directory.publish(
             A,
             "SUQ=",
             SignedPrekey(2, "bg==", "bg=="),
@@ -132,42 +164,43 @@ def test_publish_limit_rolls_back(store: Store) -> None:
             2,
             max_held=4,
         )
-    rec = store.device(A)
-    assert store.otpk_count(A) == 3 and rec is not None and rec.signed_prekey == SPK
+    rec = store.directory.device(A)
+    assert store.directory.otpk_count(A) == 3 and rec is not None and rec.signed_prekey == SPK
 
 
 def test_one_time_prekeys_handed_out_once(store: Store) -> None:
-    store.enrol(A, "alice@acme", "acme", 1)
-    store.enrol(B, "bob@globex", "globex", 1)
-    store.enrol("bob@globex.laptop", "bob@globex", "globex", 1)
-    store.publish(B, "SUQ=", SPK, [OneTimePrekey(i, f"k{i}==") for i in (7, 8)], 1, max_held=9)
-    store.publish("bob@globex.laptop", "SUQ=", SPK, [], 1, max_held=9)
+    store.directory.enrol(A, "alice@acme", "acme", 1)
+    store.directory.enrol(B, "bob@globex", "globex", 1)
+    store.directory.enrol("bob@globex.laptop", "bob@globex", "globex", 1)
+    otpks = [OneTimePrekey(i, f"k{i}==") for i in (7, 8)]
+    store.directory.publish(B, "SUQ=", SPK, otpks, 1, max_held=9)
+    store.directory.publish("bob@globex.laptop", "SUQ=", SPK, [], 1, max_held=9)
     got = []
     for _ in range(3):
-        bundles = store.take_bundles("bob@globex", 2)
+        bundles = store.directory.take_bundles("bob@globex", 2)
         assert [b.device for b in bundles] == ["bob@globex.laptop", B]
         assert bundles[0].one_time_prekey is None
         got.append(bundles[1].one_time_prekey)
     assert got == [OneTimePrekey(7, "k7=="), OneTimePrekey(8, "k8=="), None]
     # re-publishing a handed-out id does not bring it back
-    r = store.publish(
+    r = store.directory.publish(
         B, "SUQ=", None, [OneTimePrekey(7, "k7=="), OneTimePrekey(9, "k9==")], 3, max_held=9
     )
     assert r.added == 1 and r.held == 1
-    assert store.take_bundles("bob@globex", 4, exclude=B)[0].device == "bob@globex.laptop"
+    assert store.directory.take_bundles("bob@globex", 4, exclude=B)[0].device == "bob@globex.laptop"
 
 
 def test_devices_of_only_published(store: Store) -> None:
-    store.enrol(B, "bob@globex", "globex", 1)
-    store.enrol("bob@globex.laptop", "bob@globex", "globex", 1)
-    assert store.devices_of("bob@globex") == []
-    assert store.devices_of("bob@globex", published_only=False) == [
+    store.directory.enrol(B, "bob@globex", "globex", 1)
+    store.directory.enrol("bob@globex.laptop", "bob@globex", "globex", 1)
+    assert store.directory.devices_of("bob@globex") == []
+    assert store.directory.devices_of("bob@globex", published_only=False) == [
         "bob@globex.laptop",
         B,
     ]
-    store.publish(B, "SUQ=", SPK, [], 1, max_held=9)
-    assert store.devices_of("bob@globex") == [B]
-    assert store.take_bundles("bob@globex", 1)[0].device == B
+    store.directory.publish(B, "SUQ=", SPK, [], 1, max_held=9)
+    assert store.directory.devices_of("bob@globex") == [B]
+    assert store.directory.take_bundles("bob@globex", 1)[0].device == B
 
 
 def test_committed_survives_sigkill(tmp_path: Path) -> None:
@@ -177,15 +210,16 @@ def test_committed_survives_sigkill(tmp_path: Path) -> None:
     child = textwrap.dedent(
         f"""
         import os, signal
-        from relay.store import Store, SignedPrekey, OneTimePrekey
+        from relay.store import Store
+        from relay.directory_store import SignedPrekey, OneTimePrekey
         s = Store({str(db)!r})
-        s.enrol("bob@globex.phone", "bob@globex", "globex", 1)
-        s.publish("bob@globex.phone", "SUQ=", SignedPrekey(1, "aw==", "aw=="),
+        s.directory.enrol("bob@globex.phone", "bob@globex", "globex", 1)
+        s.directory.publish("bob@globex.phone", "SUQ=", SignedPrekey(1, "aw==", "aw=="),
                   [OneTimePrekey(1, "aw=="), OneTimePrekey(2, "aw==")], 1, max_held=9)
         for i in range(500):
             s.accept("alice@acme.phone", f"{{i:032x}}", "bob@globex.phone", b"x" * 300, i)
         s.ack("alice@acme.phone", f"{{0:032x}}", "bob@globex.phone", 1)
-        s.take_bundles("bob@globex", 1)
+        s.directory.take_bundles("bob@globex", 1)
         print("committed", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -195,5 +229,5 @@ def test_committed_survives_sigkill(tmp_path: Path) -> None:
     s = Store(db)
     assert s.pending_count() == 499
     assert len(list(s.captured())) == 500
-    assert s.otpk_count("bob@globex.phone") == 1
-    assert s.take_bundles("bob@globex", 2)[0].one_time_prekey == OneTimePrekey(2, "aw==")
+    assert s.directory.otpk_count("bob@globex.phone") == 1
+    assert s.directory.take_bundles("bob@globex", 2)[0].one_time_prekey == OneTimePrekey(2, "aw==")

@@ -19,7 +19,6 @@ import pytest
 
 from relay.intake import DeferredEvents, Intake, TokenBuckets, item_of
 from relay.router import Ack, Event, Limits, Publish, Relay
-from relay.service import JsonLinesLog
 from relay.store import Store
 from wire.envelope import Envelope
 from wire.events import EventLog
@@ -99,7 +98,7 @@ def test_json_lines_log_flushes_once_for_a_held_batch() -> None:
             super().flush()
 
     sink = Sink()
-    events = DeferredEvents(JsonLinesLog(sink))
+    events = DeferredEvents(EventLog(sink, keep=False))
     with events.held():
         for i in range(5):
             events.emit("relay", "x", i=i)
@@ -134,7 +133,7 @@ def test_token_buckets_forget_idle_keys() -> None:
 def test_store_batch_commits_once_and_savepoints_each_method(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.sqlite")
     other = sqlite3.connect(tmp_path / "r.sqlite")
-    store.enrol(A, "alice@acme", "acme", 1)
+    store.directory.enrol(A, "alice@acme", "acme", 1)
     with store.batch():
         assert store.accept(A, "a" * 32, B, b"x", 1) is not None
         with pytest.raises(sqlite3.IntegrityError), store._tx() as db:  # a method that fails
@@ -234,7 +233,7 @@ async def test_service_group_commits_a_burst_and_delivers_everything(
     await service.start()
     try:
         for ent, dev in (("acme", A), ("globex", B), ("globex", C)):
-            service.relay.store.enrol(dev, dev.rsplit(".", 1)[0], ent, 1)
+            service.relay.store.directory.enrol(dev, dev.rsplit(".", 1)[0], ent, 1)
         got: dict[str, list[str]] = {B: [], C: []}
 
         async def receiver(name: str, n: int) -> None:

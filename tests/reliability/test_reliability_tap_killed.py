@@ -127,7 +127,7 @@ class TapProcess:
         return sum(1 for e in self.events(life) if e["kind"] == kind)
 
     def quick_count(self, kind: str, life: int | None = None) -> int:
-        """``count`` for polling: a byte search (StdoutLog's json.dumps layout), not a
+        """``count`` for polling: a byte search (the EventLog sink's json.dumps layout), not a
         parse of thousands of lines many times a second."""
         needle = f'"kind": {json.dumps(kind)}'.encode()
         lives = self.lives if life is None else [self.lives[life]]
