@@ -332,6 +332,11 @@ class MosquittoBroker:
     async def start(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             raise MosquittoError("mosquitto already running")
+        # A reload queued while the broker was down (add_account) is moot: start writes
+        # the files with every account. Left running, it could SIGHUP the new process
+        # before Mosquitto installed its handler, which kills it.
+        await self._cancel_reload()
+        self._dirty = False
         binary = self._binary or find_mosquitto()
         attempts = 1 if (self._fixed_port or self.port) else 3
         for attempt in range(attempts):
@@ -411,13 +416,16 @@ class MosquittoBroker:
                 break
             await asyncio.sleep(0.02)
 
-    async def stop(self) -> None:
-        """Stop Mosquitto cleanly (it saves its persistence database on the way out)."""
+    async def _cancel_reload(self) -> None:
         if self._reload_task is not None:
             self._reload_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, MosquittoError):
                 await self._reload_task
             self._reload_task = None
+
+    async def stop(self) -> None:
+        """Stop Mosquitto cleanly (it saves its persistence database on the way out)."""
+        await self._cancel_reload()
         await self._terminate()
 
     async def kill(self) -> None:
@@ -427,7 +435,6 @@ class MosquittoBroker:
     async def restart(self) -> None:
         """Stop and start again on the same port, keeping persistence."""
         await self.stop()
-        self._dirty = False
         await self.start()
 
     @property
