@@ -257,13 +257,18 @@ class Directory:
             self._kt_sync()
         return {"one_time_prekeys": result.held}
 
-    def _op_devices(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
-        _fields(obj, {"user"}, {"since"})
+    def _about_user(self, owner: str, obj: dict[str, Any]) -> tuple[str, int | None]:
+        """What a lookup of a user's entries asks about (``user``, ``since``), from an
+        enrolled device: the checks the devices, monitor and bundles requests share."""
         self._require_enrolled_device(owner)
         user = obj["user"]
         if not isinstance(user, str) or not USER_RE.match(user):
             raise Rejected("'user' is not a user id")
-        since = _since(obj)
+        return user, _since(obj)
+
+    def _op_devices(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
+        _fields(obj, {"user"}, {"since"})
+        user, since = self._about_user(owner, obj)
         ghosts = self.ghost and not self._hidden(owner)
         devices = self.store.devices_of(user, ghosts=ghosts)
         answer: dict[str, Any] = {"devices": devices}
@@ -275,11 +280,7 @@ class Directory:
 
     def _op_monitor(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         _fields(obj, {"user"}, {"since"})
-        self._require_enrolled_device(owner)
-        user = obj["user"]
-        if not isinstance(user, str) or not USER_RE.match(user):
-            raise Rejected("'user' is not a user id")
-        since = _since(obj)
+        user, since = self._about_user(owner, obj)
         limit = self.limits.max_monitor_entries
         rows = self.store.kt_rows_of_user(user, ghosts=not self._hidden(owner), limit=limit + 1)
         if len(rows) > limit:
@@ -290,11 +291,7 @@ class Directory:
 
     def _op_bundles(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         _fields(obj, {"user"}, {"devices", "since"})
-        self._require_enrolled_device(owner)
-        user = obj["user"]
-        if not isinstance(user, str) or not USER_RE.match(user):
-            raise Rejected("'user' is not a user id")
-        since = _since(obj)
+        user, since = self._about_user(owner, obj)
         only: set[str] | None = None
         if obj.get("devices") is not None:
             wanted = obj["devices"]
