@@ -76,10 +76,6 @@ def test_relay_imports_no_decryption_code() -> None:
     assert offenders("relay", forbidden) == []
 
 
-def test_wire_imports_no_actor() -> None:
-    assert offenders("wire", ("relay", "clients", "interceptor", "doormat")) == []
-
-
 def test_actors_do_not_import_the_umbrella() -> None:
     """Dependencies point one way: the umbrella (doormat/) imports the actors."""
     for actor in ("clients", "interceptor", "relay"):
