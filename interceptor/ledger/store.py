@@ -270,6 +270,15 @@ class Ledger:
         self._writable()
         with self._lock:
             prepared = self._core.prepare(entry, time_ms=time_ms)
+            # Entries cut from the end of the file while we run (a rollback under a live
+            # writer) would leave a hole at the next index: refuse instead.
+            last = self._query_one("SELECT max(idx) FROM entries")
+            stored = -1 if last is None or last[0] is None else int(last[0])
+            if stored < self._core.size - 1:
+                raise LedgerError(
+                    f"{self._path} lost entries {stored + 1}..{self._core.size - 1} while open "
+                    "(rolled back under this writer?); nothing was logged"
+                )
             self._write(
                 "INSERT INTO entries (idx, entry, leaf_hash) VALUES (?, ?, ?)",
                 (prepared.entry.index, prepared.data, prepared.leaf_hash),

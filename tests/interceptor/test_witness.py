@@ -312,3 +312,16 @@ def test_verify_against_the_witnessed_checkpoint(ledger: Ledger, tmp_path: Path)
     assert not report.ok and report.problems[0].where == "witness"
     # Not checked against any witness: the summary says what that leaves open.
     assert "NOT checked against a witness" in verify(ledger.path, keys).summary()
+
+
+def test_entries_cut_under_a_running_writer_are_refused(ledger: Ledger) -> None:
+    """A rollback while the interceptor runs: its next append fails, nothing logged."""
+    import sqlite3
+
+    grow(ledger, 4)
+    db = sqlite3.connect(ledger.path)
+    with db:
+        db.execute("DELETE FROM entries WHERE idx >= 2")
+    db.close()
+    with pytest.raises(Exception, match=r"lost entries 2\.\.3 while open"):
+        grow(ledger, 1)
