@@ -41,15 +41,53 @@ ACTIONS = ("activate", "update", "cancel")
 # ---------------------------------------------------------------- policy, state, decision
 
 
+_REQUIRED_POLICY_FIELDS = (
+    "jurisdiction",
+    "csp_id",
+    "agency_key_fingerprint",
+    "max_window_seconds",
+    "max_targets",
+)
+# Fields a policy file may omit (older files): their defaults apply.
+_OPTIONAL_POLICY_FIELDS = (
+    "clock_skew_seconds",
+    "max_approval_age_seconds",
+    "max_retrospective_cc_seconds",
+    "max_retrospective_iri_seconds",
+)
+MAX_CLOCK_SKEW_SECONDS = 3600
+
+
 @dataclass(frozen=True)
 class Policy:
-    """What this interceptor is configured to accept."""
+    """What this interceptor is configured to accept.
+
+    Time, all in seconds (docs/warrants.md, "Time"):
+
+    * ``clock_skew_seconds`` (30): how far the approvers' and the court's clocks may run
+      ahead of ours - a window may start, and an approval be dated, that far in our
+      future. Expiry has no tolerance: stopping early is safe, running late is not.
+    * ``max_approval_age_seconds`` (7 days): an approval older than this is refused; a
+      warrant is served when it is signed, not kept for later.
+    * ``max_retrospective_cc_seconds`` (10 minutes): how far before the check a window
+      that collects content (CC) may start. A back-dated window makes an enterprise
+      archive export stored content from before the warrant was served: that is a search
+      of stored communications, a different power, not interception. The allowance only
+      covers the time from drafting a warrant "from now" to serving it.
+    * ``max_retrospective_iri_seconds`` (7 days): the same for a metadata-only window.
+      The relay's tasks are prospective (it never searches what it stored), so this caps
+      what a back-dated IRI window could ever be asked to yield from retained data.
+    """
 
     jurisdiction: str
     csp_id: str
     agency_key_fingerprint: str  # the pinned agency key (hex SHA-256 of its raw X25519 key)
     max_window_seconds: int = 30 * 24 * 3600
     max_targets: int = 10
+    clock_skew_seconds: int = 30
+    max_approval_age_seconds: int = 7 * 24 * 3600
+    max_retrospective_cc_seconds: int = 10 * 60
+    max_retrospective_iri_seconds: int = 7 * 24 * 3600
 
     def __post_init__(self) -> None:
         if not isinstance(self.jurisdiction, str) or not JURISDICTION_RE.fullmatch(
@@ -65,34 +103,35 @@ class Policy:
             self.agency_key_fingerprint
         ):
             raise TrustError("policy: agency key fingerprint must be 64 lower-case hex digits")
-        for name in ("max_window_seconds", "max_targets"):
+        for name in ("max_window_seconds", "max_targets", "max_approval_age_seconds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise TrustError(f"policy: {name} must be a positive integer")
+        for name in (
+            "clock_skew_seconds",
+            "max_retrospective_cc_seconds",
+            "max_retrospective_iri_seconds",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise TrustError(f"policy: {name} must be a non-negative integer")
+        if self.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS:
+            raise TrustError(
+                f"policy: clock_skew_seconds is a small tolerance, at most "
+                f"{MAX_CLOCK_SKEW_SECONDS}; fix the clocks instead"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "jurisdiction": self.jurisdiction,
-            "csp_id": self.csp_id,
-            "agency_key_fingerprint": self.agency_key_fingerprint,
-            "max_window_seconds": self.max_window_seconds,
-            "max_targets": self.max_targets,
+            name: getattr(self, name) for name in _REQUIRED_POLICY_FIELDS + _OPTIONAL_POLICY_FIELDS
         }
 
     @classmethod
     def from_json(cls, obj: object) -> Policy:
-        fields = exact_fields(
-            obj,
-            "policy",
-            (
-                "jurisdiction",
-                "csp_id",
-                "agency_key_fingerprint",
-                "max_window_seconds",
-                "max_targets",
-            ),
-            TrustError,
-        )
+        if not isinstance(obj, dict):
+            raise TrustError("policy must be a JSON object")
+        present = tuple(k for k in _OPTIONAL_POLICY_FIELDS if k in obj)
+        fields = exact_fields(obj, "policy", _REQUIRED_POLICY_FIELDS + present, TrustError)
         return cls(**fields)
 
     @classmethod
@@ -395,13 +434,47 @@ def _check_time(w: Warrant, policy: Policy, now: int) -> _Failure | None:
     if w.status == "cancelled":
         # Stopping is always safe: a cancellation is not refused for its window's timing.
         return None
-    if now < w.not_before:
+    skew = policy.clock_skew_seconds
+    if now + skew < w.not_before:
         return (
             Reason.NOT_YET_VALID,
-            f"the warrant is valid from {iso(w.not_before)}; it is now {iso(now)}",
+            f"the warrant is valid from {iso(w.not_before)}; it is now {iso(now)} "
+            f"(clocks may differ by {skew} s)",
         )
     if now >= w.not_after:
         return (Reason.EXPIRED, f"the warrant expired at {iso(w.not_after)}; it is now {iso(now)}")
+    if "CC" in w.categories:
+        bound, what = policy.max_retrospective_cc_seconds, "content (CC)"
+    else:
+        bound, what = policy.max_retrospective_iri_seconds, "metadata (IRI)"
+    if w.not_before < now - bound:
+        return (
+            Reason.RETROSPECTIVE_WINDOW,
+            f"the window starts at {iso(w.not_before)}, {now - w.not_before} s before now; "
+            f"a warrant for {what} may reach back at most {bound} s (stored material from "
+            "before it was served needs its own authorisation)",
+        )
+    return None
+
+
+def _check_approval_times(w: Warrant, policy: Policy, now: int) -> _Failure | None:
+    """The (signed) approval timestamps must be plausible: not ahead of our clock by
+    more than the skew, not older than the policy allows."""
+    if w.status == "cancelled":
+        return None  # stopping is always safe
+    for a in w.approvals:
+        if a.timestamp > now + policy.clock_skew_seconds:
+            return (
+                Reason.APPROVAL_IN_FUTURE,
+                f"the {a.type} approval by {a.approver!r} is dated {iso(a.timestamp)}, ahead "
+                f"of now ({iso(now)}) by more than {policy.clock_skew_seconds} s",
+            )
+        if a.timestamp < now - policy.max_approval_age_seconds:
+            return (
+                Reason.APPROVAL_TOO_OLD,
+                f"the {a.type} approval by {a.approver!r} is dated {iso(a.timestamp)}, more "
+                f"than {policy.max_approval_age_seconds} s before now ({iso(now)})",
+            )
     return None
 
 
@@ -523,6 +596,9 @@ def check_warrant(
         or _check_policy(w, policy)
         or _check_time(w, policy, now)
         or _check_approvals(w, trust)
+        # After the signatures: only signed timestamps are judged, and a forgery is
+        # reported as a forgery.
+        or _check_approval_times(w, policy, now)
     )
     if failure is None:
         failure, action = _check_state(w, state)
