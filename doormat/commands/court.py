@@ -100,8 +100,10 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _when(text: str) -> int:
-    """``now``, seconds since the epoch, or an ISO 8601 time (UTC unless it says)."""
+def _moment(text: str, *, naive: str) -> int:
+    """``now``, seconds since the epoch, or an ISO 8601 time. ``naive`` says what to do
+    with an ISO time without a UTC offset: ``refuse`` it, or read it as UTC and say so
+    (``note``) on stderr."""
     if text == "now":
         return int(time.time())
     if text.isdigit():
@@ -110,12 +112,29 @@ def _when(text: str) -> int:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use 'now', seconds since the epoch, or ISO 8601 "
-            "like 2025-11-29T08:00)"
+            f"not a time: {text!r} (use 'now', seconds since the epoch, or ISO 8601 with "
+            "an offset, like 2025-11-29T08:00Z or 2025-11-29T09:00+01:00)"
         ) from None
     if moment.tzinfo is None:
+        if naive == "refuse":
+            raise argparse.ArgumentTypeError(
+                f"{text!r} has no UTC offset: a warrant's times are absolute, and a local "
+                f"time read as UTC would move the window; write {text}Z for UTC, or add "
+                "your offset (e.g. +01:00)"
+            )
+        print(f"note: {text} has no UTC offset; read as UTC ({text}Z)", file=sys.stderr)
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
+
+
+def _when(text: str) -> int:
+    """A time that goes into a warrant (signed): ISO times need an explicit offset."""
+    return _moment(text, naive="refuse")
+
+
+def _when_noted(text: str) -> int:
+    """A time to check at: an ISO time without an offset is read as UTC, with a note."""
+    return _moment(text, naive="note")
 
 
 def _hours(text: str) -> float:
@@ -270,7 +289,10 @@ def _register_issue(sub: Sub) -> None:
     p = sub.add_parser(
         "issue",
         help="draft an unsigned warrant",
-        description="Draft an unsigned warrant (approve it twice to sign it).",
+        description=(
+            "Draft an unsigned warrant (approve it twice to sign it). Times are absolute: "
+            "an ISO time needs a UTC offset (Z or +HH:MM); the summary prints them in UTC."
+        ),
     )
     p.add_argument("--case", required=True, help="case reference, e.g. OP-ANCHOR-7")
     p.add_argument(
@@ -292,7 +314,10 @@ def _register_issue(sub: Sub) -> None:
         type=_when,
         default="now",
         metavar="ISO|now|SECONDS",
-        help="start of the window (default now)",
+        help="start of the window (default now): 'now', seconds since the epoch, or ISO "
+        "8601 with an explicit offset (2025-11-29T08:00Z, 2025-11-29T09:00+01:00); a time "
+        "without an offset is refused. A window for CC may not start before the warrant is "
+        "served (docs/warrants.md: retrospective windows)",
     )
     p.add_argument(
         "--agency-key",
@@ -311,10 +336,25 @@ def _register_issue(sub: Sub) -> None:
     p.set_defaults(func=_cmd_issue)
 
 
+def _note_retrospective(not_before: int, categories: list[str]) -> None:
+    back = int(time.time()) - not_before
+    bound = Policy.max_retrospective_cc_seconds if "CC" in categories else (
+        Policy.max_retrospective_iri_seconds
+    )
+    if back > bound:
+        print(
+            f"note: the window starts {back} s before now; an interceptor with the default "
+            f"policy refuses a window for {'+'.join(categories)} that reaches back more than "
+            f"{bound} s (retrospective-window)",
+            file=sys.stderr,
+        )
+
+
 def _cmd_issue(args: argparse.Namespace) -> int:
     agency = _load_agency(args.agency_key)
     not_before = args.not_before
     _note_wildcards(args.target)
+    _note_retrospective(not_before, args.categories)
     try:
         warrant = issue(
             case_reference=args.case,
@@ -333,7 +373,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     _save_warrant(warrant, args.out)
     if args.out and args.out != "-":
-        print(f"drafted {args.out}: {_summary(warrant)}")
+        print(f"drafted {args.out}: {_summary(warrant)} (times in UTC)")
     return 0
 
 
@@ -358,7 +398,8 @@ def _register_approve(sub: Sub) -> None:
         type=_when,
         default=None,
         metavar="ISO|now|SECONDS",
-        help="the approval's timestamp (default now)",
+        help="the approval's timestamp (default now; an ISO time needs an offset). An "
+        "interceptor refuses approvals dated ahead of its clock or older than its policy",
     )
     p.add_argument("--out", metavar="FILE", help="where to write it (default: in place)")
     p.set_defaults(func=_cmd_approve)
@@ -406,7 +447,9 @@ def _register_check(sub: Sub) -> None:
         "--policy",
         metavar="FILE",
         help="policy JSON: jurisdiction, csp_id, agency_key_fingerprint, "
-        "max_window_seconds, max_targets",
+        "max_window_seconds, max_targets, and optionally clock_skew_seconds, "
+        "max_approval_age_seconds, max_retrospective_cc_seconds, "
+        "max_retrospective_iri_seconds",
     )
     p.add_argument("--jurisdiction", metavar="CC")
     p.add_argument("--csp", help="this service provider's id (default doormat)")
@@ -423,7 +466,14 @@ def _register_check(sub: Sub) -> None:
         metavar="FILE",
         help="remember accepted warrants here (replay and generation checks)",
     )
-    p.add_argument("--now", type=_when, default="now", metavar="ISO|now|SECONDS")
+    p.add_argument(
+        "--now",
+        type=_when_noted,
+        default="now",
+        metavar="ISO|now|SECONDS",
+        help="check as of this time (default now; an ISO time without an offset is read "
+        "as UTC, and a note says so)",
+    )
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(func=_cmd_check)
 
@@ -528,7 +578,14 @@ def _register_update(sub: Sub) -> None:
     )
     p.add_argument("--categories", type=_categories)
     p.add_argument("--hours", type=_hours, help="new window length from --not-before")
-    p.add_argument("--not-before", type=_when, metavar="ISO|now|SECONDS")
+    p.add_argument(
+        "--not-before",
+        type=_when,
+        metavar="ISO|now|SECONDS",
+        help="start of the new generation's window (default: now, or the old start if "
+        "later: an amendment authorises from when it is made, not retrospectively; an "
+        "ISO time needs an offset)",
+    )
     p.add_argument("--out", metavar="FILE", required=True)
     p.set_defaults(func=_cmd_update)
 
@@ -541,11 +598,21 @@ def _cmd_update(args: argparse.Namespace) -> int:
         changes["targets"] = args.target
     if args.categories:
         changes["categories"] = args.categories
-    not_before = warrant.not_before if args.not_before is None else args.not_before
-    if args.not_before is not None or args.hours is not None:
-        hours = args.hours if args.hours is not None else warrant.window_seconds / 3600
+    if args.not_before is None:
+        # The amendment authorises from now on: keeping an old start would make it reach
+        # back to before it was made (an interceptor refuses that for CC).
+        not_before = max(warrant.not_before, int(time.time()))
+    else:
+        not_before = args.not_before
+    if args.hours is not None:
         changes["not_before"] = not_before
-        changes["not_after"] = not_before + round(hours * 3600)
+        changes["not_after"] = not_before + round(args.hours * 3600)
+    elif not_before != warrant.not_before:
+        if not_before >= warrant.not_after:
+            raise CommandError(
+                f"the window ended at {iso(warrant.not_after)}; give --hours for the new one"
+            )
+        changes["not_before"] = not_before
     try:
         draft = amend(warrant, **changes)
     except InterceptError as exc:
