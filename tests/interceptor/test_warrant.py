@@ -60,10 +60,10 @@ def check_bytes(
     )
 
 
-def accepted_state(*warrants: Warrant, now: int = NOW) -> WarrantState:
+def accepted_state(*warrants: Warrant, now: int = NOW, policy: Policy = POLICY) -> WarrantState:
     state = WarrantState()
     for w in warrants:
-        d = check(w, state=state, now=now)
+        d = check(w, state=state, now=now, policy=policy)
         assert d.accepted, d
         state.apply(d)
     return state
@@ -433,6 +433,18 @@ def test_retrospection_is_measured_when_checked() -> None:
     w = signed(draft(not_before=NOW, not_after=NOW + DAY))
     assert check(w, policy=DEFAULT_POLICY).accepted
     assert check(w, policy=DEFAULT_POLICY, now=NOW + HOUR).reason == "retrospective-window"
+
+
+def test_an_amendment_cannot_reach_back_either() -> None:
+    """Adding CC (or a target) in generation 2 while keeping generation 1's old start
+    would make the archive export what the new scope covered before it was authorised."""
+    g1 = signed(draft(categories=["IRI"], not_before=NOW - 2 * DAY, not_after=NOW + DAY))
+    state = accepted_state(g1, policy=DEFAULT_POLICY)
+    widened = signed(amend(g1, categories=["IRI", "CC"]))
+    d = check(widened, state=state, policy=DEFAULT_POLICY)
+    assert d.reason == "retrospective-window"
+    from_now = signed(amend(g1, categories=["IRI", "CC"], not_before=NOW))
+    assert check(from_now, state=state, policy=DEFAULT_POLICY).action == "update"
 
 
 def test_cancellations_skip_the_time_checks() -> None:
