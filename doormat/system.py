@@ -315,7 +315,7 @@ class System:
             self.events.emit(
                 "oversight", "ledger.tamper_detected", location=where, problems=problems
             )
-            if where == "witness":
+            if any(p.startswith("witness:") and "rolled back" in p for p in problems):
                 self.events.emit(
                     "oversight", "ledger.rollback_detected", problems=problems
                 )

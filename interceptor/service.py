@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from infra.link import Link
+from interceptor.ledger.errors import LedgerError
 from interceptor.ledger.witnessing import WitnessError
 from interceptor.scoped import (
     Action,
@@ -86,7 +87,13 @@ class InterceptorService:
 
     async def submit(self, warrant: bytes) -> Decision:
         """HI-1: a warrant handed to the interceptor."""
-        decision, actions = self.core.intake(warrant)
+        try:
+            decision, actions = self.core.intake(warrant)
+        except LedgerError as exc:
+            # Nothing was logged, so nothing may be done: and a ledger that refuses an
+            # append (entries cut from under it, a full disk) is not one to go on with.
+            self.core.halt(f"the ledger refused an append: {exc}")
+            raise
         await self.perform(actions)
         return decision
 

@@ -86,6 +86,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "ledger.tamper_detected": "oversight found the audit ledger altered",
         "ledger.rollback_detected": "oversight found the ledger behind what the witness cosigned",
         "ledger.tampered": "an insider altered a stored audit ledger entry",
+        "ledger.rolled_back": "an insider rolled the audit ledger back to an older state",
         "attacker.read": "an attacker tried a stolen key on captured traffic",
         # -- every service (doormat serve) -----------------------------------------------
         "service.starting": "a service is starting",

@@ -206,3 +206,28 @@ async def test_a_restarted_interceptor_refuses_a_rolled_back_ledger(
     # The cancelled task stays cancelled: nothing was re-provisioned.
     assert system.relay.li.tasks == {}
     assert not [e for e in system.events.events()[mark:] if e["kind"] == "relay.task_started"]
+
+
+async def test_a_rollback_under_the_running_interceptor_halts_it(
+    cancelled_case: tuple[System, Path, int],
+) -> None:
+    """Entries cut from the file while the interceptor runs: its next append is refused,
+    it halts, and oversight names the rollback."""
+    system, _, size = cancelled_case
+    assert system.ledger is not None
+    db = sqlite3.connect(system.ledger.path)
+    with db:
+        db.execute("DELETE FROM entries WHERE idx >= ?", (size,))
+        db.execute("DELETE FROM checkpoints WHERE size > ?", (size,))
+    db.close()
+    now = int(time.time())
+    w = system.legal.warrant(case="OP-AFTER", targets=["user:bob@acme"], categories=["IRI"],
+                             not_before=now, not_after=now + 600)
+    with pytest.raises(Exception, match="lost entries"):
+        await system.submit_warrant(w.encode())
+    assert system.interceptor is not None and system.interceptor.core.halted
+    result = system.verify_ledger()
+    assert not result["ok"]
+    assert any("it was rolled back" in p for p in result["problems"]), result["problems"]
+    kinds = [e["kind"] for e in system.events.events()]
+    assert "interceptor.halted" in kinds and "ledger.rollback_detected" in kinds
