@@ -23,12 +23,12 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from doormat.cli import CommandError
 from doormat.commands.args import positive
+from doormat.commands.court_args import categories, hours, target, when, when_noted
 from interceptor.court import (
     DEFAULT_AGENCY_ID,
     DEFAULT_NAMES,
@@ -44,7 +44,7 @@ from wire.ids import is_device
 from wire.li.checks import Policy, WarrantState, check_warrant_bytes
 from wire.li.errors import InterceptError
 from wire.li.trust import AgencyPublicKey, TrustStore
-from wire.li.warrant import CATEGORIES, MAX_WARRANT_BYTES, Warrant, is_wildcard, iso, parse_warrant
+from wire.li.warrant import MAX_WARRANT_BYTES, Warrant, is_wildcard, iso, parse_warrant
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 
@@ -98,72 +98,6 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _moment(text: str, *, naive: str) -> int:
-    """``now``, seconds since the epoch, or an ISO 8601 time. ``naive`` says what to do
-    with an ISO time without a UTC offset: ``refuse`` it, or read it as UTC and say so
-    (``note``) on stderr."""
-    if text == "now":
-        return int(time.time())
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use 'now', seconds since the epoch, or ISO 8601 with "
-            "an offset, like 2025-11-29T08:00Z or 2025-11-29T09:00+01:00)"
-        ) from None
-    if moment.tzinfo is None:
-        if naive == "refuse":
-            raise argparse.ArgumentTypeError(
-                f"{text!r} has no UTC offset: a warrant's times are absolute, and a local "
-                f"time read as UTC would move the window; write {text}Z for UTC, or add "
-                "your offset (e.g. +01:00)"
-            )
-        print(f"note: {text} has no UTC offset; read as UTC ({text}Z)", file=sys.stderr)
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
-
-
-def _when(text: str) -> int:
-    """A time that goes into a warrant (signed): ISO times need an explicit offset."""
-    return _moment(text, naive="refuse")
-
-
-def _when_noted(text: str) -> int:
-    """A time to check at: an ISO time without an offset is read as UTC, with a note."""
-    return _moment(text, naive="note")
-
-
-def _hours(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
-    if not value > 0 or value > 24 * 366 * 100:
-        raise argparse.ArgumentTypeError(f"hours must be positive, got {text!r}")
-    return value
-
-
-def _categories(text: str) -> list[str]:
-    parts = [p.strip().upper() for p in text.split(",") if p.strip()]
-    bad = [p for p in parts if p not in CATEGORIES]
-    if not parts or bad:
-        raise argparse.ArgumentTypeError(
-            f"categories are a comma-separated subset of {','.join(CATEGORIES)}, got {text!r}"
-        )
-    return list(dict.fromkeys(parts))
-
-
-def _target(text: str) -> str:
-    fmt, sep, _value = text.partition(":")
-    if not sep or fmt not in ("device", "user"):
-        raise argparse.ArgumentTypeError(
-            f"target {text!r} must be device:ID or user:ID, e.g. device:alice@acme.phone"
-        )
-    return text
 
 
 def _load_warrant(path: str) -> Warrant:
@@ -299,19 +233,19 @@ def _register_issue(sub: Sub) -> None:
         "--target",
         required=True,
         action="append",
-        type=_target,
+        type=target,
         help="device:ID or user:ID; repeat for several",
     )
     p.add_argument(
         "--categories",
-        type=_categories,
+        type=categories,
         default=["IRI"],
         help="IRI (metadata), CC (content) or IRI,CC (default IRI)",
     )
-    p.add_argument("--hours", type=_hours, required=True, help="length of the window")
+    p.add_argument("--hours", type=hours, required=True, help="length of the window")
     p.add_argument(
         "--not-before",
-        type=_when,
+        type=when,
         default="now",
         metavar="ISO|now|SECONDS",
         help="start of the window (default now): 'now', seconds since the epoch, or ISO "
@@ -395,7 +329,7 @@ def _register_approve(sub: Sub) -> None:
     )
     p.add_argument(
         "--at",
-        type=_when,
+        type=when,
         default=None,
         metavar="ISO|now|SECONDS",
         help="the approval's timestamp (default now; an ISO time needs an offset). An "
@@ -454,7 +388,7 @@ def _register_check(sub: Sub) -> None:
     p.add_argument("--jurisdiction", metavar="CC")
     p.add_argument("--csp", help="this service provider's id (default doormat)")
     p.add_argument("--agency-key", metavar="FILE", help="the pinned agency key (agency.pub)")
-    p.add_argument("--max-hours", type=_hours, help="longest window accepted (default 720)")
+    p.add_argument("--max-hours", type=hours, help="longest window accepted (default 720)")
     p.add_argument("--max-targets", type=positive, help="most targets accepted (default 10)")
     p.add_argument(
         "--directory",
@@ -468,7 +402,7 @@ def _register_check(sub: Sub) -> None:
     )
     p.add_argument(
         "--now",
-        type=_when_noted,
+        type=when_noted,
         default="now",
         metavar="ISO|now|SECONDS",
         help="check as of this time (default now; an ISO time without an offset is read "
@@ -574,13 +508,13 @@ def _register_update(sub: Sub) -> None:
     )
     p.add_argument("warrant", metavar="WARRANT")
     p.add_argument(
-        "--target", action="append", type=_target, help="replace the targets (repeat for several)"
+        "--target", action="append", type=target, help="replace the targets (repeat for several)"
     )
-    p.add_argument("--categories", type=_categories)
-    p.add_argument("--hours", type=_hours, help="new window length from --not-before")
+    p.add_argument("--categories", type=categories)
+    p.add_argument("--hours", type=hours, help="new window length from --not-before")
     p.add_argument(
         "--not-before",
-        type=_when,
+        type=when,
         metavar="ISO|now|SECONDS",
         help="start of the new generation's window (default: now, or the old start if "
         "later: an amendment authorises from when it is made, not retrospectively; an "

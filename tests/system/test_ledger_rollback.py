@@ -231,3 +231,32 @@ async def test_a_rollback_under_the_running_interceptor_halts_it(
     assert any("it was rolled back" in p for p in result["problems"]), result["problems"]
     kinds = [e["kind"] for e in system.events.events()]
     assert "interceptor.halted" in kinds and "ledger.rollback_detected" in kinds
+
+
+async def test_verify_cli_needs_the_witness_key_and_the_right_origin(
+    cancelled_case: tuple[System, Path, int], tmp_path: Path
+) -> None:
+    system, _, _ = cancelled_case
+    assert system.ledger is not None
+    ledger = str(system.ledger.path)
+    log_key = system.ledger_signer.verifier().vkey()
+    # A witnessed checkpoint without the witness's key to check it: unusable input.
+    result = ledger_verify("--ledger", ledger, "--key", log_key,
+                           "--witnessed", str(system.witness_path))
+    assert result.returncode == 2 and "witness's verifier key" in result.stderr
+    # A witness state that holds nothing for this ledger's origin: a located problem.
+    other = tmp_path / "other-witness.json"
+    other.write_text('{"v": 1, "logs": {}, "evidence": []}')
+    result = ledger_verify("--ledger", ledger, "--keys", str(system.pinned_keys_path),
+                           "--witnessed", str(other))
+    assert result.returncode == 1
+    assert "witness: no witnessed checkpoint for this ledger's origin" in result.stdout
+    # The witness's latest cosigned note alone (not its state file) works too, as JSON.
+    note = system.witness.latest(DEFAULT_ORIGIN) if system.witness else None
+    assert note is not None
+    (tmp_path / "cosigned.note").write_bytes(note)
+    system.ledger.checkpoint()
+    result = ledger_verify("--ledger", ledger, "--keys", str(system.pinned_keys_path),
+                           "--witnessed", str(tmp_path / "cosigned.note"), "--json")
+    assert result.returncode == 0, result.stdout
+    assert '"witnessed"' in result.stdout and '"size"' in result.stdout
