@@ -11,6 +11,16 @@ the ledger (durable on return) before the action that it records is handed out. 
 between the two leaves a ledger entry without its action, never an action without its
 entry; ``reprovision`` (run on start) re-sends the X1 activation of every task the ledger
 says is running, which the relay treats as a no-op if it already has it.
+
+The ledger is the source of truth after a restart: the warrant state, the running tasks,
+and per authorisation its latest generation (``cases``, from its ``task-start`` entry) and
+the enterprises it was served on (``served``) are rebuilt from it alone, so an amendment
+or a cancellation accepted after a restart stops what it must and is served on every
+enterprise that exports under an earlier generation.
+
+With a witness (``interceptor.ledger.witnessing``), every batch of actions starts with a
+``WitnessCheckpoint``: the service gets the ledger's new head cosigned by the court's
+witness before it acts, and if it cannot, carries out only the stops and halts.
 """
 
 from __future__ import annotations

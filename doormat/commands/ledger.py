@@ -298,7 +298,10 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="check a whole audit ledger and its signed checkpoints",
         description=(
             "Re-hash every entry, recompute the Merkle tree, check every checkpoint's "
-            "signature, root and consistency, and the entries' indices. Exit 0 when "
+            "signature, root and consistency, and the entries' indices; with --witnessed, "
+            "also that the ledger holds what the court's witness cosigned (not an older "
+            "copy, not entries cut off, not another history). Use keys pinned elsewhere "
+            "(the court's copy): a key beside the ledger proves nothing. Exit 0 when "
             "everything checks, 1 with every problem located, 2 for unusable input."
         ),
     )
