@@ -21,15 +21,17 @@ from pathlib import Path
 
 from clients.archive import Archive, ArchiveError, Record
 from clients.crypto import seal_to
+from infra.files import write_atomic
 from infra.link import Link
 from wire import topics
 from wire.b64 import b64decode
-from wire.events import EventLog
+from wire.events import EventLog, now_ms
 from wire.ids import check_enterprise, check_user, device_id, enterprise_of, user_of
 from wire.li.checks import Decision, Policy, WarrantState, check_warrant_bytes
+from wire.li.errors import InterceptError
 from wire.li.handover import HANDOVER_INFO, encode_record, handover_record
 from wire.li.trust import AgencyPublicKey, TrustStore
-from wire.li.warrant import Warrant, parse_warrant
+from wire.li.warrant import Warrant, parse_warrant, warrant_from_json
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,16 @@ def archive_store(state_dir: str | Path, enterprise: str) -> Path:
     return Path(state_dir) / f"archive-{enterprise}.sqlite"
 
 
+def warrants_store(state_dir: str | Path, enterprise: str) -> Path:
+    """Where an enterprise server keeps the authorisations it serves (its warrant
+    state and live cases)."""
+    return Path(state_dir) / f"warrants-{enterprise}.json"
+
+
+class EnterpriseStateError(RuntimeError):
+    """The file of served authorisations cannot be read: the server will not start."""
+
+
 class EnterpriseServer:
     """The enterprise's running server: its link to the relay and, if it runs one, its
     disclosed compliance archive, fed by the journal records its devices send."""
@@ -107,6 +119,9 @@ class EnterpriseServer:
         port: int,
         events: EventLog,
         state_dir: str | Path,
+        *,
+        deliver_cc: Callable[[str, list[bytes]], None] | None = None,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.enterprise = enterprise
         self._events = events
@@ -114,8 +129,16 @@ class EnterpriseServer:
         if enterprise.archive:
             self.archive = Archive(enterprise.name, archive_store(state_dir, enterprise.name))
         self.link = Link(enterprise.name, password, host, port, on_other=self._on_other)
+        self._clock = clock
+        # Where CC exported under a warrant goes (to the interceptor, which forwards it to
+        # the agency only under a task it runs): set here or by ``accept_warrant``.
+        self._deliver_cc = deliver_cc
+        # What we serve: our own replay/generation memory and the live cases, persisted
+        # beside the archive and reloaded on start.
+        self._warrants_path = warrants_store(state_dir, enterprise.name)
         self.cases: dict[str, ArchiveCase] = {}
-        self._warrants = WarrantState()  # our own replay/generation memory
+        self._warrants = WarrantState()
+        self._load()
 
     @property
     def archive_public_key(self) -> bytes | None:
@@ -181,11 +204,18 @@ class EnterpriseServer:
         trust: TrustStore,
         policy: Policy,
         now: int,
-        deliver: Callable[[str, list[bytes]], None],
+        deliver: Callable[[str, list[bytes]], None] | None = None,
     ) -> Decision:
-        """Check a warrant *ourselves* (the interceptor's word is not enough) and, if it
-        holds, export our targeted users' archived messages inside its window - now, and
-        prospectively as they are archived - sealed to the agency's pinned key."""
+        """Check a warrant *ourselves* (the interceptor's word is not enough) and act on
+        it: a new or amended warrant that collects CC for our users is exported from -
+        what the archive holds inside its window now, and prospectively as messages are
+        archived - sealed to the agency's pinned key; a cancellation, or an amendment
+        that no longer collects CC from our users, stops the export for that
+        authorisation at once. What we serve is persisted (``warrants-<name>.json``)
+        before anything is exported, so a restarted server keeps serving a live case,
+        keeps refusing a replay, and does not resume a stopped one."""
+        if deliver is not None:
+            self._deliver_cc = deliver
         own = {d for d in self.enterprise.devices} | {
             c.user for c in self.enterprise.devices.values()
         }
@@ -202,25 +232,72 @@ class EnterpriseServer:
             "enterprise.warrant_checked",
             accepted=decision.accepted,
             reason=decision.reason,
+            action=decision.action,
             authorisation_id=decision.authorisation_id,
         )
-        if not decision.accepted or self.archive is None:
+        if not decision.accepted:
             return decision
-        self._warrants.apply(decision)
         warrant = parse_warrant(data)
-        if agency.fingerprint != warrant.delivery.key_fingerprint:
+        if warrant.status != "cancelled" and agency.fingerprint != warrant.delivery.key_fingerprint:
             raise ValueError("the agency key is not the one the warrant names")
-        case = ArchiveCase(warrant, agency, deliver)
-        self.cases[warrant.authorisation_id] = case
-        for record in self.archive.records():
-            self._push(case, record)
+        self._warrants.apply(decision)
+        aid = warrant.authorisation_id
+        previous = self.cases.pop(aid, None)
+        case: ArchiveCase | None = None
+        if self.archive is not None and self._collects_from_us(warrant):
+            case = ArchiveCase(warrant, agency)
+            if previous is not None:
+                case.exported = previous.exported  # never the same message twice
+            self.cases[aid] = case
+        # Persist before acting: a crash now leaves a case recorded, never an export
+        # without its record (and a stop is on disk before we report it).
+        self._save()
+        if previous is not None and case is None:
+            self._events.emit(
+                self.enterprise.name,
+                "enterprise.case_stopped",
+                authorisation_id=aid,
+                liid=warrant.liid,
+                reason=decision.action,
+            )
+        if case is not None and self.archive is not None:
+            for record in self.archive.records():
+                self._push(case, record)
+            self._save()
         return decision
 
-    def _push_to_cases(self, record: Record) -> None:
-        for case in list(self.cases.values()):
-            self._push(case, record)
+    def _collects_from_us(self, warrant: Warrant) -> bool:
+        return (
+            warrant.status == "active"
+            and "CC" in warrant.categories
+            and any(enterprise_of(t.value) == self.enterprise.name for t in warrant.targets)
+        )
 
-    def _push(self, case: ArchiveCase, record: Record) -> None:
+    def expire(self) -> None:
+        """Drop every case whose window has closed, by our own clock."""
+        now_s = self._clock() // 1000
+        expired = [aid for aid, c in self.cases.items() if now_s >= c.warrant.not_after]
+        for aid in expired:
+            case = self.cases.pop(aid)
+            self._events.emit(
+                self.enterprise.name,
+                "enterprise.case_stopped",
+                authorisation_id=aid,
+                liid=case.warrant.liid,
+                reason="expired",
+            )
+        if expired:
+            self._save()
+
+    def _push_to_cases(self, record: Record) -> None:
+        self.expire()
+        exported = [self._push(case, record) for case in list(self.cases.values())]
+        if any(exported):
+            self._save()
+
+    def _push(self, case: ArchiveCase, record: Record) -> bool:
+        if self._deliver_cc is None or self._clock() // 1000 >= case.warrant.not_after:
+            return False
         sealed = case.export(record)
         if sealed is not None:
             self._events.emit(
@@ -230,7 +307,50 @@ class EnterpriseServer:
                 id=record.id,
                 **{"from": record.sender},
             )
-            case.deliver(case.warrant.authorisation_id, [sealed])
+            self._deliver_cc(case.warrant.authorisation_id, [sealed])
+        return sealed is not None
+
+    # -- what we serve, on disk ------------------------------------------------------------
+
+    def _load(self) -> None:
+        try:
+            data = self._warrants_path.read_bytes()
+        except FileNotFoundError:
+            return
+        try:
+            obj = json.loads(data)
+            state = WarrantState.from_json(obj["state"])
+            cases = {}
+            for aid, c in obj["cases"].items():
+                case = ArchiveCase(
+                    warrant_from_json(c["warrant"]), AgencyPublicKey.from_json(c["agency"])
+                )
+                case.exported = {(str(a), str(b)) for a, b in c["exported"]}
+                cases[aid] = case
+        except (ValueError, KeyError, TypeError, InterceptError) as exc:
+            # Fail closed: without knowing what we served we cannot tell a replay from
+            # a new warrant, nor a cancelled case from a live one.
+            raise EnterpriseStateError(
+                f"{self._warrants_path} is unreadable ({exc}); the enterprise will not "
+                "start without knowing which authorisations it serves"
+            ) from None
+        self._warrants = state
+        self.cases = cases
+
+    def _save(self) -> None:
+        obj = {
+            "v": 1,
+            "state": self._warrants.to_json(),
+            "cases": {
+                aid: {
+                    "warrant": c.warrant.to_json(),
+                    "agency": c.agency.to_json(),
+                    "exported": sorted([a, b] for a, b in c.exported),
+                }
+                for aid, c in sorted(self.cases.items())
+            },
+        }
+        write_atomic(self._warrants_path, json.dumps(obj, sort_keys=True).encode(), private=True)
 
 
 @dataclass
@@ -239,7 +359,6 @@ class ArchiveCase:
 
     warrant: Warrant
     agency: AgencyPublicKey
-    deliver: Callable[[str, list[bytes]], None]
     exported: set[tuple[str, str]] = field(default_factory=set)
 
     def covers(self, record: Record) -> bool:

@@ -27,7 +27,6 @@ from doormat.exposure import (
 )
 from doormat.narrate import Narrator
 from doormat.system import Delivery, System
-from interceptor.ledger import verify as verify_ledger
 from wire.events import Event
 
 LINES = (
@@ -231,18 +230,10 @@ async def scoped_case(system: System, say: Narrator) -> None:
 
 
 def _close_ledger(system: System, say: Narrator) -> dict[str, Any]:
-    """Sign a checkpoint and verify the whole ledger, as oversight would."""
-    assert system.ledger is not None
-    system.ledger.checkpoint()
-    result = verify_ledger(system.ledger.path, [system.ledger_signer.verifier()])
-    system.events.emit(
-        "oversight",
-        "ledger.verified",
-        ok=result.ok,
-        problems=[str(p) for p in result.problems],
-        entries=system.ledger.size,
-    )
-    return {"entries": system.ledger.size, "verified": result.ok}
+    """A witnessed checkpoint, then the whole ledger verified as oversight would: with
+    the court's pinned keys and its witness's latest cosigned checkpoint."""
+    result = system.verify_ledger()
+    return {"entries": result["entries"], "verified": result["ok"]}
 
 
 async def _settle(system: System, delivery: Delivery, li: str) -> None:

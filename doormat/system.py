@@ -25,15 +25,24 @@ from doormat.cast import Cast, enrol
 from doormat.legal import LegalWorld
 from interceptor.agency import Agency
 from interceptor.government import Government
-from interceptor.ledger import DEFAULT_ORIGIN, Ledger
-from interceptor.scoped import Deliver, ScopedInterceptor
+from interceptor.ledger import (
+    DEFAULT_ORIGIN,
+    Ledger,
+    WitnessError,
+    Witnessing,
+    witness_now,
+)
+from interceptor.ledger import verify as verify_ledger_file
+from interceptor.scoped import ScopedInterceptor
 from interceptor.service import InterceptorService
 from interceptor.tap import Tap
+from interceptor.witness import DEFAULT_WITNESS_NAME, Witness
 from relay.service import RelayService
 from wire.events import Event, EventLog, now_ms
 from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, enterprise_of, user_of
 from wire.li.checks import Decision
 from wire.note import Signer
+from wire.witness import Cosigner, WitnessResponse
 
 # How many devices start at once (see System.start).
 DEVICE_START_CONCURRENCY = 50
@@ -99,7 +108,17 @@ class System:
         self.agency = Agency(self.legal.agency, self.events)
         self.ledger_signer = Signer.generate(DEFAULT_ORIGIN)
         self.ledger: Ledger | None = None
+        # Separate directories model separate trust domains: the interceptor's (its
+        # ledger) and the court's (the witness's key and state, and the court's pinned
+        # copy of the ledger's verifier key). Whoever can rewrite the ledger cannot
+        # rewrite what the court holds - in a deployment they are separate machines;
+        # here, separate directories of one process.
+        self.interceptor_dir = self.state_dir / "interceptor"
+        self.court_dir = self.state_dir / "court"
+        self.witness_cosigner = Cosigner.generate(DEFAULT_WITNESS_NAME)
+        self.witness: Witness | None = None
         self.interceptor: InterceptorService | None = None
+        self._interceptor_stop_registered = False
         self._ghosts: asyncio.Task[None] | None = None
 
     # -- set-up ------------------------------------------------------------------------
@@ -133,18 +152,9 @@ class System:
         )
         await self.tap.start()
         self._stack.push_async_callback(self.tap.stop)
-        for name, ent in self.enterprises.items():
-            server = EnterpriseServer(
-                ent,
-                self.account(name).password,
-                self.broker.host,
-                self.broker.port,
-                self.events,
-                self.state_dir,
-            )
-            await server.start()
-            self._stack.push_async_callback(server.stop)
-            self.servers[name] = server
+        self._stack.push_async_callback(self._stop_servers)
+        for name in self.enterprises:
+            await self._start_enterprise(name)
         await self._start_interceptor()
         # Devices start a few dozen at a time: every start is a connect, a key
         # publication and a sync on this one event loop (shared with the relay and,
@@ -161,11 +171,71 @@ class System:
             self._ghosts = asyncio.get_running_loop().create_task(self._install_ghosts())
             await self._ghosts
 
+    async def _start_enterprise(self, name: str) -> None:
+        server = EnterpriseServer(
+            self.enterprises[name],
+            self.account(name).password,
+            self.broker.host,
+            self.broker.port,
+            self.events,
+            self.state_dir,
+            deliver_cc=functools.partial(self._cc_from_archive, name),
+        )
+        self.servers[name] = server
+        await server.start()
+
+    async def _stop_servers(self) -> None:
+        for server in list(self.servers.values()):
+            await server.stop()
+
+    async def restart_enterprise(self, name: str) -> None:
+        """Stop an enterprise server and start a new one built from its files alone
+        (its archive, and the authorisations it serves)."""
+        await self.servers[name].stop()
+        await self._start_enterprise(name)
+
+    @property
+    def pinned_keys_path(self) -> Path:
+        """The court's pinned copy of the ledger's verifier key and the witness's key
+        (``doormat ledger verify --keys``): in the court's directory, never beside the
+        ledger."""
+        return self.court_dir / "ledger.vkeys"
+
+    @property
+    def witness_path(self) -> Path:
+        """The witness's state: the latest checkpoint it cosigned (``--witnessed``)."""
+        return self.court_dir / "witness.json"
+
+    def _start_witness(self) -> None:
+        """The court's witness of the ledger, built from its key and its state file."""
+        self.court_dir.mkdir(parents=True, exist_ok=True)
+        self.witness = Witness(
+            self.witness_path,
+            self.witness_cosigner,
+            {DEFAULT_ORIGIN: [self.ledger_signer.verifier()]},
+        )
+        keys = (
+            "# The court's pinned keys for the audit ledger (doormat ledger verify --keys):\n"
+            "# the ledger's checkpoint key, and the court witness's cosignature key.\n"
+            f"{self.ledger_signer.verifier().vkey()}\n{self.witness_cosigner.verifier().vkey()}\n"
+        )
+        self.pinned_keys_path.write_text(keys)
+
+    def restart_witness(self) -> None:
+        """Rebuild the court's witness from its key and state file."""
+        self._start_witness()
+
     async def _start_interceptor(self) -> None:
-        self.ledger = Ledger(self.state_dir / "ledger.sqlite", signer=self.ledger_signer)
-        # Oversight's copy of the checkpoint key, for `doormat ledger verify --keys`.
-        (self.state_dir / "ledger.vkey").write_text(self.ledger_signer.verifier().vkey() + "\n")
-        self._stack.callback(self.ledger.close)
+        if self.witness is None:
+            self._start_witness()
+        assert self.witness is not None
+        self.interceptor_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.interceptor_dir / "ledger.sqlite", signer=self.ledger_signer)
+        witnessing = Witnessing(
+            self.ledger,
+            log_key=self.ledger_signer.verifier(),
+            witness_key=self.witness_cosigner.verifier(),
+        )
         known_users = {u.user for u in self.cast.users}
         known_devices = set(self.credentials)
         core = ScopedInterceptor(
@@ -177,6 +247,7 @@ class System:
             archives=lambda ent: ent in self.servers and self.servers[ent].archive is not None,
             events=self.events,
             clock_ms=now_ms,
+            witnessing=witnessing,
         )
         self.interceptor = InterceptorService(
             core,
@@ -186,27 +257,97 @@ class System:
             self.events,
             deliver=self.agency.receive,
             ask_enterprise=self._ask_enterprise,
+            witness=self._witness_call,
         )
-        await self.interceptor.start()
-        self._stack.push_async_callback(self.interceptor.stop)
+        if not self._interceptor_stop_registered:
+            self._stack.push_async_callback(self._stop_interceptor)
+            self._interceptor_stop_registered = True
+        try:
+            await self.interceptor.start()
+        except WitnessError:
+            # It refuses to act on this ledger; the reason is its `interceptor.halted`.
+            self.ledger.close()
+            self.ledger = None
+            self.interceptor = None
+            raise
+
+    def _witness_call(self, request: bytes) -> WitnessResponse:
+        """The interceptor asks the court's witness to cosign (a direct call here; a
+        control message when the court runs as its own service)."""
+        assert self.witness is not None
+        return self.witness.add_checkpoint(request)
+
+    def verify_ledger(self) -> dict[str, Any]:
+        """Oversight verifies the audit ledger: the interceptor checkpoints it and gets
+        the checkpoint witnessed; then every entry and checkpoint is checked against the
+        court's pinned keys (not the interceptor's) and the witness's latest cosigned
+        checkpoint. Reports ``ledger.verified``, and ``ledger.tamper_detected`` at the
+        first problem (``ledger.rollback_detected`` when the witness shows it)."""
+        if self.ledger is None or self.witness is None:
+            raise RuntimeError("this system has no running audit ledger")
+        problems: list[str] = []
+        if self.interceptor is not None and self.interceptor.core.witnessing is not None:
+            try:
+                witness_now(self.interceptor.core.witnessing, self._witness_call)
+            except WitnessError as exc:
+                problems.append(f"witness: {exc}")
+        keys = [
+            line.strip()
+            for line in self.pinned_keys_path.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        report = verify_ledger_file(
+            self.ledger.path, keys, witnessed=self.witness.latest(self.ledger.origin)
+        )
+        problems += [str(p) for p in report.problems]
+        ok = not problems
+        self.events.emit(
+            "oversight",
+            "ledger.verified",
+            ok=ok,
+            problems=problems,
+            entries=report.entries,
+            checkpoints=report.checkpoints,
+            witnessed=None if report.witnessed is None else report.witnessed.size,
+        )
+        if not ok:
+            where = problems[0].split(":", 1)[0]
+            self.events.emit(
+                "oversight", "ledger.tamper_detected", location=where, problems=problems
+            )
+            if any(p.startswith("witness:") and "rolled back" in p for p in problems):
+                self.events.emit(
+                    "oversight", "ledger.rollback_detected", problems=problems
+                )
+        return {"ok": ok, "problems": problems, "entries": report.entries}
+
+    async def _stop_interceptor(self) -> None:
+        if self.interceptor is not None:
+            await self.interceptor.stop()
+        if self.ledger is not None:
+            self.ledger.close()
+
+    async def restart_interceptor(self) -> None:
+        """Stop the interceptor and start a new one built from its files alone: the
+        ledger (the source of truth) and its keys."""
+        await self._stop_interceptor()
+        self.interceptor = None
+        await self._start_interceptor()
+
+    def _cc_from_archive(self, enterprise: str, authorisation_id: str, sealed: list[bytes]) -> None:
+        """CC an enterprise exported, handed to the interceptor running *now* (which
+        forwards it to the agency only under a task it runs)."""
+        if self.interceptor is not None:
+            self.interceptor.archive_export(enterprise, authorisation_id, sealed)
 
     def _ask_enterprise(self, enterprise: str, warrant: bytes) -> None:
         """The interceptor serves the warrant on the enterprise, which checks it itself."""
-        assert self.interceptor is not None
-        core = self.interceptor.core
-
-        def deliver(authorisation_id: str, sealed: list[bytes]) -> None:
-            for action in core.on_archive_export(enterprise, authorisation_id, sealed):
-                if isinstance(action, Deliver):
-                    self.agency.receive(action.sealed)
-
         self.servers[enterprise].accept_warrant(
             warrant,
             agency=self.legal.agency.public,
             trust=self.legal.trust,
             policy=self.legal.policy,
             now=now_ms() // 1000,
-            deliver=deliver,
         )
 
     async def submit_warrant(self, warrant: bytes) -> Decision:

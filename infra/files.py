@@ -10,8 +10,10 @@ created mode 0600 so that no other user can open it before its final mode is set
 it (unless ``durable=False``: a heartbeat rewritten every few seconds), and renames it
 over the target (``os.replace``: atomic on POSIX) or, for ``create_private``, links it
 to the target's name (``os.link``: fails if the name exists, so two processes racing to
-create a key file end up with the same key). On failure the temporary file is removed
-and the OSError raised.
+create a key file end up with the same key); durable writes then fsync the directory, so
+that the rename itself survives a crash (a state file a witness answers from must not
+come back older after a power cut). On failure the temporary file is removed and the
+OSError raised.
 """
 
 from __future__ import annotations
@@ -66,7 +68,18 @@ def write_atomic(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if durable:
+        _sync_directory(p.parent)
     return p
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory: its entries (a rename, a new link) are then on disk too."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def create_private(path: str | os.PathLike[str], data: str | bytes) -> bool:
@@ -80,6 +93,7 @@ def create_private(path: str | os.PathLike[str], data: str | bytes) -> bool:
         return False
     finally:
         os.unlink(tmp)
+    _sync_directory(p.parent)
     return True
 
 

@@ -11,6 +11,16 @@ the ledger (durable on return) before the action that it records is handed out. 
 between the two leaves a ledger entry without its action, never an action without its
 entry; ``reprovision`` (run on start) re-sends the X1 activation of every task the ledger
 says is running, which the relay treats as a no-op if it already has it.
+
+The ledger is the source of truth after a restart: the warrant state, the running tasks,
+and per authorisation its latest generation (``cases``, from its ``task-start`` entry) and
+the enterprises it was served on (``served``) are rebuilt from it alone, so an amendment
+or a cancellation accepted after a restart stops what it must and is served on every
+enterprise that exports under an earlier generation.
+
+With a witness (``interceptor.ledger.witnessing``), every batch of actions starts with a
+``WitnessCheckpoint``: the service gets the ledger's new head cosigned by the court's
+witness before it acts, and if it cannot, carries out only the stops and halts.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from interceptor.ledger import (
     task_stop_entry,
     warrant_decision_entry,
 )
+from interceptor.ledger.witnessing import Witnessing
 from wire.events import EventLog
 from wire.ids import INTERCEPTOR_ID, enterprise_of
 from wire.li.checks import Decision, Directory, Policy, WarrantState, check_warrant_bytes
@@ -63,9 +74,28 @@ class AskEnterprise:
 
     enterprise: str
     warrant: bytes
+    stop: bool = False  # a cancellation: it can only stop an export
 
 
-Action = SendX1 | Deliver | AskEnterprise
+@dataclass(frozen=True)
+class WitnessCheckpoint:
+    """Get the ledger's head cosigned by the witness before the actions that follow: if
+    it cannot be, only stops are carried out and the interceptor halts."""
+
+
+Action = SendX1 | Deliver | AskEnterprise | WitnessCheckpoint
+
+
+class InterceptorHalted(RuntimeError):
+    """The interceptor stopped acting: its ledger could not be witnessed (behind, or not
+    consistent with, what the witness cosigned). It must be restarted on a good ledger."""
+
+
+def is_stop(action: Action) -> bool:
+    """An action that only ever stops interception: always safe to carry out."""
+    if isinstance(action, SendX1):
+        return action.request.get("op") == "deactivate"
+    return isinstance(action, AskEnterprise) and action.stop
 
 
 def task_id_of(warrant: Warrant) -> str:
@@ -84,6 +114,7 @@ class ScopedInterceptor:
         archives: Callable[[str], bool],
         events: EventLog,
         clock_ms: Callable[[], int],
+        witnessing: Witnessing | None = None,
     ) -> None:
         if agency.fingerprint != policy.agency_key_fingerprint:
             raise ValueError("the agency key is not the one the policy pins")
@@ -95,8 +126,19 @@ class ScopedInterceptor:
         self.archives = archives  # does this enterprise run a disclosed archive?
         self.events = events
         self.clock_ms = clock_ms
+        # With a witness, each new checkpoint is cosigned before anything is acted on
+        # (``WitnessCheckpoint`` heads the actions); the service does the exchange.
+        self.witnessing = witnessing
+        self.halted: str | None = None
         self.state = WarrantState()
-        self.warrants: dict[str, tuple[bytes, Warrant]] = {}  # by authorisation id
+        # Per authorisation id, what the ledger says about its latest accepted
+        # generation: that generation's task-start entry (targets, categories, window),
+        # kept after the task stops. Amendments and cancellations are honoured from it.
+        self.cases: dict[str, dict[str, Any]] = {}
+        # Per authorisation id, the enterprises its warrants were served on (archiving
+        # enterprises of a CC target, any generation): each later generation, and the
+        # cancellation, is served on them too.
+        self.served: dict[str, set[str]] = {}
         self.tasks: dict[str, dict[str, Any]] = {}  # running tasks, by task id
         self._sequence: dict[tuple[str, str], int] = {}  # (liid, category) -> last seq
         self._replay(e for e in ledger.entries())
@@ -112,19 +154,51 @@ class ScopedInterceptor:
                 self.state.apply(Decision.from_json({"type": WARRANT_DECISION, **fields}))
             elif entry.type == TASK_START:
                 self.tasks[p["task_id"]] = p
+                self._remember_case(p)
             elif entry.type == TASK_STOP:
                 self.tasks.pop(p["task_id"], None)
             elif entry.type == "record-delivered":
                 key = (p["liid"], p["category"])
                 self._sequence[key] = max(self._sequence.get(key, 0), p["sequence"])
 
+    def _remember_case(self, start: dict[str, Any]) -> set[str]:
+        """Record a task start as its authorisation's latest generation; return the
+        archiving enterprises this generation's CC reaches."""
+        aid = start["authorisation_id"]
+        self.cases[aid] = start
+        reached: set[str] = set()
+        if "CC" in start["categories"]:
+            reached = {
+                ent
+                for ent in (enterprise_of(t["value"]) for t in start["targets"])
+                if self.archives(ent)
+            }
+        self.served.setdefault(aid, set()).update(reached)
+        return reached
+
     def reprovision(self) -> list[Action]:
-        """X1 activations for every task the ledger says is running (after a restart)."""
-        return [SendX1(self._activation(p)) for p in self.tasks.values()]
+        """X1 activations for every task the ledger says is running (after a restart):
+        only once the witness has confirmed that the ledger is not behind what it
+        cosigned (a rolled-back ledger would bring back a cancelled task)."""
+        return self._witnessed([SendX1(self._activation(p)) for p in self.tasks.values()])
+
+    def _witnessed(self, actions: list[Action]) -> list[Action]:
+        return actions if self.witnessing is None else [WitnessCheckpoint(), *actions]
+
+    def halt(self, reason: str) -> None:
+        """Stop acting for good (until restarted): the ledger could not be witnessed."""
+        if self.halted is None:
+            self.halted = reason
+            self.events.emit(ACTOR, "interceptor.halted", reason=reason)
+
+    def _check_running(self) -> None:
+        if self.halted is not None:
+            raise InterceptorHalted(f"the interceptor has halted: {self.halted}")
 
     # -- HI-1 --------------------------------------------------------------------------
 
     def intake(self, data: bytes) -> tuple[Decision, list[Action]]:
+        self._check_running()
         now_ms = self.clock_ms()
         decision = check_warrant_bytes(
             data,
@@ -150,7 +224,7 @@ class ScopedInterceptor:
                 message=decision.message,
                 authorisation_id=decision.authorisation_id,
             )
-            return decision, []
+            return decision, self._witnessed([])
         self.state.apply(decision)
         self.events.emit(
             ACTOR,
@@ -163,28 +237,30 @@ class ScopedInterceptor:
             targets=[t.to_json() for t in warrant.targets],
         )
         actions: list[Action] = []
-        previous = self.warrants.get(warrant.authorisation_id)
+        aid = warrant.authorisation_id
+        previous = self.cases.get(aid)
         if previous is not None:
             actions += self._stop(
-                task_id_of(previous[1]),
-                previous[1],
+                previous["task_id"],
+                previous,
                 "cancelled" if warrant.status == "cancelled" else "updated",
             )
+        # Every enterprise served an earlier generation is served this one too: an
+        # amendment that drops CC or its targets, and a cancellation, must reach the
+        # archive that still exports under the earlier one (it checks it itself).
+        earlier = set(self.served.get(aid, ()))
         if warrant.status == "cancelled":
-            self.warrants.pop(warrant.authorisation_id, None)
-            return decision, actions
-        self.warrants[warrant.authorisation_id] = (data, warrant)
+            actions += [AskEnterprise(ent, data, stop=True) for ent in sorted(earlier)]
+            return decision, self._witnessed(actions)
         task_id = task_id_of(warrant)
         start = task_start_entry(task_id, warrant)
         self.ledger.append(start, time_ms=self.clock_ms())
         self.tasks[task_id] = start
+        reached = self._remember_case(start)
         self.events.emit(ACTOR, "interceptor.task_started", task_id=task_id, liid=warrant.liid)
         actions.append(SendX1(self._activation(start)))
-        if "CC" in warrant.categories:
-            for ent in sorted({enterprise_of(t.value) for t in warrant.targets}):
-                if self.archives(ent):
-                    actions.append(AskEnterprise(ent, data))
-        return decision, actions
+        actions += [AskEnterprise(ent, data) for ent in sorted(earlier | reached)]
+        return decision, self._witnessed(actions)
 
     def _activation(self, start: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -197,15 +273,15 @@ class ScopedInterceptor:
             "not_after": start["not_after"],
         }
 
-    def _stop(self, task_id: str, warrant: Warrant, reason: str) -> list[Action]:
+    def _stop(self, task_id: str, case: dict[str, Any], reason: str) -> list[Action]:
         if task_id not in self.tasks:
             return []
         self.ledger.append(
             task_stop_entry(
                 task_id,
-                authorisation_id=warrant.authorisation_id,
-                case_reference=warrant.case_reference,
-                liid=warrant.liid,
+                authorisation_id=case["authorisation_id"],
+                case_reference=case["case_reference"],
+                liid=case["liid"],
                 reason=reason,
             ),
             time_ms=self.clock_ms(),
@@ -218,15 +294,23 @@ class ScopedInterceptor:
         """Stop tasks whose window has closed (the relay also ends them by itself)."""
         now_s = self.clock_ms() // 1000
         actions: list[Action] = []
-        for _, warrant in list(self.warrants.values()):
-            if now_s >= warrant.not_after:
-                actions += self._stop(task_id_of(warrant), warrant, "expired")
+        for task in list(self.tasks.values()):
+            if now_s >= task["not_after"]:
+                actions += self._stop(task["task_id"], task, "expired")
         return actions
 
     # -- X2 / X3 from the relay, CC from an enterprise ------------------------------------
 
     def _case_of(self, task_id: str) -> dict[str, Any] | None:
-        return self.tasks.get(task_id)
+        """The running task, if its window is open now (an expired task is stopped and
+        logged here, so nothing is delivered under it however late it arrives)."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        if self.clock_ms() // 1000 >= task["not_after"]:
+            self._stop(task_id, task, "expired")
+            return None
+        return task
 
     def _next_sequence(self, liid: str, category: str) -> int:
         seq = self._sequence.get((liid, category), 0) + 1
@@ -284,6 +368,9 @@ class ScopedInterceptor:
 
     def on_relay_record(self, kind: str, payload: bytes) -> list[Action]:
         """An X2 (IRI) or X3 (CC, ciphertext) record from the relay."""
+        if self.halted is not None:
+            self.events.emit(ACTOR, "interceptor.rejected", reason="halted: " + self.halted)
+            return []
         try:
             rec = json.loads(payload)
             task = self._case_of(str(rec["task_id"]))
@@ -294,13 +381,18 @@ class ScopedInterceptor:
             # A record for a task we do not run (stopped, or never ours): not delivered.
             self.events.emit(ACTOR, "interceptor.rejected", reason="record for no running task")
             return []
+        if ("IRI" if kind == "x2" else "CC") not in task["categories"]:
+            self.events.emit(
+                ACTOR, "interceptor.rejected", reason="record of a category not collected"
+            )
+            return []
         meta = {k: rec.get(k) for k in ("id", "from", "to", "ts", "size")}
         if kind == "x2":
-            return [self._deliver(task, "IRI", meta, "relay", None)]
+            return self._witnessed([self._deliver(task, "IRI", meta, "relay", None)])
         if "envelope" in rec:
-            return [
-                self._deliver(task, "CC", {**meta, "envelope": rec["envelope"]}, "relay", False)
-            ]
+            return self._witnessed(
+                [self._deliver(task, "CC", {**meta, "envelope": rec["envelope"]}, "relay", False)]
+            )
         return []
 
     def on_archive_export(
@@ -309,8 +401,16 @@ class ScopedInterceptor:
         """Content an enterprise exported from its archive under a warrant it checked
         itself, already sealed to the agency: the interceptor logs and forwards bytes it
         cannot read."""
-        held = self.warrants.get(authorisation_id)
-        task = None if held is None else self.tasks.get(task_id_of(held[1]))
+        if self.halted is not None:
+            self.events.emit(ACTOR, "interceptor.rejected", reason="halted: " + self.halted)
+            return []
+        case = self.cases.get(authorisation_id)
+        task = None if case is None else self._case_of(case["task_id"])
+        if task is not None and not (
+            "CC" in task["categories"]
+            and any(enterprise_of(t["value"]) == enterprise for t in task["targets"])
+        ):
+            task = None  # the running generation collects no CC from this enterprise
         if task is None:
             self.events.emit(
                 ACTOR,
@@ -319,7 +419,11 @@ class ScopedInterceptor:
             )
             return []
         source = f"archive:{enterprise}"
-        return [
-            self._logged(task, "CC", self._next_sequence(task["liid"], "CC"), sealed, source, True)
-            for sealed in sealed_records
-        ]
+        return self._witnessed(
+            [
+                self._logged(
+                    task, "CC", self._next_sequence(task["liid"], "CC"), sealed, source, True
+                )
+                for sealed in sealed_records
+            ]
+        )

@@ -64,6 +64,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "enterprise.rejected": "an enterprise server refused a journal record",
         "enterprise.warrant_checked": "an enterprise checked a warrant itself, and decided",
         "enterprise.cc_exported": "an enterprise exported archived content under a warrant",
+        "enterprise.case_stopped": "an enterprise stopped exporting CC for an authorisation",
         "enterprise.policy": "an enterprise service started with its archive policy",
         "bot.failed": "a device service's automatic message could not be sent",
         # -- the government side (interceptor/) ------------------------------------------
@@ -77,11 +78,15 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "interceptor.delivered": "the interceptor delivered a sealed HI-2/HI-3 record",
         "interceptor.rejected": "the interceptor refused a record or an export",
         "interceptor.x1_answer": "the relay answered an X1 request of the interceptor",
+        "interceptor.witnessed": "the court's witness cosigned the ledger's new checkpoint",
+        "interceptor.halted": "the interceptor stopped acting: its ledger was not witnessed",
         "agency.received": "the agency opened a delivered record (and read it or not)",
         "agency.rejected": "the agency could not open a delivered record",
         "ledger.verified": "oversight verified the audit ledger (ok or not)",
         "ledger.tamper_detected": "oversight found the audit ledger altered",
+        "ledger.rollback_detected": "oversight found the ledger behind what the witness cosigned",
         "ledger.tampered": "an insider altered a stored audit ledger entry",
+        "ledger.rolled_back": "an insider rolled the audit ledger back to an older state",
         "attacker.read": "an attacker tried a stolen key on captured traffic",
         # -- every service (doormat serve) -----------------------------------------------
         "service.starting": "a service is starting",

@@ -22,12 +22,12 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from doormat.cli import CommandError
 from doormat.commands.args import positive
+from doormat.commands.court_args import categories, hours, target, when, when_noted
 from infra.files import write_atomic
 from interceptor.court import (
     DEFAULT_AGENCY_ID,
@@ -44,7 +44,7 @@ from wire.ids import is_device
 from wire.li.checks import Policy, WarrantState, check_warrant_bytes
 from wire.li.errors import InterceptError
 from wire.li.trust import AgencyPublicKey, TrustStore
-from wire.li.warrant import CATEGORIES, MAX_WARRANT_BYTES, Warrant, is_wildcard, iso, parse_warrant
+from wire.li.warrant import MAX_WARRANT_BYTES, Warrant, is_wildcard, iso, parse_warrant
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 
@@ -89,53 +89,6 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
         write_atomic(path, data, private=private)
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _when(text: str) -> int:
-    """``now``, seconds since the epoch, or an ISO 8601 time (UTC unless it says)."""
-    if text == "now":
-        return int(time.time())
-    if text.isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (use 'now', seconds since the epoch, or ISO 8601 "
-            "like 2025-11-29T08:00)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
-
-
-def _hours(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of hours: {text!r}") from None
-    if not value > 0 or value > 24 * 366 * 100:
-        raise argparse.ArgumentTypeError(f"hours must be positive, got {text!r}")
-    return value
-
-
-def _categories(text: str) -> list[str]:
-    parts = [p.strip().upper() for p in text.split(",") if p.strip()]
-    bad = [p for p in parts if p not in CATEGORIES]
-    if not parts or bad:
-        raise argparse.ArgumentTypeError(
-            f"categories are a comma-separated subset of {','.join(CATEGORIES)}, got {text!r}"
-        )
-    return list(dict.fromkeys(parts))
-
-
-def _target(text: str) -> str:
-    fmt, sep, _value = text.partition(":")
-    if not sep or fmt not in ("device", "user"):
-        raise argparse.ArgumentTypeError(
-            f"target {text!r} must be device:ID or user:ID, e.g. device:alice@acme.phone"
-        )
-    return text
 
 
 def _load_warrant(path: str) -> Warrant:
@@ -261,29 +214,35 @@ def _register_issue(sub: Sub) -> None:
     p = sub.add_parser(
         "issue",
         help="draft an unsigned warrant",
-        description="Draft an unsigned warrant (approve it twice to sign it).",
+        description=(
+            "Draft an unsigned warrant (approve it twice to sign it). Times are absolute: "
+            "an ISO time needs a UTC offset (Z or +HH:MM); the summary prints them in UTC."
+        ),
     )
     p.add_argument("--case", required=True, help="case reference, e.g. OP-ANCHOR-7")
     p.add_argument(
         "--target",
         required=True,
         action="append",
-        type=_target,
+        type=target,
         help="device:ID or user:ID; repeat for several",
     )
     p.add_argument(
         "--categories",
-        type=_categories,
+        type=categories,
         default=["IRI"],
         help="IRI (metadata), CC (content) or IRI,CC (default IRI)",
     )
-    p.add_argument("--hours", type=_hours, required=True, help="length of the window")
+    p.add_argument("--hours", type=hours, required=True, help="length of the window")
     p.add_argument(
         "--not-before",
-        type=_when,
+        type=when,
         default="now",
         metavar="ISO|now|SECONDS",
-        help="start of the window (default now)",
+        help="start of the window (default now): 'now', seconds since the epoch, or ISO "
+        "8601 with an explicit offset (2025-11-29T08:00Z, 2025-11-29T09:00+01:00); a time "
+        "without an offset is refused. A window for CC may not start before the warrant is "
+        "served (docs/warrants.md: retrospective windows)",
     )
     p.add_argument(
         "--agency-key",
@@ -302,10 +261,25 @@ def _register_issue(sub: Sub) -> None:
     p.set_defaults(func=_cmd_issue)
 
 
+def _note_retrospective(not_before: int, categories: list[str]) -> None:
+    back = int(time.time()) - not_before
+    bound = Policy.max_retrospective_cc_seconds if "CC" in categories else (
+        Policy.max_retrospective_iri_seconds
+    )
+    if back > bound:
+        print(
+            f"note: the window starts {back} s before now; an interceptor with the default "
+            f"policy refuses a window for {'+'.join(categories)} that reaches back more than "
+            f"{bound} s (retrospective-window)",
+            file=sys.stderr,
+        )
+
+
 def _cmd_issue(args: argparse.Namespace) -> int:
     agency = _load_agency(args.agency_key)
     not_before = args.not_before
     _note_wildcards(args.target)
+    _note_retrospective(not_before, args.categories)
     try:
         warrant = issue(
             case_reference=args.case,
@@ -324,7 +298,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     _save_warrant(warrant, args.out)
     if args.out and args.out != "-":
-        print(f"drafted {args.out}: {_summary(warrant)}")
+        print(f"drafted {args.out}: {_summary(warrant)} (times in UTC)")
     return 0
 
 
@@ -346,10 +320,11 @@ def _register_approve(sub: Sub) -> None:
     )
     p.add_argument(
         "--at",
-        type=_when,
+        type=when,
         default=None,
         metavar="ISO|now|SECONDS",
-        help="the approval's timestamp (default now)",
+        help="the approval's timestamp (default now; an ISO time needs an offset). An "
+        "interceptor refuses approvals dated ahead of its clock or older than its policy",
     )
     p.add_argument("--out", metavar="FILE", help="where to write it (default: in place)")
     p.set_defaults(func=_cmd_approve)
@@ -397,12 +372,14 @@ def _register_check(sub: Sub) -> None:
         "--policy",
         metavar="FILE",
         help="policy JSON: jurisdiction, csp_id, agency_key_fingerprint, "
-        "max_window_seconds, max_targets",
+        "max_window_seconds, max_targets, and optionally clock_skew_seconds, "
+        "max_approval_age_seconds, max_retrospective_cc_seconds, "
+        "max_retrospective_iri_seconds",
     )
     p.add_argument("--jurisdiction", metavar="CC")
     p.add_argument("--csp", help="this service provider's id (default doormat)")
     p.add_argument("--agency-key", metavar="FILE", help="the pinned agency key (agency.pub)")
-    p.add_argument("--max-hours", type=_hours, help="longest window accepted (default 720)")
+    p.add_argument("--max-hours", type=hours, help="longest window accepted (default 720)")
     p.add_argument("--max-targets", type=positive, help="most targets accepted (default 10)")
     p.add_argument(
         "--directory",
@@ -414,7 +391,14 @@ def _register_check(sub: Sub) -> None:
         metavar="FILE",
         help="remember accepted warrants here (replay and generation checks)",
     )
-    p.add_argument("--now", type=_when, default="now", metavar="ISO|now|SECONDS")
+    p.add_argument(
+        "--now",
+        type=when_noted,
+        default="now",
+        metavar="ISO|now|SECONDS",
+        help="check as of this time (default now; an ISO time without an offset is read "
+        "as UTC, and a note says so)",
+    )
     p.add_argument("--json", action="store_true", help="print the decision as JSON")
     p.set_defaults(func=_cmd_check)
 
@@ -515,11 +499,18 @@ def _register_update(sub: Sub) -> None:
     )
     p.add_argument("warrant", metavar="WARRANT")
     p.add_argument(
-        "--target", action="append", type=_target, help="replace the targets (repeat for several)"
+        "--target", action="append", type=target, help="replace the targets (repeat for several)"
     )
-    p.add_argument("--categories", type=_categories)
-    p.add_argument("--hours", type=_hours, help="new window length from --not-before")
-    p.add_argument("--not-before", type=_when, metavar="ISO|now|SECONDS")
+    p.add_argument("--categories", type=categories)
+    p.add_argument("--hours", type=hours, help="new window length from --not-before")
+    p.add_argument(
+        "--not-before",
+        type=when,
+        metavar="ISO|now|SECONDS",
+        help="start of the new generation's window (default: now, or the old start if "
+        "later: an amendment authorises from when it is made, not retrospectively; an "
+        "ISO time needs an offset)",
+    )
     p.add_argument("--out", metavar="FILE", required=True)
     p.set_defaults(func=_cmd_update)
 
@@ -532,11 +523,21 @@ def _cmd_update(args: argparse.Namespace) -> int:
         changes["targets"] = args.target
     if args.categories:
         changes["categories"] = args.categories
-    not_before = warrant.not_before if args.not_before is None else args.not_before
-    if args.not_before is not None or args.hours is not None:
-        hours = args.hours if args.hours is not None else warrant.window_seconds / 3600
+    if args.not_before is None:
+        # The amendment authorises from now on: keeping an old start would make it reach
+        # back to before it was made (an interceptor refuses that for CC).
+        not_before = max(warrant.not_before, int(time.time()))
+    else:
+        not_before = args.not_before
+    if args.hours is not None:
         changes["not_before"] = not_before
-        changes["not_after"] = not_before + round(hours * 3600)
+        changes["not_after"] = not_before + round(args.hours * 3600)
+    elif not_before != warrant.not_before:
+        if not_before >= warrant.not_after:
+            raise CommandError(
+                f"the window ended at {iso(warrant.not_after)}; give --hours for the new one"
+            )
+        changes["not_before"] = not_before
     try:
         draft = amend(warrant, **changes)
     except InterceptError as exc:

@@ -12,10 +12,13 @@ Subcommands:
   2 when the file itself is unusable (unreadable, not JSON, missing or mistyped fields,
   bad base64, too large).
 
-* ``verify --ledger PATH (--key VKEY | --keys FILE)``: check a whole audit ledger file
-  (every entry re-hashed, the tree recomputed, every checkpoint's signature, root and
-  consistency). Exit 0 when everything checks, 1 with every problem located (one per
-  line on stdout), 2 when the file or a key is unusable.
+* ``verify --ledger PATH (--key VKEY | --keys FILE) [--witnessed FILE]``: check a whole
+  audit ledger file (every entry re-hashed, the tree recomputed, every checkpoint's
+  signature, root and consistency) against keys pinned elsewhere (the court's copy),
+  and against the latest checkpoint the court's witness cosigned: a ledger behind it (an
+  older copy, entries cut off) or with another history (rewritten, re-signed) fails.
+  Exit 0 when everything checks, 1 with every problem located (one per line on
+  stdout), 2 when the file or a key is unusable.
 * ``report --ledger PATH [--json]``: the transparency report (warrants, tasks, records,
   how often encryption prevented plaintext).
 * ``checkpoint --ledger PATH --signing-key FILE``: sign and store a checkpoint now.
@@ -37,6 +40,7 @@ from typing import Any
 
 from doormat.cli import CommandError
 from interceptor.ledger import Ledger, LedgerError, render_report, report, verify
+from interceptor.witness import WitnessState, WitnessStateError
 from wire.b64 import B64Error, b64decode
 from wire.merkle import ProofError, verify_consistency, verify_inclusion
 from wire.note import NoteError, Signer
@@ -243,6 +247,7 @@ def _cmd_verify_proof(args: argparse.Namespace) -> int:
 
 # A key file holds a few lines of text; anything much larger is not one.
 MAX_KEY_FILE_BYTES = 64 * 1024
+MAX_WITNESS_FILE_BYTES = 16 * 1024 * 1024
 
 
 def _add_ledger_argument(parser: argparse.ArgumentParser) -> None:
@@ -293,7 +298,10 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="check a whole audit ledger and its signed checkpoints",
         description=(
             "Re-hash every entry, recompute the Merkle tree, check every checkpoint's "
-            "signature, root and consistency, and the entries' indices. Exit 0 when "
+            "signature, root and consistency, and the entries' indices; with --witnessed, "
+            "also that the ledger holds what the court's witness cosigned (not an older "
+            "copy, not entries cut off, not another history). Use keys pinned elsewhere "
+            "(the court's copy): a key beside the ledger proves nothing. Exit 0 when "
             "everything checks, 1 with every problem located, 2 for unusable input."
         ),
     )
@@ -304,15 +312,58 @@ def _register_verify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="VKEY",
         help="a verifier key, <name>+<hex id>+<base64 key> (repeatable)",
     )
-    parser.add_argument("--keys", metavar="FILE", help="a file of verifier keys, one per line")
+    parser.add_argument(
+        "--keys",
+        metavar="FILE",
+        help="a file of verifier keys, one per line: the ledger's key and the witness's "
+        "(type 0x04), as the court pinned them - never a copy kept beside the ledger",
+    )
+    parser.add_argument(
+        "--witnessed",
+        metavar="FILE",
+        help="the witness's latest cosigned checkpoint: its state file (witness.json) or "
+        "the cosigned note; the ledger must hold what it cosigned (needs the witness's key)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=_cmd_verify)
 
 
+def _witnessed(name: str) -> bytes | dict[str, bytes]:
+    """The witness's state file (origin -> cosigned note) or one cosigned note."""
+    try:
+        with Path(name).open("rb") as handle:
+            data = handle.read(MAX_WITNESS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot read witnessed checkpoint {name}: {exc.strerror or exc}", 2
+        ) from None
+    if len(data) > MAX_WITNESS_FILE_BYTES:
+        raise CommandError(f"{name} is larger than {MAX_WITNESS_FILE_BYTES} bytes", 2)
+    if not data.lstrip().startswith(b"{"):
+        return data
+    try:
+        state = WitnessState.parse(data)
+    except WitnessStateError as exc:
+        raise CommandError(f"{name}: {exc}", 2) from None
+    return {origin: held.note.encode() for origin, held in state.logs.items()}
+
+
+def _warn_if_beside(args: argparse.Namespace) -> None:
+    ledger_dir = Path(args.ledger).resolve().parent
+    if args.keys is not None and Path(args.keys).resolve().parent == ledger_dir:
+        print(
+            f"warning: {args.keys} is beside the ledger: whoever can rewrite the ledger can "
+            "replace it too; verify with the copy the court (or oversight) pinned",
+            file=sys.stderr,
+        )
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     keys = _vkeys(args)
+    _warn_if_beside(args)
+    witnessed = None if args.witnessed is None else _witnessed(args.witnessed)
     try:
-        result = verify(args.ledger, keys)
+        result = verify(args.ledger, keys, witnessed=witnessed)
     except LedgerError as exc:  # no ledger at all, or a malformed key
         raise CommandError(str(exc), 2) from None
     if args.json:

@@ -18,6 +18,7 @@
                                then System.submit_warrant; answers the decision
     POST /api/ledger/verify   oversight verifies the audit ledger
     POST /api/ledger/tamper   an insider edits one ledger entry (for the exercise)
+    POST /api/ledger/rollback an insider rolls the ledger back to an older state
     POST /api/reset           a fresh system
     GET  /api/lab             the score board
     POST /api/lab/hint        {"key"}: reveal the next hint
@@ -155,6 +156,9 @@ def create_app(hub: Hub, *, allowed_hosts: list[str] | None = None) -> Starlette
     async def ledger_tamper(body: dict[str, Any]) -> dict[str, Any]:
         return {"result": await hub.tamper_ledger()}
 
+    async def ledger_rollback(body: dict[str, Any]) -> dict[str, Any]:
+        return {"result": await hub.rollback_ledger()}
+
     async def reset(body: dict[str, Any]) -> dict[str, Any]:
         return await hub.reset()
 
@@ -189,6 +193,7 @@ def create_app(hub: Hub, *, allowed_hosts: list[str] | None = None) -> Starlette
         Route("/api/warrant", action(warrant), methods=["POST"]),
         Route("/api/ledger/verify", action(ledger_verify), methods=["POST"]),
         Route("/api/ledger/tamper", action(ledger_tamper), methods=["POST"]),
+        Route("/api/ledger/rollback", action(ledger_rollback), methods=["POST"]),
         Route("/api/reset", action(reset), methods=["POST"]),
         Route("/api/lab", action(lab), methods=["GET"]),
         Route("/api/lab/hint", action(hint), methods=["POST"]),

@@ -24,6 +24,8 @@ from doormat.dashboard import observe, oversight
 from doormat.dashboard.panes import STATUSES, panes_of, route
 from doormat.lab.engine import LabEngine
 from doormat.system import System
+from interceptor.ledger import LedgerError
+from interceptor.scoped import InterceptorHalted
 from relay.li import MODES
 from wire.events import Event
 from wire.li.builds import BACKDOORS
@@ -404,7 +406,12 @@ class Hub:
             data = oversight.draft_warrant(system, fields)
         except oversight.OversightError as exc:
             raise ActionError(str(exc)) from None
-        decision = await system.submit_warrant(data)
+        try:
+            decision = await system.submit_warrant(data)
+        except (LedgerError, InterceptorHalted) as exc:
+            raise ActionError(
+                f"the interceptor will not act: {exc} (reset the system to start again)", 409
+            ) from None
         answer = decision.to_json() if hasattr(decision, "to_json") else decision
         return answer if isinstance(answer, dict) else {"result": str(answer)}
 
@@ -419,5 +426,11 @@ class Hub:
     async def tamper_ledger(self) -> dict[str, Any]:
         try:
             return oversight.tamper_ledger(self.system)
+        except oversight.OversightError as exc:
+            raise ActionError(str(exc), 409) from None
+
+    async def rollback_ledger(self) -> dict[str, Any]:
+        try:
+            return oversight.rollback_ledger(self.system)
         except oversight.OversightError as exc:
             raise ActionError(str(exc), 409) from None

@@ -1,5 +1,5 @@
 """The dashboard's legal controls: draft and submit a warrant, verify the audit ledger,
-and (as an insider) tamper with one of its entries.
+and (as an insider) tamper with one of its entries or roll it back.
 
 The warrant form is turned into a real warrant by the system's court
 (``System.legal``: an executive and a judicial approver, the agency's key), signed by the
@@ -158,6 +158,30 @@ def tamper_ledger(system: System) -> dict[str, Any]:
         db.close()
     system.events.emit(INSIDER, "ledger.tampered", index=idx, what=what)
     return {"index": idx, "what": what}
+
+
+def rollback_ledger(system: System) -> dict[str, Any]:
+    """An insider rolls the audit ledger back, as restoring an older copy of the file
+    would: the newer half of the entries (at least one) and every checkpoint stored
+    after them are deleted, so the file is whole, ends with a checkpoint signed by the
+    ledger's own key, and verifies against that key alone. Only the court's witness,
+    which cosigned the longer ledger, can give it away."""
+    ledger = getattr(system, "ledger", None)
+    if ledger is None:
+        raise OversightError("this system has no audit ledger")
+    db = sqlite3.connect(ledger.path, timeout=10)
+    try:
+        (size,) = db.execute("SELECT count(*) FROM entries").fetchone()
+        if size < 2:
+            raise OversightError("the ledger is too short to roll back: submit warrants first")
+        keep = size // 2
+        with db:
+            db.execute("DELETE FROM entries WHERE idx >= ?", (keep,))
+            db.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))
+    finally:
+        db.close()
+    system.events.emit(INSIDER, "ledger.rolled_back", kept=keep, removed=size - keep)
+    return {"kept": keep, "removed": size - keep}
 
 
 def _payload(entry: dict[str, Any]) -> dict[str, Any]:

@@ -111,6 +111,11 @@ ROUTES: tuple[Route, ...] = (
       "{location}", "alarm"),
     R("ledger.tampered", "attackers", "an insider edited ledger entry {index}: {what}",
       "alarm"),
+    R("ledger.rolled_back", "attackers", "an insider rolled the audit ledger back: {removed} "
+      "entries removed, {kept} kept", "alarm"),
+    R("ledger.rollback_detected", "court", "ROLLBACK detected: the ledger is behind, or "
+      "another history than, what the court's witness cosigned", "alarm"),
+    R("interceptor.halted", "court", "the interceptor HALTED: {reason}", "alarm"),
     # -- the enterprises ----------------------------------------------------------------
     R("enterprise.enrolled", "enterprise:{actor}", "enrolled {devices_text}", "info"),
     R("enterprise.archived", "enterprise:{actor}", "archive ({direction}, {device_short}): "
@@ -122,6 +127,8 @@ ROUTES: tuple[Route, ...] = (
     R("enterprise.cc_exported", "enterprise:{actor}", "exported {from_dev}'s message to the "
       "agency under {liid}", "info"),
     R("enterprise.rejected", "enterprise:{actor}", "rejected: {reason}", "refused"),
+    R("enterprise.case_stopped", "enterprise:{actor}", "stopped exporting for "
+      "{authorisation_id} ({reason})", "info"),
     R("enterprise.*", "enterprise:{actor}", "{kind}", "info"),
     # -- attackers ----------------------------------------------------------------------
     R("attacker.read", "attackers", "{attack} {device}: read {readable} of {captured} "

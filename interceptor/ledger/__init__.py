@@ -11,6 +11,8 @@ One module per concern; all but the store are sans I/O and read no clock:
 * ``transparency``: :func:`transparency_report` and :func:`render_report`.
 * ``errors``: :class:`LedgerError` and :class:`EntryError`.
 * ``store``: the SQLite file: :class:`Ledger`, :func:`verify`, :func:`report`.
+* ``witnessing``: getting each checkpoint cosigned by the court's witness
+  (``interceptor.witness``) and refusing a ledger behind what it cosigned.
 
 This package exports what the rest of doormat uses; the modules' other public names
 (``LogVerifier``, ``peek_checkpoint``, ``check_payload``, the file's ``FORMAT``, ...)
@@ -47,6 +49,12 @@ from interceptor.ledger.log import (
 from interceptor.ledger.store import Ledger, LedgerFileError, report, verify
 from interceptor.ledger.transparency import render_report, transparency_report
 from interceptor.ledger.verifier import Problem, VerifyReport
+from interceptor.ledger.witnessing import (
+    LedgerRollbackError,
+    WitnessError,
+    Witnessing,
+    witness_now,
+)
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -65,9 +73,12 @@ __all__ = [
     "LedgerCore",
     "LedgerError",
     "LedgerFileError",
+    "LedgerRollbackError",
     "Problem",
     "Receipt",
     "VerifyReport",
+    "WitnessError",
+    "Witnessing",
     "make_entry",
     "oversight_entry",
     "parse_entry",
@@ -79,4 +90,5 @@ __all__ = [
     "transparency_report",
     "verify",
     "warrant_decision_entry",
+    "witness_now",
 ]

@@ -48,6 +48,7 @@ from interceptor.ledger.log import (
 from interceptor.ledger.transparency import transparency_report
 from interceptor.ledger.verifier import LogVerifier, VerifyReport, peek_checkpoint
 from wire.note import NoteError, Signer, Verifier
+from wire.witness import CosignatureVerifier, is_cosignature_vkey
 
 #: The SQLite file's format tag (stored in its meta table).
 FORMAT = "doormat-ledger/1"
@@ -250,6 +251,15 @@ class Ledger:
         self._writable()
         with self._lock:
             prepared = self._core.prepare(entry, time_ms=time_ms)
+            # Entries cut from the end of the file while we run (a rollback under a live
+            # writer) would leave a hole at the next index: refuse instead.
+            last = self._query_one("SELECT max(idx) FROM entries")
+            stored = -1 if last is None or last[0] is None else int(last[0])
+            if stored < self._core.size - 1:
+                raise LedgerError(
+                    f"{self._path} lost entries {stored + 1}..{self._core.size - 1} while open "
+                    "(rolled back under this writer?); nothing was logged"
+                )
             self._write(
                 "INSERT INTO entries (idx, entry, leaf_hash) VALUES (?, ?, ?)",
                 (prepared.entry.index, prepared.data, prepared.leaf_hash),
@@ -377,33 +387,54 @@ class Ledger:
 
 
 def parse_verifier_keys(keys: Iterable[Verifier | str]) -> list[Verifier]:
-    """Verifier keys given as objects or in Go's note text form; LedgerError if malformed."""
-    out = []
+    """Verifier keys given as objects or in Go's note text form; LedgerError if
+    malformed. A key of type 0x04 is a witness's (``wire.witness.CosignatureVerifier``)."""
+    out: list[Verifier] = []
     for key in keys:
         if isinstance(key, Verifier):
             out.append(key)
             continue
         try:
-            out.append(Verifier.from_vkey(key.strip()))
+            text = key.strip()
+            if is_cosignature_vkey(text):
+                out.append(CosignatureVerifier.from_vkey(text))
+            else:
+                out.append(Verifier.from_vkey(text))
         except NoteError as exc:
             raise LedgerError(f"verifier key {key.strip()[:60]!r}: {exc}") from None
     return out
 
 
-def verify(path: str | os.PathLike[str], verifier_keys: Iterable[Verifier | str]) -> VerifyReport:
+def verify(
+    path: str | os.PathLike[str],
+    verifier_keys: Iterable[Verifier | str],
+    *,
+    witnessed: bytes | Mapping[str, bytes] | None = None,
+) -> VerifyReport:
     """Check a whole ledger file: every entry re-hashed, the tree recomputed, every
-    checkpoint's signature (against ``verifier_keys``), root and consistency, and the
-    indices' continuity. Every problem is located in the report; nothing is raised for
+    checkpoint's signature (against the log keys among ``verifier_keys``), root and
+    consistency, and the indices' continuity; and, given ``witnessed`` (the latest
+    checkpoint the witness cosigned, from the witness, not from the ledger's file) and
+    the witness's key among ``verifier_keys``, that the ledger is not behind it nor
+    another history. Every problem is located in the report; nothing is raised for
     a tampered ledger. Raises LedgerFileError only when the file is no ledger at all,
-    and LedgerError for a malformed key."""
+    and LedgerError for a malformed key or a witnessed checkpoint without a witness key."""
     verifiers = parse_verifier_keys(verifier_keys)
+    log_keys = [v for v in verifiers if not isinstance(v, CosignatureVerifier)]
+    witness_keys = [v for v in verifiers if isinstance(v, CosignatureVerifier)]
+    if witnessed is not None and not witness_keys:
+        raise LedgerError("a witnessed checkpoint needs the witness's verifier key to check it")
     conn, origin = _open_existing(path)
-    checker = LogVerifier(origin, verifiers)
+    checker = LogVerifier(origin, log_keys)
     try:
         with _snapshot(conn):
             _verify_rows(conn, checker)
     finally:
         conn.close()
+    if witnessed is not None:
+        # A witness's whole state: the checkpoint it cosigned for this ledger's origin.
+        note = witnessed.get(origin) if isinstance(witnessed, Mapping) else witnessed
+        checker.add_witnessed(note, log_keys, witness_keys)
     return checker.finish()
 
 

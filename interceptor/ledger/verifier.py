@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from interceptor.ledger.entries import parse_entry
@@ -59,6 +60,10 @@ class VerifyReport:
     checkpoints_verified: int  # signature valid and root equal to the recomputed one
     latest: Checkpoint | None  # the last checkpoint that verified
     problems: tuple[Problem, ...]
+    # The witness's latest cosigned checkpoint, when one was given and its signatures
+    # verified (whether the ledger agrees with it is among the problems), and when.
+    witnessed: Checkpoint | None = None
+    witnessed_at: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -77,6 +82,13 @@ class VerifyReport:
             if self.latest is None
             else {"size": self.latest.size, "root": b64encode(self.latest.root)},
             "problems": [{"where": p.where, "message": p.message} for p in self.problems],
+            "witnessed": None
+            if self.witnessed is None
+            else {
+                "size": self.witnessed.size,
+                "root": b64encode(self.witnessed.root),
+                "time": self.witnessed_at,
+            },
         }
 
     def summary(self) -> str:
@@ -93,6 +105,12 @@ class VerifyReport:
                 )
         elif self.size:
             head += "; no entry is covered by a signed checkpoint yet"
+        if self.witnessed is not None:
+            head += f"; consistent with the witness's checkpoint at size {self.witnessed.size}"
+        else:
+            head += (
+                "; NOT checked against a witness: an older copy of this ledger would pass too"
+            )
         return head
 
 
@@ -137,6 +155,8 @@ class LogVerifier:
         self._verified = 0
         self._latest: Checkpoint | None = None
         self._entries_done = False
+        self._witnessed: Checkpoint | None = None
+        self._witnessed_at: int | None = None
 
     def problem(self, where: str, message: str) -> None:
         """A problem found by the caller (e.g. the storage itself is damaged)."""
@@ -282,6 +302,59 @@ class LogVerifier:
             if self._latest is None or checkpoint.size >= self._latest.size:
                 self._latest = checkpoint
 
+    def add_witnessed(
+        self, note: object, log_keys: Sequence[Verifier], witness_keys: Sequence[Verifier]
+    ) -> None:
+        """Check the ledger against the latest checkpoint the witness cosigned (from the
+        witness's state, not from the ledger's file): it must carry a valid signature
+        from a pinned log key *and* a cosignature from a pinned witness key, and the
+        ledger must hold those entries - no fewer (an older copy restored, entries cut
+        from the end), no others (a rewritten history, re-signed or not)."""
+        self._entries_done = True
+        where = "witness"
+        if isinstance(note, str):
+            note = _text_bytes(note)
+        if not isinstance(note, bytes):
+            self._add_at((3, 0, 0), where, "no witnessed checkpoint for this ledger's origin")
+            return
+        try:
+            verified = open_checkpoint(note, [*log_keys, *witness_keys])
+        except CheckpointError as exc:
+            self._add_at((3, 0, 0), where, f"the witnessed checkpoint does not verify: "
+                         f"{_checkpoint_failure(exc)}")
+            return
+        names = {k.name for k in witness_keys}
+        cosigs = [s for s in verified.note.verified if s.name in names]
+        checkpoint = verified.checkpoint
+        if not cosigs:
+            self._add_at((3, 0, 0), where, "the witnessed checkpoint carries no cosignature "
+                         "from the given witness key")
+            return
+        if self._origin is not None and checkpoint.origin != self._origin:
+            self._add_at((3, 0, 0), where, f"the witnessed checkpoint is for origin "
+                         f"{checkpoint.origin!r}, the ledger's is {self._origin!r}")
+            return
+        at = int.from_bytes(cosigs[0].signature[:8], "big")
+        self._witnessed, self._witnessed_at = checkpoint, at
+        when = _utc(at)
+        if checkpoint.size > self._content.size:
+            self._add_at(
+                (3, 0, 0),
+                where,
+                f"the witness cosigned this ledger at size {checkpoint.size} on {when}, but "
+                f"it has only {self._content.size} entries: it was rolled back (an older "
+                f"copy restored, or entries {self._content.size}..{checkpoint.size - 1} "
+                "deleted)",
+            )
+        elif checkpoint.root != self._content.root(checkpoint.size):
+            self._add_at(
+                (3, 0, 0),
+                where,
+                f"the ledger's first {checkpoint.size} entries are not those the witness "
+                f"cosigned on {when} (root {_short(checkpoint.root)}, the ledger's "
+                f"{_short(self._content.root(checkpoint.size))}): its history was rewritten",
+            )
+
     def finish(self) -> VerifyReport:
         for m in self._mismatches:
             message = (
@@ -302,6 +375,8 @@ class LogVerifier:
             checkpoints_verified=self._verified,
             latest=self._latest,
             problems=problems,
+            witnessed=self._witnessed,
+            witnessed_at=self._witnessed_at,
         )
 
     def _blame(self, index: int) -> str:
@@ -331,6 +406,13 @@ class LogVerifier:
     def _add_at(self, order: tuple[int, int, int], where: str, message: str) -> None:
         order = (order[0], order[1], len(self._problems))
         self._problems.append((order, Problem(where, message)))
+
+
+def _utc(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} s since the epoch"
 
 
 def _text_bytes(text: str) -> bytes:

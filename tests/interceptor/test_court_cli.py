@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from doormat.cli import main
 from wire.li.trust import AgencyPublicKey, TrustStore
-from wire.li.warrant import parse_warrant
+from wire.li.warrant import iso, parse_warrant
 
 
 def court(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -271,3 +272,75 @@ def test_usage_errors_are_argparse_errors(lab: Path) -> None:
     assert result.returncode == 2 and "hours must be positive" in result.stderr
     result = run("check", "w.json", *CHECK, "--now", "yesterday", cwd=lab)
     assert result.returncode == 2 and "not a time" in result.stderr
+
+
+# ------------------------------------------------ times: offsets, retrospection (issue 12)
+
+
+def test_a_naive_time_is_refused_where_it_goes_into_a_warrant(lab: Path) -> None:
+    """``--not-before 2025-11-29T08:00`` was read as UTC without a word: a court clerk in
+    UTC+1 would open the window an hour late (or, west of Greenwich, early)."""
+    for args in (
+        ("issue", "--case", "X", "--target", "user:bob@acme", "--hours", "1",
+         "--not-before", "2025-11-29T08:00", "--agency-key", "keys/agency.pub",
+         "--jurisdiction", "XX", "--out", "n.json"),
+    ):  # fmt: skip
+        result = run(*args, cwd=lab)
+        assert result.returncode == 2, result.stdout
+        assert "has no UTC offset" in result.stderr and "2025-11-29T08:00Z" in result.stderr
+        assert not (lab / "n.json").exists()
+    issue(lab)
+    result = run("approve", "w.json", "--key", "keys/judicial.key", "--at", "2025-11-29T08:00",
+                 cwd=lab)
+    assert result.returncode == 2 and "has no UTC offset" in result.stderr
+    result = run("update", "w.json", "--not-before", "2025-11-29T08:00", "--out", "u.json",
+                 cwd=lab)
+    assert result.returncode == 2 and "has no UTC offset" in result.stderr
+
+
+def test_explicit_offsets_are_honoured_and_the_summary_says_utc(lab: Path) -> None:
+    out = ok(
+        run(
+            "issue", "--case", "X", "--target", "user:bob@acme", "--hours", "1",
+            "--not-before", "2999-11-29T09:00+01:00", "--agency-key", "keys/agency.pub",
+            "--jurisdiction", "XX", "--out", "o.json",
+            cwd=lab,
+        )
+    )  # fmt: skip
+    w = parse_warrant((lab / "o.json").read_bytes())
+    assert iso(w.not_before) == "2999-11-29T08:00:00Z"
+    assert "2999-11-29T08:00:00Z" in out and "(times in UTC)" in out
+
+
+def test_check_reads_a_naive_now_as_utc_and_says_so(lab: Path) -> None:
+    issue(lab)
+    approve_both(lab)
+    result = run("check", "w.json", *CHECK, "--now", "2000-01-01T00:00", cwd=lab)
+    assert result.stdout.startswith("refused (not-yet-valid)")
+    assert "note: 2000-01-01T00:00 has no UTC offset; read as UTC" in result.stderr
+
+
+def test_issue_notes_a_retrospective_window_and_check_refuses_it(lab: Path) -> None:
+    back = int(time.time()) - 29 * 24 * 3600
+    result = run(
+        "issue", "--case", "X", "--target", "user:bob@acme", "--categories", "IRI,CC",
+        "--hours", "720", "--not-before", str(back), "--agency-key", "keys/agency.pub",
+        "--jurisdiction", "XX", "--out", "r.json",
+        cwd=lab,
+    )  # fmt: skip
+    assert result.returncode == 0 and "retrospective-window" in result.stderr
+    approve_both(lab, "r.json")
+    checked = run("check", "r.json", *CHECK, cwd=lab)
+    assert checked.returncode == 1
+    assert checked.stdout.startswith("refused (retrospective-window)")
+
+
+def test_an_amendment_authorises_from_now(lab: Path) -> None:
+    back = int(time.time()) - 3 * 3600
+    ok(run("issue", "--case", "X", "--target", "user:bob@acme", "--categories", "IRI",
+           "--hours", "24", "--not-before", str(back), "--agency-key", "keys/agency.pub",
+           "--jurisdiction", "XX", "--out", "a.json", cwd=lab))  # fmt: skip
+    ok(run("update", "a.json", "--categories", "IRI,CC", "--out", "a2.json", cwd=lab))
+    g1 = parse_warrant((lab / "a.json").read_bytes())
+    g2 = parse_warrant((lab / "a2.json").read_bytes())
+    assert g2.not_before >= int(time.time()) - 5 and g2.not_after == g1.not_after

@@ -72,7 +72,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ledger = base / "ledger.db"
     with Ledger(ledger, signer=LOG_SIGNER) as log:
         write_scenario(log)
-    keys = base / "keys.txt"
+    # The pinned copy of the key lives elsewhere than the ledger (the court's copy): a
+    # key file beside the ledger draws a warning.
+    (base / "court").mkdir()
+    keys = base / "court" / "keys.txt"
     keys.write_text(f"# the audit ledger's key\n\n{LOG_VKEY}\n")
     skey = base / "ledger.skey"
     skey.write_text(LOG_SIGNER.skey() + "\n")
@@ -134,7 +137,7 @@ def test_verify_with_the_wrong_key_fails_at_each_checkpoint(
     ("args", "words"),
     [
         (["--ledger", "{base}/missing.db", "--key", LOG_VKEY], ["no ledger at"]),
-        (["--ledger", "{base}/keys.txt", "--key", LOG_VKEY], ["not a database"]),
+        (["--ledger", "{base}/court/keys.txt", "--key", LOG_VKEY], ["not a database"]),
         (["--ledger", "{base}", "--key", LOG_VKEY], ["is not a file"]),
         (["--ledger", "{ledger}"], ["--key VKEY or --keys FILE"]),
         (["--ledger", "{ledger}", "--key", "nonsense"], ["verifier key", "form"]),

@@ -52,23 +52,38 @@ def check_bytes(
     *,
     state: WarrantState | None = None,
     now: int = NOW,
+    policy: Policy = POLICY,
     lookup: Callable[[str, str], bool] = directory,
 ) -> Decision:
     return check_warrant_bytes(
-        data, trust=TRUST, policy=POLICY, state=state or WarrantState(), now=now, directory=lookup
+        data, trust=TRUST, policy=policy, state=state or WarrantState(), now=now, directory=lookup
     )
 
 
-def accepted_state(*warrants: Warrant, now: int = NOW) -> WarrantState:
+def accepted_state(*warrants: Warrant, now: int = NOW, policy: Policy = POLICY) -> WarrantState:
     state = WarrantState()
     for w in warrants:
-        d = check(w, state=state, now=now)
+        d = check(w, state=state, now=now, policy=policy)
         assert d.accepted, d
         state.apply(d)
     return state
 
 
 GOOD = signed()
+DAY = 24 * HOUR
+YEAR = 365 * DAY
+# The policy as shipped (the tests' POLICY allows a week and 3 targets, and an hour of
+# retrospective CC so that the shared fixtures' windows, from an hour ago, pass).
+DEFAULT_POLICY = Policy(
+    jurisdiction="XX", csp_id="doormat", agency_key_fingerprint=POLICY.agency_key_fingerprint
+)
+
+
+def approved_at(w: Warrant, timestamp: int) -> Warrant:
+    """``w`` approved by EXEC then JUDGE, the approvals dated ``timestamp`` (+1)."""
+    for i, key in enumerate((EXEC, JUDGE)):
+        w = approve(w, key, timestamp=timestamp + i)
+    return w
 
 
 # ------------------------------------------------------------------------ acceptance
@@ -164,7 +179,20 @@ DEFECTS: dict[str, tuple[str, Callable[[], tuple[bytes | Warrant, dict[str, Any]
     "wrong csp": ("wrong-csp", lambda: (signed(draft(csp_id="othercsp")), {})),
     "expired": ("expired", lambda: (GOOD, {"now": GOOD.not_after})),
     "long expired": ("expired", lambda: (GOOD, {"now": GOOD.not_after + 86400 * 30})),
-    "not yet valid": ("not-yet-valid", lambda: (GOOD, {"now": GOOD.not_before - 1})),
+    "not yet valid": (
+        "not-yet-valid",
+        lambda: (GOOD, {"now": GOOD.not_before - POLICY.clock_skew_seconds - 1}),
+    ),
+    "approval ten years ahead": (
+        "approval-in-future",
+        lambda: (approved_at(draft(), NOW + 10 * YEAR), {}),
+    ),
+    "approval in 1970": ("approval-too-old", lambda: (approved_at(draft(), 0), {})),
+    "window back-dated 29 days": (
+        "retrospective-window",
+        lambda: (signed(draft(not_before=NOW - 29 * DAY, not_after=NOW + DAY)),
+                 {"policy": DEFAULT_POLICY}),
+    ),
     "window too long": (
         "window-too-long",
         lambda: (signed(draft(not_after=NOW - HOUR + POLICY.max_window_seconds + 1)), {}),
@@ -262,8 +290,12 @@ def test_directory_must_say_true() -> None:
 
 
 def test_window_boundaries() -> None:
-    assert check(GOOD, now=GOOD.not_before).accepted
-    assert check(GOOD, now=GOOD.not_after - 1).accepted
+    # Approved before its window opens, so that the approvals are not in the future at
+    # either end; metadata only, so that checking it late is not a retrospective search.
+    early = approved_at(draft(categories=["IRI"]), GOOD.not_before - 60)
+    assert check(early, now=early.not_before).accepted
+    assert check(early, now=early.not_after - 1).accepted
+    assert check(early, now=early.not_after).reason == "expired"
     assert check(GOOD, now=GOOD.not_after).reason == "expired"
     exact = signed(draft(not_after=NOW - HOUR + POLICY.max_window_seconds))
     assert check(exact).accepted
@@ -321,6 +353,122 @@ def test_a_hand_built_warrant_is_held_to_the_parser_rules() -> None:
     assert check(w).reason == "malformed"
     assert check(replace(GOOD, jurisdiction="xx")).reason == "malformed"
     assert check("not a warrant").reason == "malformed"  # type: ignore[arg-type]
+
+
+# ------------------------------------------- time edges: approvals, skew, retrospection
+
+
+def test_approval_times_must_be_plausible() -> None:
+    """Approvals dated ten years ahead or in 1970 were accepted (issue 12): now an
+    approval may be at most ``clock_skew_seconds`` ahead of the checker's clock and at
+    most ``max_approval_age_seconds`` old."""
+    skew, age = POLICY.clock_skew_seconds, POLICY.max_approval_age_seconds
+    assert check(approved_at(draft(), NOW + 10 * YEAR)).reason == "approval-in-future"
+    assert check(approved_at(draft(), 0)).reason == "approval-too-old"
+    assert check(approved_at(draft(), NOW + skew - 1)).accepted  # the later one is at +skew
+    assert check(approved_at(draft(), NOW + skew)).reason == "approval-in-future"
+    assert check(approved_at(draft(), NOW - age)).accepted
+    assert check(approved_at(draft(), NOW - age - 1)).reason == "approval-too-old"
+    # One implausible approval is enough, whichever it is.
+    w = approve(approve(draft(), EXEC, timestamp=NOW - 60), JUDGE, timestamp=NOW + YEAR)
+    d = check(w)
+    assert d.reason == "approval-in-future" and "judicial" in d.message
+
+
+def test_a_forged_approval_time_is_a_forgery_first() -> None:
+    """The time checks read signed timestamps only: a forged one is bad-signature."""
+    a = GOOD.approvals[1]
+    forged = replace(GOOD, approvals=(GOOD.approvals[0], replace(a, timestamp=0)))
+    assert check(forged).reason == "bad-signature"
+
+
+def test_clock_skew_tolerance() -> None:
+    """A warrant that starts 4 s ahead of the interceptor's clock was refused as
+    not-yet-valid; a small tolerance (``clock_skew_seconds``) accepts it. Expiry has
+    no tolerance: stopping early is safe, running late is not."""
+    skew = POLICY.clock_skew_seconds
+    assert 0 < skew <= 60
+    ahead = approved_at(draft(not_before=NOW + 4, not_after=NOW + DAY), NOW - 60)
+    assert check(ahead).accepted
+    edge = approved_at(draft(not_before=NOW + skew, not_after=NOW + DAY), NOW - 60)
+    assert check(edge).accepted
+    beyond = approved_at(draft(not_before=NOW + skew + 1, not_after=NOW + DAY), NOW - 60)
+    assert check(beyond).reason == "not-yet-valid"
+    assert check(GOOD, now=GOOD.not_after).reason == "expired"
+
+
+@pytest.mark.parametrize("categories", [["CC"], ["IRI", "CC"]])
+def test_no_retrospective_content(categories: list[str]) -> None:
+    """A window back-dated 29 days was accepted: an enterprise archive, served the
+    warrant, would export four weeks of stored content. CC may reach back no more than
+    ``max_retrospective_cc_seconds`` (the time to serve a warrant drafted "from now")."""
+    bound = DEFAULT_POLICY.max_retrospective_cc_seconds
+    assert bound <= 15 * 60
+
+    def at(start: int) -> Decision:
+        w = signed(draft(categories=categories, not_before=start, not_after=NOW + DAY))
+        return check(w, policy=DEFAULT_POLICY)
+
+    assert at(NOW - 29 * DAY).reason == "retrospective-window"
+    assert at(NOW - bound).accepted
+    d = at(NOW - bound - 1)
+    assert d.reason == "retrospective-window" and "CC" in d.message
+
+
+def test_bounded_retrospective_metadata() -> None:
+    bound = DEFAULT_POLICY.max_retrospective_iri_seconds
+    assert DEFAULT_POLICY.max_retrospective_cc_seconds < bound <= 7 * DAY
+
+    def at(start: int) -> Decision:
+        w = signed(draft(categories=["IRI"], not_before=start, not_after=start + 8 * DAY))
+        return check(w, policy=DEFAULT_POLICY)
+
+    assert at(NOW - bound).accepted
+    assert at(NOW - bound - 1).reason == "retrospective-window"
+
+
+def test_retrospection_is_measured_when_checked() -> None:
+    """A CC warrant first served late in its window would export what its window held
+    before it was served: refused then, though it was fine at its start."""
+    w = signed(draft(not_before=NOW, not_after=NOW + DAY))
+    assert check(w, policy=DEFAULT_POLICY).accepted
+    assert check(w, policy=DEFAULT_POLICY, now=NOW + HOUR).reason == "retrospective-window"
+
+
+def test_an_amendment_cannot_reach_back_either() -> None:
+    """Adding CC (or a target) in generation 2 while keeping generation 1's old start
+    would make the archive export what the new scope covered before it was authorised."""
+    g1 = signed(draft(categories=["IRI"], not_before=NOW - 2 * DAY, not_after=NOW + DAY))
+    state = accepted_state(g1, policy=DEFAULT_POLICY)
+    widened = signed(amend(g1, categories=["IRI", "CC"]))
+    d = check(widened, state=state, policy=DEFAULT_POLICY)
+    assert d.reason == "retrospective-window"
+    from_now = signed(amend(g1, categories=["IRI", "CC"], not_before=NOW))
+    assert check(from_now, state=state, policy=DEFAULT_POLICY).action == "update"
+
+
+def test_cancellations_skip_the_time_checks() -> None:
+    """Stopping is always safe: a cancellation with odd approval times still stops."""
+    state = accepted_state(GOOD)
+    c = approved_at(cancel(GOOD), 0)
+    assert check(c, state=state).action == "cancel"
+    c = approved_at(cancel(GOOD), NOW + YEAR)
+    assert check(c, state=state).action == "cancel"
+
+
+def test_the_policy_file_carries_the_new_bounds_and_old_files_still_load() -> None:
+    full = DEFAULT_POLICY.to_json()
+    for name in ("clock_skew_seconds", "max_approval_age_seconds",
+                 "max_retrospective_cc_seconds", "max_retrospective_iri_seconds"):
+        assert name in full
+    assert Policy.from_json(full) == DEFAULT_POLICY
+    old = {k: full[k] for k in ("jurisdiction", "csp_id", "agency_key_fingerprint",
+                                "max_window_seconds", "max_targets")}
+    assert Policy.from_json(old) == DEFAULT_POLICY
+    for bad in ({"clock_skew_seconds": -1}, {"clock_skew_seconds": 3601},
+                {"max_retrospective_cc_seconds": True}, {"max_approval_age_seconds": 0}):
+        with pytest.raises(Exception, match="policy"):
+            Policy.from_json({**full, **bad})
 
 
 # ------------------------------------------------------------------ update and cancel

@@ -138,6 +138,10 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     d = await lab.hub.submit_warrant({**base, "targets": ["user:*"]})
     assert d["reason"] == "wildcard-target"
     await lab.until("warrant-wildcard")
+    d = await lab.hub.submit_warrant({**base, "targets": ["user:alice@acme"],
+                                      "starts_in_s": -3600, "duration_s": 7200})
+    assert d["reason"] == "retrospective-window"
+    await lab.until("warrant-retrospective")
 
     # A valid CC case against alice (acme archives): readable content from the archive.
     await asyncio.sleep(1.01)  # the window starts on a fresh second
@@ -162,6 +166,12 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     caught = await lab.hub.verify_ledger()
     assert not caught["ok"]
     await lab.until("ledger-tamper-caught")
+    # An insider rolls the ledger back; the court's witness cosigned the longer one.
+    rolled = await lab.hub.rollback_ledger()
+    assert rolled["removed"] >= 1
+    caught = await lab.hub.verify_ledger()
+    assert any(p.startswith("witness:") and "rolled back" in p for p in caught["problems"])
+    await lab.until("ledger-rollback-caught")
 
     assert playable <= lab.solved(), f"not solved: {sorted(playable - lab.solved())}"
     board = lab.engine.board()

@@ -20,11 +20,11 @@ from typing import Any
 
 from wire.canonical import canonical_bytes
 from wire.ids import DEVICE_RE, USER_RE
-from wire.li.errors import StateError, TrustError, WarrantError
-from wire.li.trust import FINGERPRINT_RE, TOKEN_RE, TrustStore, exact_fields, load_json
+from wire.li.errors import StateError, WarrantError
+from wire.li.policy import Policy
+from wire.li.trust import TrustStore, exact_fields, load_json
 from wire.li.warrant import (
     APPROVAL_TYPES,
-    JURISDICTION_RE,
     MAX_WARRANT_BYTES,
     STATUSES,
     Reason,
@@ -39,65 +39,6 @@ ACTIONS = ("activate", "update", "cancel")
 
 
 # ---------------------------------------------------------------- policy, state, decision
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What this interceptor is configured to accept."""
-
-    jurisdiction: str
-    csp_id: str
-    agency_key_fingerprint: str  # the pinned agency key (hex SHA-256 of its raw X25519 key)
-    max_window_seconds: int = 30 * 24 * 3600
-    max_targets: int = 10
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.jurisdiction, str) or not JURISDICTION_RE.fullmatch(
-            self.jurisdiction
-        ):
-            raise TrustError(
-                f"policy: jurisdiction {self.jurisdiction!r} is not a "
-                "two-letter upper-case country code"
-            )
-        if not isinstance(self.csp_id, str) or not TOKEN_RE.fullmatch(self.csp_id):
-            raise TrustError(f"policy: CSP id {self.csp_id!r} is not a valid id")
-        if not isinstance(self.agency_key_fingerprint, str) or not FINGERPRINT_RE.fullmatch(
-            self.agency_key_fingerprint
-        ):
-            raise TrustError("policy: agency key fingerprint must be 64 lower-case hex digits")
-        for name in ("max_window_seconds", "max_targets"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise TrustError(f"policy: {name} must be a positive integer")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "jurisdiction": self.jurisdiction,
-            "csp_id": self.csp_id,
-            "agency_key_fingerprint": self.agency_key_fingerprint,
-            "max_window_seconds": self.max_window_seconds,
-            "max_targets": self.max_targets,
-        }
-
-    @classmethod
-    def from_json(cls, obj: object) -> Policy:
-        fields = exact_fields(
-            obj,
-            "policy",
-            (
-                "jurisdiction",
-                "csp_id",
-                "agency_key_fingerprint",
-                "max_window_seconds",
-                "max_targets",
-            ),
-            TrustError,
-        )
-        return cls(**fields)
-
-    @classmethod
-    def parse(cls, data: bytes) -> Policy:
-        return cls.from_json(load_json(data, "policy", TrustError, 4096))
 
 
 @dataclass(frozen=True)
@@ -395,13 +336,47 @@ def _check_time(w: Warrant, policy: Policy, now: int) -> _Failure | None:
     if w.status == "cancelled":
         # Stopping is always safe: a cancellation is not refused for its window's timing.
         return None
-    if now < w.not_before:
+    skew = policy.clock_skew_seconds
+    if now + skew < w.not_before:
         return (
             Reason.NOT_YET_VALID,
-            f"the warrant is valid from {iso(w.not_before)}; it is now {iso(now)}",
+            f"the warrant is valid from {iso(w.not_before)}; it is now {iso(now)} "
+            f"(clocks may differ by {skew} s)",
         )
     if now >= w.not_after:
         return (Reason.EXPIRED, f"the warrant expired at {iso(w.not_after)}; it is now {iso(now)}")
+    if "CC" in w.categories:
+        bound, what = policy.max_retrospective_cc_seconds, "content (CC)"
+    else:
+        bound, what = policy.max_retrospective_iri_seconds, "metadata (IRI)"
+    if w.not_before < now - bound:
+        return (
+            Reason.RETROSPECTIVE_WINDOW,
+            f"the window starts at {iso(w.not_before)}, {now - w.not_before} s before now; "
+            f"a warrant for {what} may reach back at most {bound} s (stored material from "
+            "before it was served needs its own authorisation)",
+        )
+    return None
+
+
+def _check_approval_times(w: Warrant, policy: Policy, now: int) -> _Failure | None:
+    """The (signed) approval timestamps must be plausible: not ahead of our clock by
+    more than the skew, not older than the policy allows."""
+    if w.status == "cancelled":
+        return None  # stopping is always safe
+    for a in w.approvals:
+        if a.timestamp > now + policy.clock_skew_seconds:
+            return (
+                Reason.APPROVAL_IN_FUTURE,
+                f"the {a.type} approval by {a.approver!r} is dated {iso(a.timestamp)}, ahead "
+                f"of now ({iso(now)}) by more than {policy.clock_skew_seconds} s",
+            )
+        if a.timestamp < now - policy.max_approval_age_seconds:
+            return (
+                Reason.APPROVAL_TOO_OLD,
+                f"the {a.type} approval by {a.approver!r} is dated {iso(a.timestamp)}, more "
+                f"than {policy.max_approval_age_seconds} s before now ({iso(now)})",
+            )
     return None
 
 
@@ -523,6 +498,9 @@ def check_warrant(
         or _check_policy(w, policy)
         or _check_time(w, policy, now)
         or _check_approvals(w, trust)
+        # After the signatures: only signed timestamps are judged, and a forgery is
+        # reported as a forgery.
+        or _check_approval_times(w, policy, now)
     )
     if failure is None:
         failure, action = _check_state(w, state)

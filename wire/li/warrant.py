@@ -118,6 +118,7 @@ class Reason(StrEnum):
     WINDOW_TOO_LONG = "window-too-long"
     NOT_YET_VALID = "not-yet-valid"
     EXPIRED = "expired"
+    RETROSPECTIVE_WINDOW = "retrospective-window"
     # approvals
     UNKNOWN_APPROVER = "unknown-approver"
     ROLE_MISMATCH = "role-mismatch"
@@ -125,6 +126,8 @@ class Reason(StrEnum):
     SAME_ROLE_TWICE = "same-role-twice"
     MISSING_APPROVAL = "missing-approval"
     BAD_SIGNATURE = "bad-signature"
+    APPROVAL_IN_FUTURE = "approval-in-future"
+    APPROVAL_TOO_OLD = "approval-too-old"
     # state
     REPLAYED_ID = "replayed-id"
     STALE_GENERATION = "stale-generation"

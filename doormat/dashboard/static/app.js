@@ -124,7 +124,8 @@ function paneTools(p) {
       el("div", {class: "row"},
         el("label", {for: "attack-device", class: "visually-hidden", text: "Device to image"}),
         sel, el("button", {type: "button", id: "attack-image", text: "Image this device"})),
-      el("button", {type: "button", id: "ledger-tamper", text: "Edit an audit-ledger entry (insider)"}));
+      el("button", {type: "button", id: "ledger-tamper", text: "Edit an audit-ledger entry (insider)"}),
+      el("button", {type: "button", id: "ledger-rollback", text: "Roll the audit ledger back (insider)"}));
   }
   return null;
 }
@@ -596,6 +597,13 @@ function wirePaneTools() {
       const r = await api("/api/ledger/tamper", {});
       announce(`Ledger entry ${r.result.index} edited: ${r.result.what}.`);
     } catch (err) { toast(`Not edited: ${err.message}`, "error"); }
+  });
+  const rb = $("#ledger-rollback");
+  if (rb) rb.addEventListener("click", async () => {
+    try {
+      const r = await api("/api/ledger/rollback", {});
+      announce(`Ledger rolled back: ${r.result.removed} entries removed, ${r.result.kept} kept.`);
+    } catch (err) { toast(`Not rolled back: ${err.message}`, "error"); }
   });
   const img = $("#attack-image");
   if (img) img.addEventListener("click", async () => {
