@@ -20,8 +20,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
-from clients.crypto import DeviceCrypto
-from interceptor.readers import DeviceReader, EscrowReader, GlobalKeyReader, Reader
+from interceptor.readers import EscrowReader, GlobalKeyReader, Reader, StolenStateReader
 from wire.li.builds import ClientBuild
 
 
@@ -54,12 +53,18 @@ class DeviceImage:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def ratchet_reader(self) -> DeviceReader:
-        """The device's own keys, as they were in the image: the ratchet alone."""
+    def crypto_state(self) -> bytes:
+        """The device's crypto state as it was in the image (every private key)."""
         with sqlite3.connect(self.path) as db:
             (state,) = db.execute("SELECT state FROM crypto").fetchone()
-        crypto = DeviceCrypto.from_bytes(bytes(state))
-        return DeviceReader({self.device: crypto}, name=f"{self.device} ratchet state")
+        return bytes(state)
+
+    def ratchet_reader(self) -> StolenStateReader:
+        """The device's own keys, as they were in the image, used as a thief would: what
+        the ratchet still opens, the sending chains (the victim's own later messages),
+        and X3DH redone on first-contact messages with the prekeys still in the image
+        (``clients.crypto.StolenState``). Not the plaintext ``history`` table."""
+        return StolenStateReader(self.crypto_state(), name=f"{self.device} ratchet state")
 
     def build_readers(self) -> list[Reader]:
         """Keys baked into the client build found in the image (a mandated build's)."""
