@@ -32,6 +32,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "relay.devices_listed": "the directory answered a device list, with its proofs",
         "relay.bundle_served": "the directory handed out one device's prekey bundle",
         "relay.monitored": "the directory answered a user's key-transparency monitor request",
+        "relay.prekeys_counted": "the directory told a device how many one-time prekeys it holds",
         "relay.sync": "a device asked for what is pending for it",
         "relay.ghost": "the ghost back door's directory entries were switched on or off",
         "relay.split_view": "the directory now shows some users a log without ghost entries",
