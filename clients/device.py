@@ -14,11 +14,8 @@ reason), ``device.rejected`` (reason), ``device.bad_bundle`` (device, reason),
 refused and retry for a rate-limit refusal), ``device.resent`` (kinds, count),
 ``device.kt_alarm`` (user, device, time, reason, alarm_kind: a device the user's
 enterprise never enrolled, a key that is not ours, or a split view);
-``device.identity_held`` (id, from: a message that would bind its sender to a new or
-changed identity key, kept until the key is checked), ``device.identity_accepted``
-(device, user, fingerprint, changed, how), ``device.identity_alarm`` (user, device,
-reason, alarm_kind, id, op, presented, known: an identity refused, clients/identities.py),
-``device.safety_verified`` (device, user, fingerprint).
+``device.identity_held``, ``device.identity_accepted``, ``device.identity_alarm``,
+``device.safety_verified`` (clients/senders.py), ``device.prekeys`` (clients/upkeep.py).
 A device's events carry its own plaintext: that is what its user sees on screen.
 
 Checking who writes (issue 12). A message carrying a prekey message that would start a
@@ -64,6 +61,7 @@ from clients.identities import Decision, first_look
 from clients.kt import DirectoryView
 from clients.senders import SenderChecks
 from clients.store import DeviceStore, HistoryEntry, Incoming
+from clients.upkeep import DAY, PrekeyUpkeep
 from infra.link import RATE_LIMIT_PAUSE, Link
 from wire import envelope as wire_envelope
 from wire.envelope import Envelope, EnvelopeError
@@ -74,7 +72,7 @@ from wire.li.builds import ClientBuild
 
 log = logging.getLogger(__name__)
 
-ONE_TIME_PREKEYS = 20  # published at first start; refilled when half are used
+ONE_TIME_PREKEYS = 20  # published at first start; refilled when the relay holds under half
 
 # How long a published envelope stays re-sendable after a rate-limit refusal: the
 # refusal comes back after the relay has worked through its input, and names nothing.
@@ -98,7 +96,7 @@ class Sent:
     devices: list[str]  # every device an envelope was sealed for
 
 
-class Device(SenderChecks):
+class Device(SenderChecks, PrekeyUpkeep):
     def __init__(
         self,
         creds: Credentials,
@@ -114,6 +112,9 @@ class Device(SenderChecks):
         directory_vkey: str | None = None,
         enrolled: Callable[[], set[str]] | None = None,
         check_identities: bool = True,
+        prekey_interval: float = 600.0,
+        signed_prekey_rotation: float = 7 * DAY,
+        signed_prekey_grace: float = 14 * DAY,
     ) -> None:
         self.id = creds.device
         # Check a sender's new or changed identity key before opening its message (see
@@ -129,7 +130,9 @@ class Device(SenderChecks):
         self.set_build(build if build is not None else ClientBuild())
         state = self._store.load_crypto()
         if state is None:
-            self.crypto = DeviceCrypto.create(self.id, one_time_prekeys=one_time_prekeys)
+            self.crypto = DeviceCrypto.create(
+                self.id, one_time_prekeys=one_time_prekeys, now_ms=now_ms()
+            )
             self._store.save_crypto(self.crypto.to_bytes())
         else:
             self.crypto = DeviceCrypto.from_bytes(state)
@@ -157,8 +160,15 @@ class Device(SenderChecks):
         self._ready = asyncio.Event()
         self._device_lists: dict[str, tuple[float, list[str]]] = {}
         self._device_list_ttl = device_list_ttl
-        self._prekeys_used = 0
-        self._refill: asyncio.Task[None] | None = None
+        # Prekeys over time (clients/upkeep.py): seconds between checks at the relay, and
+        # the signed prekey's rotation period and the grace period of a replaced one.
+        self.prekey_interval = prekey_interval
+        self.signed_prekey_rotation = signed_prekey_rotation
+        self.signed_prekey_grace = signed_prekey_grace
+        self._upkeep: asyncio.Task[None] | None = None
+        self._upkeep_again = False
+        self._upkeep_timer: asyncio.Task[None] | None = None
+        self._otk_seen = self.crypto.one_time_prekeys_left
         # Published envelopes and journal records, oldest first, re-sendable until they
         # are RESEND_WINDOW old (then they leave the outbox).
         self._recent: OrderedDict[OutboxKey, tuple[bytes, float]] = OrderedDict()
@@ -193,9 +203,8 @@ class Device(SenderChecks):
             self._resender.cancel()
         if self._checker is not None:
             self._checker.cancel()
+        await self._stop_upkeep()
         await self._link.stop()
-        if self._refill is not None:
-            self._refill.cancel()
         self._store.close()
 
     async def __aenter__(self) -> Device:
@@ -223,6 +232,8 @@ class Device(SenderChecks):
             return
         self._ready.set()
         self._check_held_soon()  # what was held when we stopped or crashed
+        self._upkeep_soon(expire=False)  # refill and rotate; delete only on the timer
+        self._start_upkeep_timer()
 
     # -- sending -------------------------------------------------------------------
 
@@ -574,8 +585,9 @@ class Device(SenderChecks):
             text=o.text.decode(errors="replace"),
             **{"from": env.sender},
         )
-        if env.prekey is not None:
-            self._note_prekey_used()
+        if env.prekey is not None and self.crypto.one_time_prekeys_left != self._otk_seen:
+            self._otk_seen = self.crypto.one_time_prekeys_left
+            self._upkeep_soon()  # a first contact spent a one-time prekey: top up
         if o.journal is not None:
             self._link.publish_soon(
                 ARCHIVE_KIND,
@@ -584,24 +596,6 @@ class Device(SenderChecks):
                     self._published, (ARCHIVE_KIND, env.id, env.sender), o.journal
                 ),
             )
-
-    def _note_prekey_used(self) -> None:
-        self._prekeys_used += 1
-        if self._prekeys_used >= max(1, self._n_otk // 2) and self._refill is None:
-            self._refill = asyncio.get_running_loop().create_task(self._refill_prekeys())
-
-    async def _refill_prekeys(self) -> None:
-        try:
-            fresh = self.crypto.new_one_time_prekeys(self._n_otk // 2 or 1)
-            material: dict[str, Any] = dict(self.crypto.publish_material())
-            material["one_time_prekeys"] = fresh
-            self._store.save_crypto(self.crypto.to_bytes())
-            await self._link.request("publish", **material)
-            self._prekeys_used = 0
-        except Exception as exc:
-            log.warning("%s: prekey refill failed: %s", self.id, exc)
-        finally:
-            self._refill = None
 
     # -- what the user sees ------------------------------------------------------------
 

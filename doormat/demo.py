@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from doormat.attacks import DeviceImage
+from doormat.attacks import DeviceImage, first_contact_exposure
 from doormat.cast import Cast, default_cast, generated_cast
 from doormat.exposure import (
     VICTIM_USER_INDEX,
@@ -28,7 +28,7 @@ from doormat.exposure import (
 from doormat.narrate import Narrator
 from doormat.system import Delivery, System
 from interceptor.ledger import verify as verify_ledger
-from wire.events import Event
+from wire.events import Event, now_ms
 
 LINES = (
     "The quarterly numbers are in, see the shared folder.",
@@ -112,6 +112,9 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         )
         conversation = script(cast, opts.messages, opts.seed)
         victim = cast.users[min(VICTIM_USER_INDEX, len(cast.users) - 1)].device_ids[0]
+        # An image before any message: it holds every prekey the first contacts will use
+        # (the report compares it with the image at the theft: what deletion prevents).
+        early = _image(system, victim, 0, "before-any-message")
         image: DeviceImage | None = None
         say.heading(f"{len(conversation)} messages, end-to-end encrypted")
         for i, (device, to_user, text) in enumerate(conversation, 1):
@@ -143,6 +146,7 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         alarms = system.alarms()
         before = {(d.sender, d.sent.id) for d in list(system.deliveries.values())[: image.taken_at]}
         fs = forward_secrecy(system, image, before)
+        first_contact = await _first_contact(system, image, early, before)
         result = report(
             scenario={
                 "broker": opts.broker,
@@ -157,6 +161,7 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
             observers=observers,
             alarms=alarms,
             forward_secrecy=fs,
+            first_contact=first_contact,
             ledger=ledger,
             elapsed_s=round(time.monotonic() - started, 3),
         )
@@ -166,6 +171,30 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         opts.report.write_text(json.dumps(result, indent=2) + "\n")
         say.say(f"Report written to {opts.report}")
     return result
+
+
+def _image(system: System, device: str, taken_at: int, label: str) -> DeviceImage:
+    return DeviceImage.take(
+        device,
+        system.state_dir / f"{device}.sqlite",
+        system.state_dir / "stolen" / f"{device}.{label}.sqlite",
+        taken_at,
+    )
+
+
+async def _first_contact(
+    system: System, image: DeviceImage, early: DeviceImage, before: set[tuple[str, str]]
+) -> dict[str, Any]:
+    """The victim's device lives on for three weeks (its clock moved forward): its signed
+    prekey is rotated on schedule and the replaced one deleted after its grace period;
+    then a third image. What each image opens of the first contacts before the theft."""
+    assert system.relay is not None
+    device = system.devices[image.device]
+    rotated = now_ms() + int(device.signed_prekey_rotation * 1000)
+    await device.maintain_prekeys(rotated)  # rotated; the old one kept for late messages
+    await device.maintain_prekeys(rotated + int(device.signed_prekey_grace * 1000))  # deleted
+    after = _image(system, image.device, image.taken_at, "after-rotation")
+    return first_contact_exposure(system.relay.captured(), before, image, early, after)
 
 
 # The scoped case's targets: one user whose enterprise archives, one whose does not.
@@ -418,6 +447,17 @@ def _narrate_cost(say: Narrator, result: dict[str, Any]) -> None:
             else "."
         )
     )
+    fc = result.get("first_contact")
+    if fc:
+        say.say(
+            f"Of the {fc['messages']} first-contact messages {fc['device']} received before "
+            f"the theft ({fc['without_one_time_prekey']} without a one-time prekey), the "
+            f"image opens {fc['opened_by_image']}; an image taken before they arrived, "
+            f"holding every key they used, opens {fc['opened_if_no_key_were_deleted']}: "
+            "deleting a one-time prekey once used is what closes them. Three weeks later, "
+            f"its signed prekey rotated and the old one deleted, an image opens "
+            f"{fc['opened_after_rotation']}."
+        )
     alarms = result.get("alarms") or []
     if alarms:
         users = sorted({a["user"] for a in alarms})

@@ -62,6 +62,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "device.identity_accepted": "a device accepted a new or changed identity key for a peer",
         "device.identity_alarm": "a device refused a sender's key: not the logged or verified one",
         "device.safety_verified": "a user marked a peer device's safety number as verified",
+        "device.prekeys": "a device checked its prekeys at the relay: refilled, rotated, deleted",
         "device.undelivered": "the relay refused an envelope the device sent",
         "device.resent": "a device re-sent envelopes after a rate-limit refusal",
         "enterprise.enrolled": "an enterprise server enrolled its devices at the relay",

@@ -18,6 +18,7 @@ from pathlib import Path
 from doormat.cast import default_cast
 from doormat.exposure import ObserverResult, forward_secrecy, observers_of, take_image
 from doormat.system import System
+from tests.support.polling import until
 
 CAROL = "carol@globex.phone"
 ALICE = "alice@acme.phone"
@@ -31,9 +32,12 @@ async def say(system: System, device: str, to_user: str, text: str) -> tuple[str
     return (device, d.sent.id)
 
 
-def withhold_one_time_prekeys(system: System, device: str) -> None:
+async def withhold_one_time_prekeys(system: System, device: str) -> None:
     """The relay operator deletes a device's one-time prekeys from its own store (or they
-    ran out): the next first contact runs X3DH without one."""
+    ran out): the next first contact runs X3DH without one. (First, the device's prekey
+    top-up started by its last first contact is over: it would put some back.)"""
+    dev = system.devices[device]
+    await until(lambda: dev._upkeep is None or dev._upkeep.done(), 10)
     with sqlite3.connect(system.state_dir / "relay.sqlite") as db:
         db.execute("DELETE FROM one_time_prekeys WHERE device = ?", (device,))
 
@@ -47,7 +51,7 @@ async def test_image_opens_what_it_really_holds_and_nothing_else(tmp_path: Path)
         sent: dict[str, tuple[str, str]] = {}
         sent["p1"] = await say(system, ALICE, "carol@globex", "p1 first contact, one-time prekey")
         sent["p2"] = await say(system, CAROL, "alice@acme", "p2 carol answers before the theft")
-        withhold_one_time_prekeys(system, CAROL)
+        await withhold_one_time_prekeys(system, CAROL)
         sent["p3"] = await say(system, DAVE, "carol@globex", "p3 first contact, no one-time prekey")
         before = set(sent.values())
         image = take_image(system, CAROL, len(sent))
