@@ -348,8 +348,8 @@ class Device(SenderChecks, PrekeyUpkeep):
                 self._events.emit(self.id, "device.bad_bundle", device=dev, reason=str(exc))
                 continue
             if self.check_identities and decision.how != "same":
-                self._accepted(dev, presented, Decision("accept", changed=decision.changed,
-                                                        how="directory"))  # fmt: skip
+                accepted = Decision("accept", changed=decision.changed, how="directory")
+                self._accepted(dev, presented, accepted)
 
     async def send(self, to_user: str, text: str | bytes) -> Sent:
         """Seal ``text`` for every device of ``to_user`` and our own other devices."""

@@ -86,8 +86,8 @@ def after_lookup(known: Known | None, presented: str, logged: str | None, why: s
     if first.verdict != "check":
         return first
     if logged is None:
-        return Decision("refuse", f"the directory's log does not prove the device: {why}",
-                        NOT_LOGGED)  # fmt: skip
+        reason = f"the directory's log does not prove the device: {why}"
+        return Decision("refuse", reason, NOT_LOGGED)
     if logged != presented:
         return Decision(
             "refuse", "the directory's log binds the device to another identity key", NOT_LOGGED

@@ -191,9 +191,12 @@ class DeviceStore:
         return [(str(r[0]), str(r[1]), bytes(r[2])) for r in rows]
 
     def release(
-        self, state: bytes, incoming: Incoming, identity: tuple[str, str, bool, str] | None,
+        self,
+        state: bytes,
+        incoming: Incoming,
+        identity: tuple[str, str, bool, str] | None,
         now_ms: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """A held envelope, now processed (opened or not): committed like any incoming
         one, with the crypto state after it and the identity accepted (device,
         identity, verified, how), and no longer held, in one transaction."""

@@ -90,8 +90,8 @@ class ActiveRelay:
         """The key-transparency entry binding the impersonated device to the forged
         identity: what an operator that also lies in its own log appends."""
         identity = b64encode(self.identity.encode())
-        return entry_bytes(user_of(self.impersonate), self.impersonate, identity, "add",
-                           now_ms() if t is None else t)  # fmt: skip
+        when = now_ms() if t is None else t
+        return entry_bytes(user_of(self.impersonate), self.impersonate, identity, "add", when)
 
     def try_open(self, env: Envelope) -> bytes | None:
         """A captured envelope sealed to the impersonated device in one of the attacker's
@@ -207,8 +207,11 @@ async def run_active_relay(
         while not handled():
             await asyncio.sleep(0.02)
     shown = any(e["kind"] == "device.received" for e in handled())
-    alarms = [dict(e) for e in system.events.events(kind="device.identity_alarm", actor=target)
-              if e.get("id") == forged_id]  # fmt: skip
+    alarms = [
+        dict(e)
+        for e in system.events.events(kind="device.identity_alarm", actor=target)
+        if e.get("id") == forged_id
+    ]
     reply = await system.send(target, user_of(impersonate), reply_text)
 
     def peer_outcome() -> list[dict[str, Any]]:

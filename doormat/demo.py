@@ -29,6 +29,7 @@ from doormat.narrate import Narrator
 from doormat.system import Delivery, System
 from interceptor.ledger import verify as verify_ledger
 from wire.events import Event, now_ms
+from wire.ids import user_of
 
 LINES = (
     "The quarterly numbers are in, see the shared folder.",
@@ -58,6 +59,7 @@ class DemoOptions:
     quiet: bool = False
     li: str = "off"
     backdoor: str = "none"
+    active_relay: bool = False
 
 
 def script(cast: Cast, n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -165,6 +167,8 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
             ledger=ledger,
             elapsed_s=round(time.monotonic() - started, 3),
         )
+        if opts.active_relay:
+            result["active_relay"] = await _active_relay(system, say)
     # The report is printed even with --quiet: it is the result.
     _narrate_report(Narrator(say.out, "always" if say.color else "never"), result)
     if opts.report is not None:
@@ -195,6 +199,46 @@ async def _first_contact(
     await device.maintain_prekeys(rotated + int(device.signed_prekey_grace * 1000))  # deleted
     after = _image(system, image.device, image.taken_at, "after-rotation")
     return first_contact_exposure(system.relay.captured(), before, image, early, after)
+
+
+async def _active_relay(system: System, say: Narrator) -> dict[str, Any]:
+    """The relay operator forges a first message "from" another user's device, to a
+    device with the identity check off (the old behaviour), then to one with it on."""
+    from doormat.active_relay import run_active_relay
+
+    users = system.cast.users
+    if len(users) < 4:
+        return {"skipped": "needs four users"}
+    say.heading("An active relay forges a first message")
+    out = {}
+    for label, (target, impersonated), check in (
+        ("check_off", (users[2], users[3]), False),
+        ("check_on", (users[0], users[1]), True),
+    ):
+        device = system.devices[target.device_ids[0]]
+        device.check_identities = check
+        try:
+            attack = await run_active_relay(
+                system, target=device.id, impersonate=impersonated.device_ids[0]
+            )
+        finally:
+            device.check_identities = True
+        out[label] = attack.to_json()
+        read = attack.observer.readable if attack.observer is not None else 0
+        say.party(
+            "relay",
+            f"forges a first message from {attack.impersonated} to {attack.target} "
+            f"(identity check {'on' if check else 'OFF'}): "
+            + (
+                f"shown as {user_of(attack.impersonated)}'s; the reply is READ by the relay "
+                f"({read} message) and unreadable on {attack.impersonated}"
+                if attack.forged_shown
+                else f"REFUSED, alarm naming {attack.alarms[0]['user'] if attack.alarms else '?'}"
+                f"; the relay reads {read}, {attack.impersonated} reads the reply"
+            ),
+            "red" if attack.forged_shown else "green",
+        )
+    return out
 
 
 # The scoped case's targets: one user whose enterprise archives, one whose does not.
@@ -457,6 +501,22 @@ def _narrate_cost(say: Narrator, result: dict[str, Any]) -> None:
             "deleting a one-time prekey once used is what closes them. Three weeks later, "
             f"its signed prekey rotated and the old one deleted, an image opens "
             f"{fc['opened_after_rotation']}."
+        )
+    active = result.get("active_relay") or {}
+    if "check_off" in active and "check_on" in active:
+        off, on = active["check_off"], active["check_on"]
+        say.say(
+            say.paint(
+                f"An active relay forged first messages. From {off['impersonated']} to "
+                f"{off['target']}, identity check off: shown, and the relay read "
+                f"{off['observer']['readable']} reply.",
+                "red",
+            )
+            + say.paint(
+                f" From {on['impersonated']} to {on['target']}, check on: refused "
+                f"({len(on['alarms'])} alarm), and the relay read {on['observer']['readable']}.",
+                "green",
+            )
         )
     alarms = result.get("alarms") or []
     if alarms:

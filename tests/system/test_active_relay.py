@@ -257,3 +257,21 @@ async def test_a_genuine_first_contact_is_checked_and_delivered_in_order(tmp_pat
         texts = [e["text"] for e in system.events.events(kind="device.received", actor=ALICE)]
         assert texts == ["one", "two"]
         assert identity_alarms(system, ALICE) == [] and len(truth) == 3
+
+
+async def test_the_demo_reports_the_active_relay_and_the_first_contacts(tmp_path: Path) -> None:
+    from doormat.demo import DemoOptions, run_demo
+
+    opts = DemoOptions(messages=4, quiet=True, state=tmp_path / "state", active_relay=True)
+    report = await run_demo(opts)
+    active = report["active_relay"]
+    assert active["check_off"]["forged_shown"] and active["check_off"]["observer"]["readable"] == 1
+    assert not active["check_on"]["forged_shown"]
+    assert active["check_on"]["observer"]["readable"] == 0
+    assert [a["device"] for a in active["check_on"]["alarms"]] == ["bob@acme.phone"]
+    assert set(report["first_contact"]) == {
+        "device", "messages", "without_one_time_prekey", "opened_by_image",
+        "opened_if_no_key_were_deleted", "opened_after_rotation",
+    }  # fmt: skip
+    # The report's existing fields are still there.
+    assert {"observers", "forward_secrecy", "alarms", "ledger"} <= set(report)
