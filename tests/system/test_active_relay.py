@@ -18,13 +18,20 @@ forged envelope; a device stopped while a message waits for its check.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from doormat.active_relay import ActiveRelay, inject, public_bundle, run_active_relay
+from doormat.active_relay import (
+    ActiveRelay,
+    inject,
+    public_bundle,
+    run_active_relay,
+    write_log_entry,
+)
 from doormat.cast import default_cast
 from doormat.exposure import assess
 from doormat.system import System
@@ -34,6 +41,7 @@ from tests.support.processes import skip_without_mosquitto
 from tests.system.system_helpers import converse
 from wire import envelope as wire_envelope
 from wire import topics
+from wire.b64 import b64encode
 from wire.envelope import Envelope
 from wire.events import Event
 
@@ -275,3 +283,63 @@ async def test_the_demo_reports_the_active_relay_and_the_first_contacts(tmp_path
     }  # fmt: skip
     # The report's existing fields are still there.
     assert {"observers", "forward_secrecy", "alarms", "ledger"} <= set(report)
+
+
+async def test_a_forgery_from_a_device_nobody_enrolled_is_refused(tmp_path: Path) -> None:
+    async with System(default_cast(), state_dir=tmp_path) as system:
+        result = await run_active_relay(system, impersonate="mallory@acme.phone")
+        assert not result.forged_shown
+        assert [(a["user"], a["device"]) for a in result.alarms] == [
+            ("mallory@acme", "mallory@acme.phone")
+        ]
+        assert "does not prove the device" in result.alarms[0]["reason"]
+
+
+async def test_a_forgery_held_beside_the_genuine_first_contact(tmp_path: Path) -> None:
+    """The forged message, then bob's real first message right after it, both new to
+    alice and both checked against the same log: bob's is opened, the forgery refused."""
+    async with System(default_cast(), state_dir=tmp_path) as system:
+        attacker = ActiveRelay(BOB)
+        await inject(system, ALICE, attacker.forge(ALICE, public_bundle(system, ALICE), b"x"))
+        genuine = await system.send(BOB, "alice@acme", "the real bob")
+        assert await system.wait_delivered(genuine)
+        await handled(system, ALICE, attacker.forged[-1][1])
+        assert [a["device"] for a in identity_alarms(system, ALICE)] == [BOB]
+        texts = [e["text"] for e in system.events.events(kind="device.received", actor=ALICE)]
+        assert texts == ["the real bob"]
+
+
+async def test_sending_starts_no_session_with_another_key_for_a_verified_device(
+    tmp_path: Path,
+) -> None:
+    """Alice verified bob's safety number; her session with bob's phone is gone (say, a
+    restore). The operator now serves bob's bundle under a key of its own, and logs it:
+    the log proves it, but it is not the verified key, so alice starts no session and
+    seals nothing for that device."""
+    async with System(default_cast(), state_dir=tmp_path) as system:
+        await converse(system, [(BOB, "alice@acme", "hi"), (ALICE, "bob@acme", "hi")])
+        alice = system.devices[ALICE]
+        number = alice.safety_number(BOB)
+        assert number is not None
+        alice.mark_verified(BOB, number)
+        alice.crypto._sessions.pop(BOB)  # the session is lost
+        attacker = ActiveRelay(BOB)
+        write_log_entry(system, attacker.log_entry(), BOB)
+        spk = attacker.crypto.signed_prekey()
+        with sqlite3.connect(system.state_dir / "relay.sqlite") as db:
+            db.execute(
+                "UPDATE devices SET identity = ?, spk_id = ?, spk_key = ?, spk_sig = ?"
+                " WHERE device = ?",
+                (b64encode(attacker.identity.encode()), spk["id"], spk["key"], spk["sig"], BOB),
+            )
+            db.execute("DELETE FROM one_time_prekeys WHERE device = ?", (BOB,))
+        alice.forget_device_lists()
+        sent = await system.send(ALICE, "bob@acme", "for bob's eyes")
+        assert BOB not in sent.sent.devices
+        (alarm,) = identity_alarms(system, ALICE)
+        assert (alarm["device"], alarm["op"], alarm["alarm_kind"]) == (
+            BOB,
+            "bundles",
+            "verified-identity-changed",
+        )
+        assert not alice.crypto.has_session(BOB)
