@@ -13,6 +13,11 @@ envelopes survive a crash: the task runs after every (re)connection. While the
 directory does not answer, they stay held and the task tries again with back-off.
 
 Also here: safety numbers, and the user's word that one was verified.
+
+Events (actor = the device): ``device.identity_held`` (id, from), ``device.identity_accepted``
+(device, user, fingerprint, changed, how: first-use | key-transparency | directory),
+``device.identity_alarm`` (user, device, reason, alarm_kind, id, op: receive | bundles,
+presented, known: fingerprints), ``device.safety_verified`` (device, user, fingerprint).
 """
 
 from __future__ import annotations
@@ -176,7 +181,8 @@ class SenderChecks:
         if decision.verdict == "check":
             assert presented is not None
             if logged is None:
-                return  # not looked up yet (the state changed meanwhile): next round
+                self._check_again = True  # not looked up in this round: the next one
+                return
             if isinstance(logged, str):
                 decision = unverifiable(logged)
             else:
