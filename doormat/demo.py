@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from doormat.attacks import DeviceImage
+from doormat.attacks import DeviceImage, first_contact_exposure
 from doormat.cast import Cast, default_cast, generated_cast
 from doormat.exposure import (
     VICTIM_USER_INDEX,
@@ -27,7 +27,8 @@ from doormat.exposure import (
 )
 from doormat.narrate import Narrator
 from doormat.system import Delivery, System
-from wire.events import Event
+from wire.events import Event, now_ms
+from wire.ids import user_of
 
 LINES = (
     "The quarterly numbers are in, see the shared folder.",
@@ -57,6 +58,7 @@ class DemoOptions:
     quiet: bool = False
     li: str = "off"
     backdoor: str = "none"
+    active_relay: bool = False
 
 
 def script(cast: Cast, n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -111,6 +113,9 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         )
         conversation = script(cast, opts.messages, opts.seed)
         victim = cast.users[min(VICTIM_USER_INDEX, len(cast.users) - 1)].device_ids[0]
+        # An image before any message: it holds every prekey the first contacts will use
+        # (the report compares it with the image at the theft: what deletion prevents).
+        early = _image(system, victim, 0, "before-any-message")
         image: DeviceImage | None = None
         say.heading(f"{len(conversation)} messages, end-to-end encrypted")
         for i, (device, to_user, text) in enumerate(conversation, 1):
@@ -142,6 +147,7 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         alarms = system.alarms()
         before = {(d.sender, d.sent.id) for d in list(system.deliveries.values())[: image.taken_at]}
         fs = forward_secrecy(system, image, before)
+        first_contact = await _first_contact(system, image, early, before)
         result = report(
             scenario={
                 "broker": opts.broker,
@@ -156,15 +162,82 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
             observers=observers,
             alarms=alarms,
             forward_secrecy=fs,
+            first_contact=first_contact,
             ledger=ledger,
             elapsed_s=round(time.monotonic() - started, 3),
         )
+        if opts.active_relay:
+            result["active_relay"] = await _active_relay(system, say)
     # The report is printed even with --quiet: it is the result.
     _narrate_report(Narrator(say.out, "always" if say.color else "never"), result)
     if opts.report is not None:
         opts.report.write_text(json.dumps(result, indent=2) + "\n")
         say.say(f"Report written to {opts.report}")
     return result
+
+
+def _image(system: System, device: str, taken_at: int, label: str) -> DeviceImage:
+    return DeviceImage.take(
+        device,
+        system.state_dir / f"{device}.sqlite",
+        system.state_dir / "stolen" / f"{device}.{label}.sqlite",
+        taken_at,
+    )
+
+
+async def _first_contact(
+    system: System, image: DeviceImage, early: DeviceImage, before: set[tuple[str, str]]
+) -> dict[str, Any]:
+    """The victim's device lives on for three weeks (its clock moved forward): its signed
+    prekey is rotated on schedule and the replaced one deleted after its grace period;
+    then a third image. What each image opens of the first contacts before the theft."""
+    assert system.relay is not None
+    device = system.devices[image.device]
+    rotated = now_ms() + int(device.signed_prekey_rotation * 1000)
+    await device.maintain_prekeys(rotated)  # rotated; the old one kept for late messages
+    await device.maintain_prekeys(rotated + int(device.signed_prekey_grace * 1000))  # deleted
+    after = _image(system, image.device, image.taken_at, "after-rotation")
+    return first_contact_exposure(system.relay.captured(), before, image, early, after)
+
+
+async def _active_relay(system: System, say: Narrator) -> dict[str, Any]:
+    """The relay operator forges a first message "from" another user's device, to a
+    device with the identity check off (the old behaviour), then to one with it on."""
+    from doormat.active_relay import run_active_relay
+
+    users = system.cast.users
+    if len(users) < 4:
+        return {"skipped": "needs four users"}
+    say.heading("An active relay forges a first message")
+    out = {}
+    for label, (target, impersonated), check in (
+        ("check_off", (users[2], users[3]), False),
+        ("check_on", (users[0], users[1]), True),
+    ):
+        device = system.devices[target.device_ids[0]]
+        device.check_identities = check
+        try:
+            attack = await run_active_relay(
+                system, target=device.id, impersonate=impersonated.device_ids[0]
+            )
+        finally:
+            device.check_identities = True
+        out[label] = attack.to_json()
+        read = attack.observer.readable if attack.observer is not None else 0
+        say.party(
+            "relay",
+            f"forges a first message from {attack.impersonated} to {attack.target} "
+            f"(identity check {'on' if check else 'OFF'}): "
+            + (
+                f"shown as {user_of(attack.impersonated)}'s; the reply is READ by the relay "
+                f"({read} message) and unreadable on {attack.impersonated}"
+                if attack.forged_shown
+                else f"REFUSED, alarm naming {attack.alarms[0]['user'] if attack.alarms else '?'}"
+                f"; the relay reads {read}, {attack.impersonated} reads the reply"
+            ),
+            "red" if attack.forged_shown else "green",
+        )
+    return out
 
 
 # The scoped case's targets: one user whose enterprise archives, one whose does not.
@@ -409,6 +482,33 @@ def _narrate_cost(say: Narrator, result: dict[str, Any]) -> None:
             else "."
         )
     )
+    fc = result.get("first_contact")
+    if fc:
+        say.say(
+            f"Of the {fc['messages']} first-contact messages {fc['device']} received before "
+            f"the theft ({fc['without_one_time_prekey']} without a one-time prekey), the "
+            f"image opens {fc['opened_by_image']}; an image taken before they arrived, "
+            f"holding every key they used, opens {fc['opened_if_no_key_were_deleted']}: "
+            "deleting a one-time prekey once used is what closes them. Three weeks later, "
+            f"its signed prekey rotated and the old one deleted, an image opens "
+            f"{fc['opened_after_rotation']}."
+        )
+    active = result.get("active_relay") or {}
+    if "check_off" in active and "check_on" in active:
+        off, on = active["check_off"], active["check_on"]
+        say.say(
+            say.paint(
+                f"An active relay forged first messages. From {off['impersonated']} to "
+                f"{off['target']}, identity check off: shown, and the relay read "
+                f"{off['observer']['readable']} reply.",
+                "red",
+            )
+            + say.paint(
+                f" From {on['impersonated']} to {on['target']}, check on: refused "
+                f"({len(on['alarms'])} alarm), and the relay read {on['observer']['readable']}.",
+                "green",
+            )
+        )
     alarms = result.get("alarms") or []
     if alarms:
         users = sorted({a["user"] for a in alarms})
