@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from wire import topics
+from wire import strictjson, topics
 from wire.envelope import MAX_ENVELOPE_BYTES
 from wire.events import EventLog
 from wire.ids import RELAY_ID
@@ -93,9 +93,11 @@ def read_json(payload: bytes, limit: int, what: str) -> dict[str, Any]:
     if len(payload) > limit:
         raise Rejected(f"{what} too large: {len(payload)} bytes, limit {limit}")
     try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge ints
-        raise Rejected(f"malformed {what}: not JSON") from None
+        # Strict: no NaN/Infinity, no integer of thousands of digits, bounded nesting,
+        # no repeated key (wire/strictjson.py).
+        obj = strictjson.loads(payload, what, max_bytes=limit)
+    except strictjson.StrictJSONError as exc:
+        raise Rejected(f"malformed {what}: not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise Rejected(f"malformed {what}: not a JSON object")
     return obj
