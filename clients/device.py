@@ -48,9 +48,12 @@ from clients.backdoors import extensions
 from clients.crypto import CryptoError, DeviceCrypto, Sealed
 from clients.enterprise import Credentials
 from clients.kt import DirectoryView
+from clients.limits import check_text
 from clients.store import DeviceStore, HistoryEntry, Incoming
-from infra.link import RATE_LIMIT_PAUSE, Link
+from infra.link import RATE_LIMIT_PAUSE, Link, LinkError, describe, is_transient
+from infra.setaside import store_path as set_aside_path
 from wire import envelope as wire_envelope
+from wire import topics
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms
 from wire.ids import user_of
@@ -75,6 +78,15 @@ class _Opened:
     text: bytes | None  # None: could not be read
     reason: str | None  # why not
     journal: bytes | None  # the record for our enterprise's archive, if it runs one
+
+
+class _Poison(Exception):
+    """An envelope of a batch this device cannot process (its index, and why)."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,9 @@ class Device:
             on_envelopes=self._on_envelopes,
             on_connect=self._on_connect,
             on_refusal=self._on_refusal,
+            on_set_aside=self._on_set_aside,
+            events=events,
+            set_aside=set_aside_path(store_path),
         )
         self._ready = asyncio.Event()
         self._device_lists: dict[str, tuple[float, list[str]]] = {}
@@ -226,7 +241,11 @@ class Device:
             if self.kt is not None and self.kt.since is not None:
                 fields["since"] = self.kt.since
             answer = await self._link.request(op, **fields)
-            items = list(answer[listed])
+            items = answer.get(listed)
+            want = str if listed == "devices" else dict
+            if not isinstance(items, list) or not all(isinstance(i, want) for i in items):
+                # The relay's answer, not the user's text: a clear error for the caller.
+                raise LinkError(f"{self.id}: malformed {op!r} answer from the relay")
             if self.kt is None:
                 return answer, items
             try:
@@ -294,8 +313,12 @@ class Device:
                 self._events.emit(self.id, "device.bad_bundle", device=dev, reason=str(exc))
 
     async def send(self, to_user: str, text: str | bytes) -> Sent:
-        """Seal ``text`` for every device of ``to_user`` and our own other devices."""
+        """Seal ``text`` for every device of ``to_user`` and our own other devices.
+
+        TextTooLong (before anything is sealed, stored or sent) if ``text`` is longer
+        than a user can send with this build (``clients.limits``)."""
         data = text.encode() if isinstance(text, str) else text
+        check_text(data, self.build)
         theirs = await self._devices_of(to_user)
         ours = [d for d in await self._devices_of(self.user) if d != self.id]
         if self._enrolled is not None and set(ours) - self._enrolled():
@@ -437,17 +460,52 @@ class Device:
         record = Record(
             self.id, direction, msg_id, sender, to_user, ts, text.decode(errors="replace")
         )
-        return journal_record(self.archive_key, record)
+        # The text's own bytes: the record's size is the text's plus a bounded header
+        # (clients/archive.py), so what check_text let through always fits. A longer
+        # text (a sender that skipped the check) raises RecordTooLarge.
+        return journal_record(self.archive_key, record, text)
 
     # -- receiving -----------------------------------------------------------------
 
     async def _on_envelopes(self, payloads: list[bytes]) -> None:
         """Envelopes that arrived together: opened in order, committed in one
-        transaction (one fsync, not one each), then shown and acknowledged."""
+        transaction (one fsync, not one each), then shown and acknowledged.
+
+        An envelope this device cannot process (anything but a CryptoError, which makes
+        it "unreadable", or a transient failure of the disk) is set aside: the batch's
+        work is undone (the keys as they were before it), the envelopes before it are
+        processed again without it, it is kept in the set-aside store and acknowledged
+        to the relay, and the rest follow. So a poison envelope consumes no message key
+        (it can be opened later, by a fixed version) and holds up nothing."""
+        pending = list(payloads)
+        while pending:
+            snapshot = self.crypto.to_bytes()
+            try:
+                self._receive(pending)
+                return
+            except _Poison as poison:
+                self.crypto = DeviceCrypto.from_bytes(snapshot)
+                before, bad, pending = (
+                    pending[: poison.index],
+                    pending[poison.index],
+                    pending[poison.index + 1 :],
+                )
+                if before:
+                    await self._on_envelopes(before)
+                self._link.set_aside(topics.inbox(self.id, topics.MSG), bad, poison.reason)
+                self._on_set_aside(topics.MSG, bad)
+            except BaseException:
+                # Transient (the disk) or cancelled: nothing of this batch was
+                # committed; undo it in memory too, so that it can come again.
+                self.crypto = DeviceCrypto.from_bytes(snapshot)
+                raise
+
+    def _receive(self, payloads: list[bytes]) -> None:
+        """``_on_envelopes``' one pass; _Poison names an envelope it cannot process."""
         to_ack: list[Envelope] = []
         opened: list[_Opened] = []
         fresh: set[tuple[str, str]] = set()
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
             try:
                 env = wire_envelope.parse(payload)
             except EnvelopeError as exc:
@@ -462,7 +520,12 @@ class Device:
             if (env.sender, env.id) in fresh or self._store.is_processed(env.sender, env.id):
                 continue  # a redelivery: acknowledged again, nothing else
             fresh.add((env.sender, env.id))
-            opened.append(self._decrypt(env))
+            try:
+                opened.append(self._decrypt(env))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                raise _Poison(index, describe(exc)) from exc
         if opened:
             self._store.commit_incoming_many(
                 self.crypto.to_bytes(),
@@ -481,6 +544,21 @@ class Device:
         # trip per envelope; a lost ack costs only that redelivery.
         for env in to_ack:
             self._link.publish_soon("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
+
+    def _on_set_aside(self, kind: str, payload: bytes) -> None:
+        """An envelope set aside (by us or by the link): acknowledge it to the relay, or
+        the relay would send it again on every reconnection. Kept in the set-aside
+        store; never opened, so no message key was spent on it."""
+        if kind != topics.MSG:
+            return
+        try:
+            env = wire_envelope.parse(payload)
+        except EnvelopeError:
+            return  # not an envelope: nothing the relay holds for us under a name
+        if env.recipient == self.id:
+            self._link.publish_soon(
+                "ack", json.dumps({"from": env.sender, "id": env.id}).encode()
+            )
 
     def _decrypt(self, env: Envelope) -> _Opened:
         """Open one envelope (the ratchet steps in memory; the caller commits them)."""
