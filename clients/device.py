@@ -50,7 +50,8 @@ from clients.enterprise import Credentials
 from clients.kt import DirectoryView
 from clients.limits import check_text
 from clients.store import DeviceStore, HistoryEntry, Incoming
-from infra.link import RATE_LIMIT_PAUSE, Link, LinkError, describe, is_transient
+from infra.failures import describe, is_transient
+from infra.link import RATE_LIMIT_PAUSE, Link, LinkError
 from infra.setaside import store_path as set_aside_path
 from wire import envelope as wire_envelope
 from wire import topics

@@ -56,20 +56,18 @@ import contextlib
 import json
 import logging
 import secrets
-import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from infra.setaside import SetAside
+from infra.failures import describe, is_transient
+from infra.setaside import EVENTS_PER_SECOND, SetAside
 from infra.transport import (
     MAX_IN_FLIGHT,
     Connection,
     LoginRefused,
     Message,
     Transport,
-    TransportError,
 )
 from wire import strictjson, topics
 from wire.events import EventLog
@@ -101,9 +99,8 @@ READ_AHEAD = 64
 # most once a second per device and kind; a pause longer than that means a refusal after
 # the report is covered by the retry, or makes a new report.
 RATE_LIMIT_PAUSE = 1.2
-# At most this many service.set_aside events a second per link (a flood of poison must
-# not flood the event log, which the one-process system keeps in memory).
-SET_ASIDE_EVENTS = 10
+# At most this many service.set_aside events a second per link (infra/setaside.py).
+SET_ASIDE_EVENTS = EVENTS_PER_SECOND
 # The largest directory answer read (the relay's largest answer, a monitor answer with
 # its proofs, is far below; see docs/brokers.md for the broker's packet limit).
 MAX_DIR_ANSWER_BYTES = 1024 * 1024
@@ -113,28 +110,11 @@ class LinkError(Exception):
     """The relay refused a request, or did not answer in time; or the broker refused
     the login."""
 
+    transient = True  # not a message's fault (infra.failures)
+
 
 class UnreadableInput(Exception):
     """A message on one of our inbox topics that is not what that topic carries."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a handler's exception is the machine's (the disk, the network, the
-    transport: try the message again later) rather than the message's (set it aside).
-
-    SQLite: ``OperationalError`` (locked, full, I/O) and a bare ``DatabaseError`` (a
-    damaged file) are the disk's; ``IntegrityError``, ``DataError``,
-    ``ProgrammingError``, ``InterfaceError``, ``NotSupportedError`` come from what was
-    asked of it, so the same message would fail the same way again."""
-    if isinstance(exc, sqlite3.DatabaseError):
-        return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError
-    return isinstance(exc, OSError | TransportError | LinkError | MemoryError)
-
-
-def describe(exc: BaseException) -> str:
-    """One line saying why: the exception's type and message, cut to 300 characters."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
 class Link:
@@ -171,9 +151,6 @@ class Link:
             set_aside if isinstance(set_aside, SetAside) else SetAside(set_aside or ":memory:")
         )
         self._owns_set_aside = not isinstance(set_aside, SetAside)
-        self._aside_window = 0.0  # start of the current second of set-aside events
-        self._aside_in_window = 0
-        self._aside_suppressed = 0
         self.transport = Transport(
             host,
             port,
@@ -317,37 +294,7 @@ class Link:
         """Keep a message its owner cannot process (infra/setaside.py) and say so in one
         ``service.set_aside`` event. Raises only what the set-aside store raises (a
         transient failure: then the message must not be acknowledged)."""
-        outcome = self.set_aside_store.put(topic, payload, reason)
-        now = time.monotonic()
-        if now - self._aside_window >= 1.0:
-            self._aside_window, self._aside_in_window = now, 0
-        if self._aside_in_window >= SET_ASIDE_EVENTS:
-            self._aside_suppressed += 1
-            return
-        self._aside_in_window += 1
-        suppressed, self._aside_suppressed = self._aside_suppressed, 0
-        log.warning(
-            "%s: set aside a message on %s (%d bytes): %s%s",
-            self.owner,
-            topic[:200],
-            len(payload),
-            reason,
-            "" if outcome.kept else " (set-aside store full: counted, not kept)",
-        )
-        if self._events is not None:
-            self._events.emit(
-                self.owner,
-                "service.set_aside",
-                account=self.owner,
-                topic=topic[:200],
-                size=len(payload),
-                sha256=outcome.sha256,
-                reason=reason,
-                kept=outcome.kept,
-                seen=outcome.seen,
-                overflow=outcome.overflow,
-                suppressed=suppressed,
-            )
+        self.set_aside_store.set_aside(self.owner, topic, payload, reason, self._events)
 
     def _set_aside(self, topic: str, payload: bytes, exc: Exception) -> None:
         """A handler raised for a reason of the message's: set it aside, then let the

@@ -28,12 +28,20 @@ not acknowledge it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from wire.events import EventLog
+
+log = logging.getLogger(__name__)
+
 MAX_ENTRIES = 1000
+# At most this many service.set_aside events a second per service (a flood of poison must
+# not flood the event log, which the one-process system keeps in memory).
+EVENTS_PER_SECOND = 10
 MAX_BYTES = 32 * 1024 * 1024
 MAX_REASON = 500
 MAX_TOPIC = 300
@@ -81,8 +89,9 @@ class Entry:
 
 
 def store_path(beside: str | Path) -> Path:
-    """Where the set-aside store of a service whose own store is ``beside`` lives."""
-    return Path(f"{beside}.set-aside")
+    """Where the set-aside store of a service whose own store is ``beside`` lives (in
+    memory for a store in memory)."""
+    return Path(":memory:" if str(beside) == ":memory:" else f"{beside}.set-aside")
 
 
 class SetAside:
@@ -112,6 +121,9 @@ class SetAside:
         self._entries = int(entries)
         self._bytes = int(size)
         self._overflow = int(row[0]) if row else 0
+        self._window = 0.0  # start of the current second of events
+        self._in_window = 0
+        self._suppressed = 0
 
     def put(self, topic: str, payload: bytes, reason: str) -> Outcome:
         """Keep ``payload`` (or count it, over a cap); see the module doc."""
@@ -142,6 +154,52 @@ class SetAside:
         self._bytes += len(payload)
         return Outcome(digest, True, 1, self._overflow)
 
+    def set_aside(
+        self,
+        owner: str,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        events: EventLog | None = None,
+    ) -> Outcome:
+        """``put``, then say so: a warning in the log and one ``service.set_aside`` event
+        (actor ``owner``: the account, the topic, the size, the SHA-256, the reason,
+        whether it was kept, how often seen), at most ``EVENTS_PER_SECOND`` a second -
+        the others are counted in the next event's ``suppressed``. Raises only what
+        ``put`` raises."""
+        outcome = self.put(topic, payload, reason)
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window, self._in_window = now, 0
+        if self._in_window >= EVENTS_PER_SECOND:
+            self._suppressed += 1
+            return outcome
+        self._in_window += 1
+        suppressed, self._suppressed = self._suppressed, 0
+        log.warning(
+            "%s: set aside a message on %s (%d bytes): %s%s",
+            owner,
+            topic[:200],
+            len(payload),
+            reason,
+            "" if outcome.kept else " (set-aside store full: counted, not kept)",
+        )
+        if events is not None:
+            events.emit(
+                owner,
+                "service.set_aside",
+                account=owner,
+                topic=topic[:MAX_TOPIC],
+                size=len(payload),
+                sha256=outcome.sha256,
+                reason=reason[:MAX_REASON],
+                kept=outcome.kept,
+                seen=outcome.seen,
+                overflow=outcome.overflow,
+                suppressed=suppressed,
+            )
+        return outcome
+
     @property
     def entries(self) -> int:
         return self._entries
@@ -167,6 +225,7 @@ class SetAside:
 
 
 __all__ = [
+    "EVENTS_PER_SECOND",
     "MAX_BYTES",
     "MAX_ENTRIES",
     "Entry",

@@ -15,7 +15,6 @@ says is running, which the relay treats as a no-op if it already has it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,8 @@ from interceptor.ledger import (
     task_stop_entry,
     warrant_decision_entry,
 )
+from wire import strictjson
+from wire.envelope import MAX_ENVELOPE_BYTES
 from wire.events import EventLog
 from wire.ids import INTERCEPTOR_ID, enterprise_of
 from wire.li.checks import Decision, Directory, Policy, WarrantState, check_warrant_bytes
@@ -40,6 +41,8 @@ from wire.li.trust import AgencyPublicKey, TrustStore
 from wire.li.warrant import Warrant, parse_warrant
 
 ACTOR = INTERCEPTOR_ID
+# An X3 record carries an envelope (at most MAX_ENVELOPE_BYTES) in base64, and metadata.
+MAX_RELAY_RECORD = MAX_ENVELOPE_BYTES * 4 // 3 + 4096
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,9 @@ class ScopedInterceptor:
     def on_relay_record(self, kind: str, payload: bytes) -> list[Action]:
         """An X2 (IRI) or X3 (CC, ciphertext) record from the relay."""
         try:
-            rec = json.loads(payload)
+            # Strict (wire/strictjson.py): no NaN/Infinity, no huge integer, no deep
+            # nesting reaches the sealed HI-2/HI-3 record.
+            rec = strictjson.loads_object(payload, "relay record", max_bytes=MAX_RELAY_RECORD)
             task = self._case_of(str(rec["task_id"]))
         except (ValueError, KeyError, TypeError):
             self.events.emit(ACTOR, "interceptor.rejected", reason="unreadable relay record")

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.link import SET_ASIDE_EVENTS, Link, is_transient
+from infra.failures import is_transient
+from infra.link import SET_ASIDE_EVENTS, Link
 from infra.setaside import SetAside, store_path
 from infra.transport import Transport, TransportStopped
 from wire.events import EventLog
