@@ -101,9 +101,8 @@ READ_AHEAD = 64
 RATE_LIMIT_PAUSE = 1.2
 # At most this many service.set_aside events a second per link (infra/setaside.py).
 SET_ASIDE_EVENTS = EVENTS_PER_SECOND
-# The largest directory answer read (the relay's largest answer, a monitor answer with
-# its proofs, is far below; see docs/brokers.md for the broker's packet limit).
-MAX_DIR_ANSWER_BYTES = 1024 * 1024
+# The largest directory answer read: no broker passes a larger packet (docs/brokers.md).
+MAX_DIR_ANSWER_BYTES = topics.MAX_PACKET_BYTES
 
 
 class LinkError(Exception):

@@ -82,9 +82,26 @@ def emit(events: EventLog, out: list[Action], kind: str, /, **fields: Any) -> No
     out.append(Event(kind, fields))
 
 
+# The largest answer the relay publishes: the broker's packet limit less room for the
+# fixed header and the topic. A larger one (a user with very many devices or log
+# entries) is replaced by a refusal: published, the broker would disconnect the relay.
+MAX_ANSWER_BYTES = topics.MAX_PACKET_BYTES - 1024
+
+
 def reply(out: list[Action], owner: str, answer: dict[str, Any]) -> None:
-    """Answer ``owner`` on its ``dir`` inbox."""
+    """Answer ``owner`` on its ``dir`` inbox (a refusal instead of an answer that would
+    not fit an MQTT packet the broker takes)."""
     body = json.dumps(answer, separators=(",", ":"), sort_keys=True).encode()
+    if len(body) > MAX_ANSWER_BYTES:
+        refusal = {
+            "req": answer.get("req"),
+            "ok": False,
+            "error": f"the answer would be {len(body)} bytes, over the relay's "
+            f"{MAX_ANSWER_BYTES}-byte limit",
+        }
+        if "op" in answer:
+            refusal["op"] = answer["op"]
+        body = json.dumps(refusal, separators=(",", ":"), sort_keys=True).encode()
     out.append(Publish(topics.inbox(owner, topics.DIR), body))
 
 
@@ -105,6 +122,7 @@ def read_json(payload: bytes, limit: int, what: str) -> dict[str, Any]:
 
 __all__ = [
     "ACTOR",
+    "MAX_ANSWER_BYTES",
     "Ack",
     "Action",
     "Event",

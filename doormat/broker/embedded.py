@@ -31,6 +31,23 @@ amqtt 0.12.1 needs a few repairs to behave like the Mosquitto configuration we s
   connection goes, about half of a pipelined burst.
 * Subscriptions are granted at QoS 1 at most; a QoS 2 PUBLISH is accepted and
   forwarded at QoS <= 1 (Mosquitto, with ``max_qos 1``, disconnects the client instead).
+
+Limits against a hostile client (issue 12; docs/brokers.md, "Limits"), which stock amqtt
+lacks, the same numbers as the Mosquitto configuration where Mosquitto has the option:
+
+* a packet larger than ``max_packet_bytes`` ends the connection as soon as its header
+  is read (stock amqtt reads a 50 MB PUBLISH into memory, and queues it);
+* a connection that has not sent a complete CONNECT within ``connect_timeout`` seconds
+  is closed (stock amqtt waits forever: idle sockets were never closed);
+* at most ``max_connections`` connections, and at most ``max_pending_per_address`` of
+  them from one address before their CONNECT is through: more are closed at once (stock
+  amqtt's own listener limit makes them *wait*, each holding a socket), so idle sockets
+  from one address cannot lock a real user out;
+* at most ``max_queued_messages`` messages and ``max_queued_bytes`` bytes queued for an
+  offline session; beyond, further ones are dropped, as Mosquitto does (stock amqtt's
+  queue is unbounded).
+
+(``doormat/broker/limits.py`` has the numbers and why.)
 """
 
 from __future__ import annotations
@@ -68,11 +85,72 @@ from amqtt.utils import format_client_message  # type: ignore[import-untyped]
 
 from . import acl
 from .accounts import Account, check_unique
+from .limits import DEFAULT, BrokerLimits
 
 log = logging.getLogger(__name__)
 
 # Highest QoS the embedded broker grants, as Mosquitto's ``max_qos 1``.
 MAX_QOS = QOS_1
+
+
+class PacketTooLarge(Exception):
+    """A packet over the packet limit: the connection ends (not an amqtt error type, so
+    that amqtt's reader loop stops instead of reading on mid-packet)."""
+
+
+class _LimitedReader:
+    """A connection's reader that follows MQTT's framing (each packet: a type byte, a
+    remaining length of 1 to 4 bytes, that many bytes) and refuses a packet whose length
+    is over the limit before anything reads its body."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self._left = 0  # bytes of the current packet's body not read yet
+        self._in_length = False  # reading the remaining-length bytes
+        self._length = 0
+        self._multiplier = 1
+        self._length_bytes = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            raise PacketTooLarge("a read to the end of the stream")
+        if self._left == 0 and not self._in_length:
+            # A new packet: its type byte comes first, then its length.
+            data = await self._inner.read(n)
+            if not data:
+                return bytes(data)  # the end of the stream
+            if n == 1:
+                self._in_length, self._length, self._multiplier = True, 0, 1
+                self._length_bytes = 0
+                return bytes(data)
+            raise PacketTooLarge("a read across a packet boundary")
+        if self._in_length:
+            data = await self._inner.read(n)
+            for byte in bytes(data):
+                self._length += (byte & 0x7F) * self._multiplier
+                self._multiplier *= 128
+                self._length_bytes += 1
+                if byte & 0x80 and self._length_bytes >= 4:
+                    raise PacketTooLarge("a remaining length of more than 4 bytes")
+                if not byte & 0x80:
+                    self._in_length = False
+                    # Counted as Mosquitto counts it: the remaining length and one.
+                    if self._length + 1 > self._limit:
+                        raise PacketTooLarge(
+                            f"a packet of {self._length + 1} bytes, over the "
+                            f"{self._limit}-byte limit"
+                        )
+                    self._left = self._length
+            return bytes(data)
+        if n > self._left:
+            raise PacketTooLarge("a read past the end of the packet")
+        data = await self._inner.read(n)
+        self._left -= len(data)
+        return bytes(data)
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
 
 AccountTable = dict[str, Account]
 
@@ -187,12 +265,63 @@ def _take_received(session: Session) -> list[Any]:
 class _DoormatBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker with authentication before any session is touched."""
 
-    def __init__(self, config: BrokerConfig, table: AccountTable) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        table: AccountTable,
+        limits: BrokerLimits = DEFAULT,
+    ) -> None:
         super().__init__(config)
         self._table = table
         # Messages a connection published (and was PUBACKed for) that were still waiting
         # to be broadcast when it ended, by handler; see _client_message_loop.
         self._undelivered: dict[BrokerProtocolHandler, list[Any]] = {}
+        self.limits = limits
+        self.connections = 0  # open now
+        self._pending: dict[str, int] = {}  # address -> connections before CONNECT
+        self._pending_of: dict[int, str] = {}  # id(writer) -> its address, while pending
+        self._queued_bytes: dict[str, int] = {}  # client id -> bytes queued while offline
+        self.refused = 0  # connections closed at once (over a limit)
+        self.dropped = 0  # messages not queued for an offline session (over a limit)
+
+    async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
+        # Limits on connections (module doc). Refused at once, holding nothing.
+        peer = writer.get_peer_info()
+        address = str(peer[0]) if peer else "?"
+        limits = self.limits
+        if (
+            self.connections >= limits.max_connections
+            or self._pending.get(address, 0) >= limits.max_pending_per_address
+        ):
+            self.refused += 1
+            if self.refused in (1, 10, 100, 1000) or self.refused % 10_000 == 0:
+                log.warning(
+                    "connection from %s refused: %d open (limit %d), %d of them from there "
+                    "before CONNECT (limit %d); %d refused so far",
+                    address, self.connections, limits.max_connections,
+                    self._pending.get(address, 0), limits.max_pending_per_address, self.refused,
+                )  # fmt: skip
+            await writer.close()
+            return
+        self.connections += 1
+        self._pending[address] = self._pending.get(address, 0) + 1
+        self._pending_of[id(writer)] = address
+        try:
+            await super()._client_connected(
+                listener_name, _LimitedReader(reader, limits.max_packet_bytes), writer
+            )
+        finally:
+            self.connections -= 1
+            self._connect_done(writer)
+
+    def _connect_done(self, writer: Any) -> None:
+        address = self._pending_of.pop(id(writer), None)
+        if address is not None:
+            left = self._pending[address] - 1
+            if left:
+                self._pending[address] = left
+            else:
+                del self._pending[address]
 
     async def _initialize_client_session(
         self,
@@ -205,9 +334,10 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         # check moved in front of the session lookup and the client id bound to it.
         where = format_client_message(address=remote_address, port=remote_port)
         try:
-            handler, client_session = await _DurableHandler.init_from_connect(
-                reader, writer, self.plugins_manager
-            )
+            async with asyncio.timeout(self.limits.connect_timeout):
+                handler, client_session = await _DurableHandler.init_from_connect(
+                    reader, writer, self.plugins_manager
+                )
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
@@ -215,6 +345,14 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
             raise MQTTError(exc) from exc
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
+        except (TimeoutError, PacketTooLarge) as exc:
+            # No whole CONNECT in time, or a CONNECT over the packet limit: closed before
+            # anything else is read (stock amqtt waits for it forever).
+            await writer.close()
+            why = "no CONNECT in time" if isinstance(exc, TimeoutError) else str(exc)
+            raise AMQTTError(f"{where}: connection closed: {why}") from None
+        finally:
+            self._connect_done(writer)
 
         account = authenticate(self._table, client_session.username, client_session.password)
         refusal = None
@@ -352,6 +490,29 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
                         )
                     )
 
+    async def _retain_broadcast_message(
+        self, broadcast: dict[str, Any], qos: int, target_session: Session
+    ) -> None:
+        # Bounded like Mosquitto's max_queued_messages / max_queued_bytes: beyond either,
+        # a message for an offline session is dropped (module doc).
+        client = str(target_session.client_id)
+        size = len(broadcast.get("data") or b"")
+        queued = self._queued_bytes.get(client, 0)
+        if (
+            target_session.retained_messages.qsize() >= self.limits.max_queued_messages
+            or queued + size > self.limits.max_queued_bytes
+        ):
+            self.dropped += 1
+            if self.dropped in (1, 10, 100, 1000) or self.dropped % 10_000 == 0:
+                log.warning(
+                    "queue of offline %s full (%d messages, %d bytes): message dropped; "
+                    "%d dropped so far",
+                    client, target_session.retained_messages.qsize(), queued, self.dropped,
+                )  # fmt: skip
+            return
+        self._queued_bytes[client] = queued + size
+        await super()._retain_broadcast_message(broadcast, qos, target_session)
+
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # Messages queued while a persistent session was away are ordinary deliveries;
         # stock amqtt sends them with the RETAIN flag set, which MQTT 3.1.1 (3.3.1.3)
@@ -360,6 +521,7 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         if handler is None:
             return
         tasks = []
+        self._queued_bytes.pop(str(session.client_id), None)  # all of it goes out now
         while not session.retained_messages.empty():
             queued = await session.retained_messages.get()
             tasks.append(
@@ -399,12 +561,14 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         port: int = 0,
         quiet: bool = True,
+        limits: BrokerLimits = DEFAULT,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.port = port
         self._table: AccountTable = {a.username: a for a in check_unique(accounts)}
         self._quiet = quiet
+        self.limits = limits
         self._broker: _DoormatBroker | None = None
 
     @property
@@ -450,7 +614,7 @@ class EmbeddedBroker:
         )
         # amqtt reads "max-qos" through BrokerConfig.get(); it is not a dataclass field.
         config.max_qos = MAX_QOS
-        broker = _DoormatBroker(config, self._table)
+        broker = _DoormatBroker(config, self._table, self.limits)
         for plugin in broker.plugins_manager.plugins:
             if isinstance(plugin, AccountAuthPlugin | AclTopicPlugin):
                 plugin.table = self._table  # shared, so add_account is live
