@@ -12,7 +12,9 @@ RecursionError, two equal keys (the last silently wins), bytes that are not UTF-
 * nesting at most ``max_depth`` arrays/objects deep (checked before parsing, so a deep
   input costs one linear scan, never a recursion);
 * integers of at most ``max_int_digits`` digits; floats finite; no NaN/Infinity;
-* no repeated key in an object.
+* no repeated key in an object;
+* no string with half a UTF-16 surrogate pair (``"\\ud800"``): not text, and it fails
+  whatever encodes it as UTF-8 later (SQLite, a log line, a reply).
 
 The defaults fit every message of the protocol (docs/protocol.md): nothing we send is
 nested more than a few levels or carries an integer beyond 2**53.
@@ -30,6 +32,12 @@ MAX_INT_DIGITS = 40  # any 128-bit number; our own integers stay below 2**53 (16
 
 # A JSON string (unrolled: no backtracking), or a bracket.
 _TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# A \u escape of half a surrogate pair without its other half: JSON takes it, but the
+# string cannot be encoded as UTF-8 again (SQLite, a log line, a reply would fail on it).
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 class StrictJSONError(ValueError):
@@ -79,6 +87,8 @@ def loads(
             raise refuse(f"not UTF-8 (byte {exc.start})") from None
     if _depth(text, max_depth) > max_depth:
         raise refuse(f"nested more than {max_depth} deep")
+    if "\\u" in text and _LONE_SURROGATE.search(text):
+        raise refuse("a string holds half a surrogate pair, which is not text")
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
