@@ -232,3 +232,38 @@ async def test_poison_journal_records_do_not_stop_the_archive(system: System) ->
         assert kept.entries == len(POISON)
     finally:
         kept.close()
+
+
+# -- further attacks on the fix ----------------------------------------------------------
+
+
+async def test_poison_interleaved_with_good_messages_in_one_chain(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """good, oversize, good, oversize, good from one sender, as fast as it can: the
+    oversize ones are set aside without spending their keys (the ratchet keeps them as
+    skipped keys), the good ones around them all open, none is 'unreadable'."""
+    monkeypatch.setattr("clients.device.check_text", lambda *a, **k: None, raising=False)
+    carol = system.devices[CAROL]
+    sent = []
+    for k in range(5):
+        text = f"good {k}" if k % 2 == 0 else "x" * 32_700
+        sent.append((await carol.send("alice@acme", text), text))
+    good = [s for s, t in sent if t.startswith("good")]
+    await _until(lambda: all(
+        len(_of(system, "device.received", id=s.id)) == len(ALICE) for s in good), 30)  # fmt: skip
+    await _until(lambda: len(_of(system, "service.set_aside")) == 2 * len(ALICE), 30)
+    assert not system.events.events(kind="device.unreadable")
+    assert all(not _of(system, "device.received", id=s.id) for s, t in sent if t[0] == "x")
+
+
+async def test_the_largest_text_of_raw_bytes_that_are_not_utf8(system: System) -> None:
+    """The record carries the text's own bytes: 32,351 bytes of 0xff (not UTF-8, each a
+    replacement character in any JSON) still fit, are journalled and archived."""
+    limit = _limits().max_text_bytes(ClientBuild())
+    sent = await system.devices[CAROL].send("alice@acme", b"\xff" * limit)
+    await _until(lambda: len(_of(system, "enterprise.archived", id=sent.id)) == len(ALICE), 30)
+    archived = _of(system, "enterprise.archived", id=sent.id)
+    assert all(e["text"] == "\ufffd" * limit for e in archived)
+    with pytest.raises(_limits().TextTooLong):
+        await system.devices[CAROL].send("alice@acme", b"\xff" * (limit + 1))
