@@ -45,7 +45,10 @@ lacks, the same numbers as the Mosquitto configuration where Mosquitto has the o
   from one address cannot lock a real user out;
 * at most ``max_queued_messages`` messages and ``max_queued_bytes`` bytes queued for an
   offline session; beyond, further ones are dropped, as Mosquitto does (stock amqtt's
-  queue is unbounded).
+  queue is unbounded);
+* at most ``max_subscriptions_per_client`` topic filters per client; more are refused
+  (SUBACK 0x80): stock amqtt keeps every filter a client sends (about 45 MB for 20,000
+  filters of 1 KB).
 
 (``doormat/broker/limits.py`` has the numbers and why.)
 """
@@ -281,6 +284,8 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         self._pending: dict[str, int] = {}  # address -> connections before CONNECT
         self._pending_of: dict[int, str] = {}  # id(writer) -> its address, while pending
         self._queued_bytes: dict[str, int] = {}  # client id -> bytes queued while offline
+        self._subscription_count: dict[str, int] = {}  # client id -> topic filters held
+        self.refused_filters = 0
         self.refused = 0  # connections closed at once (over a limit)
         self.dropped = 0  # messages not queued for an offline session (over a limit)
 
@@ -489,6 +494,36 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
                             handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
                         )
                     )
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        # Bounded (module doc): a filter the client does not hold yet counts.
+        client = str(session.client_id)
+        held = self._subscription_count.get(client, 0)
+        topic_filter = subscription[0]
+        new = all(s.client_id != client for s, _ in self._subscriptions.get(topic_filter, ()))
+        if new and held >= self.limits.max_subscriptions_per_client:
+            self.refused_filters += 1
+            if self.refused_filters in (1, 10, 100, 1000) or self.refused_filters % 10_000 == 0:
+                log.warning(
+                    "%s holds %d topic filters: %r refused; %d refused so far",
+                    client, held, topic_filter[:80], self.refused_filters,
+                )  # fmt: skip
+            return 0x80
+        code = await super().add_subscription(subscription, session)
+        if new and code < 0x80:
+            self._subscription_count[client] = held + 1
+        return int(code)
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        deleted = int(super()._del_subscription(a_filter, session))
+        if deleted:
+            client = str(session.client_id)
+            left = self._subscription_count.get(client, 0) - deleted
+            if left > 0:
+                self._subscription_count[client] = left
+            else:
+                self._subscription_count.pop(client, None)
+        return deleted
 
     async def _retain_broadcast_message(
         self, broadcast: dict[str, Any], qos: int, target_session: Session

@@ -37,6 +37,10 @@ class BrokerLimits:
     #: is closed after 1.5 x that without a complete packet, about 95 s.
     connect_timeout: float = 10.0
     max_pending_per_address: int = 256
+    #: Embedded only: topic filters one client may hold (every doormat client holds one).
+    #: Mosquitto 2.0 has no such option, and grants any filter (its ACL is checked on
+    #: delivery): there only memory_limit bounds a client that subscribes without end.
+    max_subscriptions_per_client: int = 100
 
 
 DEFAULT = BrokerLimits()

@@ -371,6 +371,49 @@ async def test_mosquitto_2_0_11_loosens_its_connection_limit_as_clients_leave(
             s.close()
 
 
+async def test_the_embedded_broker_bounds_the_topic_filters_of_a_client(tmp_path: Path) -> None:
+    """A further attack on the limits: subscribe without end. Stock amqtt kept every
+    filter (about 45 MB for 20,000 filters of 1 KB, measured); now 100 per client."""
+    async with broker_with("embedded", tmp_path) as b:
+        before = b.rss()
+        codes: list[int] = []
+        async with b.client(ALICE, timeout=60) as c:
+            for chunk in range(20):
+                granted = await c.subscribe(
+                    [(f"doormat/in/{ALICE}/{'x' * 1000}{chunk}-{i}", 1) for i in range(1000)]
+                )
+                codes += [int(getattr(g, "value", g)) for g in granted]  # type: ignore[union-attr]
+        assert sum(1 for c in codes if c < 0x80) == DEFAULT.max_subscriptions_per_client
+        assert b.rss() - before < 16
+        # Unsubscribed (a clean session ends): room again.
+        async with b.client(ALICE) as c:
+            (code,) = await c.subscribe(f"doormat/in/{ALICE}/#", qos=1)
+            assert int(getattr(code, "value", code)) < 0x80  # type: ignore[arg-type]
+
+
+@pytest.mark.mosquitto
+async def test_mosquitto_bounds_a_client_that_subscribes_without_end_by_memory(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto 2.0 has no limit on a client's topic filters (and grants any, checking
+    its ACL on delivery): 20,000 filters of 1 KB took it from 8 to 53 MB. Its
+    memory_limit is what bounds it: past it, the client is disconnected."""
+    limits = BrokerLimits(memory_limit=40 * MB)
+    async with broker_with("mosquitto", tmp_path, limits) as b:
+        with pytest.raises(aiomqtt.MqttError):
+            async with b.client(ALICE, timeout=30) as c:
+                for chunk in range(60):
+                    await c.subscribe(
+                        [(f"doormat/in/{ALICE}/{'x' * 1000}{chunk}-{i}", 1) for i in range(1000)]
+                    )
+        # 60,000 filters would take about 135 MB; the heap stops at 40 MB (the process's
+        # resident size a little above: the allocator's own overhead).
+        assert b.rss() < 64
+        assert "out of memory" in b.inner.log_text()
+        async with b.client("relay") as relay:  # the broker itself goes on
+            await relay.publish(f"doormat/in/{ALICE}/msg", b"still serving", qos=1)
+
+
 @pytest.mark.slow
 @pytest.mark.mosquitto
 async def test_mosquitto_closes_idle_sockets_after_its_pre_connect_timeout(
