@@ -50,7 +50,7 @@ lacks, the same numbers as the Mosquitto configuration where Mosquitto has the o
   (SUBACK 0x80): stock amqtt keeps every filter a client sends (about 45 MB for 20,000
   filters of 1 KB).
 
-(``doormat/broker/limits.py`` has the numbers and why.)
+(``doormat/broker/limits.py`` has the numbers and why; ``embedded_limits.py`` the code.)
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ from types import TracebackType
 from typing import Any
 
 # amqtt ships no type information: its names are Any to mypy, hence the ignores.
-from amqtt.broker import Broker  # type: ignore[import-untyped]
 from amqtt.contexts import (  # type: ignore[import-untyped]
     Action,
     BrokerConfig,
@@ -88,6 +87,7 @@ from amqtt.utils import format_client_message  # type: ignore[import-untyped]
 
 from . import acl
 from .accounts import Account, check_unique
+from .embedded_limits import LimitedBroker, PacketTooLarge
 from .limits import DEFAULT, BrokerLimits
 
 log = logging.getLogger(__name__)
@@ -95,65 +95,6 @@ log = logging.getLogger(__name__)
 # Highest QoS the embedded broker grants, as Mosquitto's ``max_qos 1``.
 MAX_QOS = QOS_1
 
-
-class PacketTooLarge(Exception):
-    """A packet over the packet limit: the connection ends (not an amqtt error type, so
-    that amqtt's reader loop stops instead of reading on mid-packet)."""
-
-
-class _LimitedReader:
-    """A connection's reader that follows MQTT's framing (each packet: a type byte, a
-    remaining length of 1 to 4 bytes, that many bytes) and refuses a packet whose length
-    is over the limit before anything reads its body."""
-
-    def __init__(self, inner: Any, limit: int) -> None:
-        self._inner = inner
-        self._limit = limit
-        self._left = 0  # bytes of the current packet's body not read yet
-        self._in_length = False  # reading the remaining-length bytes
-        self._length = 0
-        self._multiplier = 1
-        self._length_bytes = 0
-
-    async def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            raise PacketTooLarge("a read to the end of the stream")
-        if self._left == 0 and not self._in_length:
-            # A new packet: its type byte comes first, then its length.
-            data = await self._inner.read(n)
-            if not data:
-                return bytes(data)  # the end of the stream
-            if n == 1:
-                self._in_length, self._length, self._multiplier = True, 0, 1
-                self._length_bytes = 0
-                return bytes(data)
-            raise PacketTooLarge("a read across a packet boundary")
-        if self._in_length:
-            data = await self._inner.read(n)
-            for byte in bytes(data):
-                self._length += (byte & 0x7F) * self._multiplier
-                self._multiplier *= 128
-                self._length_bytes += 1
-                if byte & 0x80 and self._length_bytes >= 4:
-                    raise PacketTooLarge("a remaining length of more than 4 bytes")
-                if not byte & 0x80:
-                    self._in_length = False
-                    # Counted as Mosquitto counts it: the remaining length and one.
-                    if self._length + 1 > self._limit:
-                        raise PacketTooLarge(
-                            f"a packet of {self._length + 1} bytes, over the "
-                            f"{self._limit}-byte limit"
-                        )
-                    self._left = self._length
-            return bytes(data)
-        if n > self._left:
-            raise PacketTooLarge("a read past the end of the packet")
-        data = await self._inner.read(n)
-        self._left -= len(data)
-        return bytes(data)
-
-    def feed_eof(self) -> None:
-        self._inner.feed_eof()
 
 AccountTable = dict[str, Account]
 
@@ -265,8 +206,9 @@ def _take_received(session: Session) -> list[Any]:
     return [queue.get_nowait() for _ in range(queue.qsize())]
 
 
-class _DoormatBroker(Broker):  # type: ignore[misc]
-    """amqtt's Broker with authentication before any session is touched."""
+class _DoormatBroker(LimitedBroker):
+    """amqtt's Broker with authentication before any session is touched (and the limits
+    of ``embedded_limits.LimitedBroker``)."""
 
     def __init__(
         self,
@@ -274,59 +216,11 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         table: AccountTable,
         limits: BrokerLimits = DEFAULT,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, limits)
         self._table = table
         # Messages a connection published (and was PUBACKed for) that were still waiting
         # to be broadcast when it ended, by handler; see _client_message_loop.
         self._undelivered: dict[BrokerProtocolHandler, list[Any]] = {}
-        self.limits = limits
-        self.connections = 0  # open now
-        self._pending: dict[str, int] = {}  # address -> connections before CONNECT
-        self._pending_of: dict[int, str] = {}  # id(writer) -> its address, while pending
-        self._queued_bytes: dict[str, int] = {}  # client id -> bytes queued while offline
-        self._subscription_count: dict[str, int] = {}  # client id -> topic filters held
-        self.refused_filters = 0
-        self.refused = 0  # connections closed at once (over a limit)
-        self.dropped = 0  # messages not queued for an offline session (over a limit)
-
-    async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
-        # Limits on connections (module doc). Refused at once, holding nothing.
-        peer = writer.get_peer_info()
-        address = str(peer[0]) if peer else "?"
-        limits = self.limits
-        if (
-            self.connections >= limits.max_connections
-            or self._pending.get(address, 0) >= limits.max_pending_per_address
-        ):
-            self.refused += 1
-            if self.refused in (1, 10, 100, 1000) or self.refused % 10_000 == 0:
-                log.warning(
-                    "connection from %s refused: %d open (limit %d), %d of them from there "
-                    "before CONNECT (limit %d); %d refused so far",
-                    address, self.connections, limits.max_connections,
-                    self._pending.get(address, 0), limits.max_pending_per_address, self.refused,
-                )  # fmt: skip
-            await writer.close()
-            return
-        self.connections += 1
-        self._pending[address] = self._pending.get(address, 0) + 1
-        self._pending_of[id(writer)] = address
-        try:
-            await super()._client_connected(
-                listener_name, _LimitedReader(reader, limits.max_packet_bytes), writer
-            )
-        finally:
-            self.connections -= 1
-            self._connect_done(writer)
-
-    def _connect_done(self, writer: Any) -> None:
-        address = self._pending_of.pop(id(writer), None)
-        if address is not None:
-            left = self._pending[address] - 1
-            if left:
-                self._pending[address] = left
-            else:
-                del self._pending[address]
 
     async def _initialize_client_session(
         self,
@@ -495,59 +389,6 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
                         )
                     )
 
-    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
-        # Bounded (module doc): a filter the client does not hold yet counts.
-        client = str(session.client_id)
-        held = self._subscription_count.get(client, 0)
-        topic_filter = subscription[0]
-        new = all(s.client_id != client for s, _ in self._subscriptions.get(topic_filter, ()))
-        if new and held >= self.limits.max_subscriptions_per_client:
-            self.refused_filters += 1
-            if self.refused_filters in (1, 10, 100, 1000) or self.refused_filters % 10_000 == 0:
-                log.warning(
-                    "%s holds %d topic filters: %r refused; %d refused so far",
-                    client, held, topic_filter[:80], self.refused_filters,
-                )  # fmt: skip
-            return 0x80
-        code = await super().add_subscription(subscription, session)
-        if new and code < 0x80:
-            self._subscription_count[client] = held + 1
-        return int(code)
-
-    def _del_subscription(self, a_filter: str, session: Session) -> int:
-        deleted = int(super()._del_subscription(a_filter, session))
-        if deleted:
-            client = str(session.client_id)
-            left = self._subscription_count.get(client, 0) - deleted
-            if left > 0:
-                self._subscription_count[client] = left
-            else:
-                self._subscription_count.pop(client, None)
-        return deleted
-
-    async def _retain_broadcast_message(
-        self, broadcast: dict[str, Any], qos: int, target_session: Session
-    ) -> None:
-        # Bounded like Mosquitto's max_queued_messages / max_queued_bytes: beyond either,
-        # a message for an offline session is dropped (module doc).
-        client = str(target_session.client_id)
-        size = len(broadcast.get("data") or b"")
-        queued = self._queued_bytes.get(client, 0)
-        if (
-            target_session.retained_messages.qsize() >= self.limits.max_queued_messages
-            or queued + size > self.limits.max_queued_bytes
-        ):
-            self.dropped += 1
-            if self.dropped in (1, 10, 100, 1000) or self.dropped % 10_000 == 0:
-                log.warning(
-                    "queue of offline %s full (%d messages, %d bytes): message dropped; "
-                    "%d dropped so far",
-                    client, target_session.retained_messages.qsize(), queued, self.dropped,
-                )  # fmt: skip
-            return
-        self._queued_bytes[client] = queued + size
-        await super()._retain_broadcast_message(broadcast, qos, target_session)
-
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # Messages queued while a persistent session was away are ordinary deliveries;
         # stock amqtt sends them with the RETAIN flag set, which MQTT 3.1.1 (3.3.1.3)
@@ -556,7 +397,7 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         if handler is None:
             return
         tasks = []
-        self._queued_bytes.pop(str(session.client_id), None)  # all of it goes out now
+        self.queue_drained(session)  # all of it goes out now
         while not session.retained_messages.empty():
             queued = await session.retained_messages.get()
             tasks.append(
