@@ -152,6 +152,7 @@ class Device:
             set_aside=set_aside_path(store_path),
         )
         self._ready = asyncio.Event()
+        self._batch_committed = False  # the incoming batch in hand is stored (see below)
         self._device_lists: dict[str, tuple[float, list[str]]] = {}
         self._device_list_ttl = device_list_ttl
         self._prekeys_used = 0
@@ -481,6 +482,7 @@ class Device:
         pending = list(payloads)
         while pending:
             snapshot = self.crypto.to_bytes()
+            self._batch_committed = False
             try:
                 self._receive(pending)
                 return
@@ -496,9 +498,11 @@ class Device:
                 self._link.set_aside(topics.inbox(self.id, topics.MSG), bad, poison.reason)
                 self._on_set_aside(topics.MSG, bad)
             except BaseException:
-                # Transient (the disk) or cancelled: nothing of this batch was
-                # committed; undo it in memory too, so that it can come again.
-                self.crypto = DeviceCrypto.from_bytes(snapshot)
+                # Transient (the disk), cancelled, or a failure after the commit (then
+                # the keys in memory are the committed ones: keep them). Before it,
+                # nothing of this batch is stored: undo it in memory too.
+                if not self._batch_committed:
+                    self.crypto = DeviceCrypto.from_bytes(snapshot)
                 raise
 
     def _receive(self, payloads: list[bytes]) -> None:
@@ -537,6 +541,7 @@ class Device:
                     for o in opened
                 ],
             )
+            self._batch_committed = True
         for o in opened:
             self._show(o)
         # Acknowledge after the commit: if we die before the ack leaves, the relay

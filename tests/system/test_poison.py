@@ -267,3 +267,31 @@ async def test_the_largest_text_of_raw_bytes_that_are_not_utf8(system: System) -
     assert all(e["text"] == "\ufffd" * limit for e in archived)
     with pytest.raises(_limits().TextTooLong):
         await system.devices[CAROL].send("alice@acme", b"\xff" * (limit + 1))
+
+
+async def test_a_failure_after_the_commit_keeps_the_committed_keys(system: System) -> None:
+    """A handler that fails *after* the device committed a batch (here a listener of the
+    event log that raises when the message is shown, as a buggy pane would) must not
+    undo the batch's keys in memory: that would bring back message keys the store has
+    already deleted, and the next commit would write them again."""
+    phone = system.devices[ALICE[0]]
+    text = "shown, then the pane fails"
+
+    def buggy(event: Event) -> None:
+        if (event["kind"], event["actor"], event.get("text")) == (
+            "device.received", ALICE[0], text
+        ):
+            raise ValueError("a pane cannot draw this message")
+
+    system.events.subscribe(buggy)
+    d = await system.send(CAROL, "alice@acme", text)
+    await _until(lambda: _of(system, "device.received", id=d.sent.id, actor=ALICE[0]), 20)
+    d2 = await system.send(CAROL, "alice@acme", "the next one")
+    assert await system.wait_delivered(d2, timeout=20)
+    assert not system.events.events(kind="device.unreadable")
+    # Had the keys been undone, opening the next message would have derived the first
+    # one's key again and kept it as a skipped key: no session holds any.
+    state = json.loads(phone.crypto.to_bytes())
+    skipped = [s["ratchet"]["skipped"] for ss in state["sessions"].values() for s in ss]
+    assert all(not k for k in skipped), skipped
+    assert phone.crypto.to_bytes() == phone._store.load_crypto()
