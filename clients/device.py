@@ -13,8 +13,10 @@ reason), ``device.rejected`` (reason), ``device.bad_bundle`` (device, reason),
 ``device.undelivered`` (reason, op; id and to when the relay named the envelope;
 refused and retry for a rate-limit refusal), ``device.resent`` (kinds, count),
 ``device.kt_alarm`` (user, device, time, reason, alarm_kind: a device the user's
-enterprise never enrolled, a key that is not ours, or a split view).
+enterprise never enrolled, a key that is not ours, or a split view), and the link's
+``service.set_aside`` for an envelope it cannot process (docs/protocol.md, "Set aside").
 A device's events carry its own plaintext: that is what its user sees on screen.
+``send`` refuses a text longer than a user can send (``clients.limits.TextTooLong``).
 
 Refusals. The relay answers an envelope it will not take on our ``dir`` inbox with
 ``{"req": null, "ok": false, "op": "msg", "id", "to", "error"}``. A refusal that names
