@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.transport import Transport
+from wire import strictjson
 from wire.events import EventLog
 
 PLAINTEXT_BYTES = 512
@@ -161,9 +162,9 @@ class CoreClient:
             m.ack()
             payload = m.payload
             if m.topic.endswith("/dir"):
-                try:
-                    answer = json.loads(payload)
-                except ValueError:
+                try:  # strict: a benchmark's reader must not die on one bad answer
+                    answer = strictjson.loads_object(payload, "answer", max_bytes=1 << 20)
+                except strictjson.StrictJSONError:
                     continue
                 fut = self._answers.get(str(answer.get("req")))
                 if fut is not None and not fut.done():

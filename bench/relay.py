@@ -53,6 +53,7 @@ import psutil
 from bench.clients import WorkerConfig, worker_main
 from bench.common import ROOT, machine, median, percentile, rounded, write_json
 from infra.transport import Transport
+from wire import strictjson
 
 PY = sys.executable
 
@@ -134,8 +135,8 @@ class DirClient:
     async def _read(self) -> None:
         async for m in self.transport.messages():
             m.ack()
-            with contextlib.suppress(ValueError):
-                answer = json.loads(m.payload)
+            with contextlib.suppress(ValueError):  # strictjson's errors are ValueErrors
+                answer = strictjson.loads_object(m.payload, "answer", max_bytes=1 << 20)
                 fut = self.answers.pop(str(answer.get("req")), None)
                 if fut is not None and not fut.done():
                     fut.set_result(answer)

@@ -10,11 +10,31 @@ only source of content (CC) for a warrant, checked again by the enterprise itsel
 
 ``journal_record`` is what a device does; ``Archive`` is the enterprise side (sans-I/O
 but for its SQLite store).
+
+The record (version 2), padded like a message and sealed::
+
+    {"device":..,"direction":"in"|"out","from":..,"id":..,"to_user":..|null,"ts":..,"v":2}
+    <a newline>
+    <the message's bytes, as the device has them>
+
+A JSON header of bounded size, a newline, then the text's raw bytes: the record's size is
+the text's plus at most ``MAX_HEADER_BYTES``, whatever the text holds. (Version 1 carried
+the text inside the JSON, where escaping could make it up to six times longer: a text
+that fitted an envelope no longer fitted a journal record, and the reading device's
+handler failed on it - issue 12.) So ``JOURNAL_TEXT_MAX`` - the largest text whose
+record fits the largest padding bucket - is exact, and a device refuses to send more
+(``clients.limits``).
+
+The archive takes nothing on trust from a record, although only a device (or anyone:
+the key is public) could have sealed it: the header is strict JSON (no NaN/Infinity,
+bounded size and nesting, exactly these fields), every field has its type and range,
+and a record that fails is refused with the reason (``ArchiveError``), which the
+enterprise server reports and sets aside.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +48,19 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from clients.crypto import CryptoError, open_sealed, pad, seal_to, unpad
+from clients.crypto import MAX_PLAINTEXT, CryptoError, open_sealed, pad, seal_to, unpad
 from infra.sqlite import Schema, open_store
+from wire import strictjson
+from wire.canonical import canonical_bytes
+from wire.ids import USER_RE, is_device
 
 _INFO = b"doormat compliance archive v1|"  # + the journalling device's id
 ARCHIVE_KIND = "archive"  # topic kind: doormat/out/<device>/archive -> doormat/in/<ent>/archive
+RECORD_VERSION = 2
+DIRECTIONS = ("in", "out")
+_RECORD_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FIELDS = frozenset({"v", "device", "direction", "id", "from", "to_user", "ts"})
+MAX_TS = 2**53  # milliseconds, as an envelope's ts
 
 _SCHEMA = Schema(
     "archive store",
@@ -68,16 +96,108 @@ class Record:
             "text": self.text,
         }
 
-
-def journal_record(archive_public_key: bytes, record: Record) -> bytes:
-    """Seal a record for the enterprise archive (what a device sends)."""
-    body = json.dumps(record.to_json(), separators=(",", ":")).encode()
-    # Padded like messages, so the relay learns a bucket, not a length.
-    return seal_to(archive_public_key, pad(body), info=_INFO + record.device.encode())
+    def header(self) -> bytes:
+        """The record's JSON header (everything but the text)."""
+        fields = self.to_json()
+        del fields["text"]
+        return canonical_bytes({**fields, "v": RECORD_VERSION})
 
 
 class ArchiveError(ValueError):
     """A journal record the archive cannot open or does not accept."""
+
+
+class RecordTooLarge(ArchiveError):
+    """A journal record that would not fit the largest padding bucket."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the journal record would be {size} bytes, over the {limit}-byte limit of a "
+            f"record (a text of at most {JOURNAL_TEXT_MAX} bytes fits)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+# The longest header a device can write: the longest ids the grammar allows
+# (wire/ids.py: 32 characters a name), the longest message id, the largest timestamp.
+LONGEST_DEVICE = f"{'a' * 32}@{'b' * 32}.{'c' * 32}"
+MAX_HEADER_BYTES = len(
+    Record(LONGEST_DEVICE, "out", "f" * 64, LONGEST_DEVICE, f"{'a' * 32}@{'b' * 32}",
+           MAX_TS - 1, "").header()
+)  # fmt: skip
+#: The largest text whose journal record fits: what an archiving device can journal.
+JOURNAL_TEXT_MAX = MAX_PLAINTEXT - MAX_HEADER_BYTES - 1
+
+
+def record_body(record: Record, text: bytes | None = None) -> bytes:
+    """The unsealed record: header, newline, the text's bytes (``text``: as the device
+    has them; default ``record.text`` in UTF-8). RecordTooLarge if it cannot fit."""
+    raw = record.text.encode("utf-8", "surrogatepass") if text is None else text
+    body = b"".join((record.header(), b"\n", raw))
+    if len(body) > MAX_PLAINTEXT:
+        raise RecordTooLarge(len(body), MAX_PLAINTEXT)
+    return body
+
+
+def journal_record(archive_public_key: bytes, record: Record, text: bytes | None = None) -> bytes:
+    """Seal a record for the enterprise archive (what a device sends). RecordTooLarge if
+    it cannot fit (a text over ``JOURNAL_TEXT_MAX`` bytes)."""
+    # Padded like messages, so the relay learns a bucket, not a length.
+    return seal_to(
+        archive_public_key, pad(record_body(record, text)), info=_INFO + record.device.encode()
+    )
+
+
+def parse_record(device: str, body: bytes) -> Record:
+    """An opened, unpadded record from ``device``, checked field by field; ArchiveError
+    saying what is wrong."""
+    head, sep, raw = body.partition(b"\n")
+    if not sep:
+        raise ArchiveError(f"journal record from {device} has no header line")
+    try:
+        obj = strictjson.loads_object(
+            head, "journal record header", max_bytes=MAX_HEADER_BYTES, max_depth=1
+        )
+    except strictjson.StrictJSONError as exc:
+        raise ArchiveError(f"journal record from {device}: {exc}") from None
+    if obj.keys() != _FIELDS:
+        missing, unknown = sorted(_FIELDS - obj.keys()), sorted(obj.keys() - _FIELDS)
+        raise ArchiveError(
+            f"journal record from {device}: fields must be exactly {sorted(_FIELDS)} "
+            f"(missing {missing}, unknown {[k[:40] for k in unknown]})"
+        )
+    v, ts, to_user = obj["v"], obj["ts"], obj["to_user"]
+    problem = None
+    if v != RECORD_VERSION or isinstance(v, bool):
+        problem = f"version {v!r} (expected {RECORD_VERSION})"
+    elif obj["device"] != device:
+        problem = f"names device {str(obj['device'])[:100]!r}"
+    elif obj["direction"] not in DIRECTIONS:
+        problem = "'direction' must be 'in' or 'out'"
+    elif not isinstance(obj["id"], str) or not _RECORD_ID.match(obj["id"]):
+        problem = "'id' must be 1 to 64 letters, digits, '-' or '_'"
+    elif not is_device(obj["from"]):
+        problem = "'from' is not a device id"
+    elif not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < MAX_TS:
+        problem = f"'ts' must be an integer from 0 to {MAX_TS - 1} (milliseconds)"
+    elif obj["direction"] == "out" and not (
+        isinstance(to_user, str) and USER_RE.fullmatch(to_user)
+    ):
+        problem = "'to_user' of a sent message must be a user id"
+    elif obj["direction"] == "in" and to_user is not None:
+        problem = "'to_user' of a read message must be null"
+    if problem is not None:
+        raise ArchiveError(f"journal record from {device}: {problem}")
+    return Record(
+        device=device,
+        direction=obj["direction"],
+        id=obj["id"],
+        sender=obj["from"],
+        to_user=to_user,
+        ts=ts,
+        text=raw.decode("utf-8", errors="replace"),
+    )
 
 
 class Archive:
@@ -140,20 +260,9 @@ class Archive:
         device re-sending its outbox), which is stored only once."""
         try:
             body = unpad(open_sealed(self.key, sealed, info=_INFO + device.encode()))
-            obj = json.loads(body)
-            rec = Record(
-                device=str(obj["device"]),
-                direction=str(obj["direction"]),
-                id=str(obj["id"]),
-                sender=str(obj["from"]),
-                to_user=None if obj["to_user"] is None else str(obj["to_user"]),
-                ts=int(obj["ts"]),
-                text=str(obj["text"]),
-            )
-        except (CryptoError, ValueError, KeyError, TypeError) as exc:
+        except CryptoError as exc:
             raise ArchiveError(f"journal record from {device} does not open: {exc}") from None
-        if rec.device != device or rec.direction not in ("in", "out"):
-            raise ArchiveError(f"journal record from {device} names {rec.device}")
+        rec = parse_record(device, body)
         cur = self._db.execute(
             "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)",
             (rec.device, rec.direction, rec.id, rec.sender, rec.to_user, rec.ts, rec.text),

@@ -15,8 +15,11 @@ refused and retry for a rate-limit refusal), ``device.resent`` (kinds, count),
 ``device.kt_alarm`` (user, device, time, reason, alarm_kind: a device the user's
 enterprise never enrolled, a key that is not ours, or a split view);
 ``device.identity_held``, ``device.identity_accepted``, ``device.identity_alarm``,
-``device.safety_verified`` (clients/senders.py), ``device.prekeys`` (clients/upkeep.py).
+``device.safety_verified`` (clients/senders.py), ``device.prekeys`` (clients/upkeep.py),
+and the link's ``service.set_aside`` for an envelope it cannot process
+(docs/protocol.md, "Set aside").
 A device's events carry its own plaintext: that is what its user sees on screen.
+``send`` refuses a text longer than a user can send (``clients.limits.TextTooLong``).
 
 Checking who writes (issue 12). A message carrying a prekey message that would start a
 session with an identity this device does not hold for its sender is not opened in the
@@ -59,11 +62,15 @@ from clients.crypto import CryptoError, DeviceCrypto, Sealed
 from clients.enterprise import Credentials
 from clients.identities import Decision, first_look
 from clients.kt import DirectoryView
+from clients.limits import check_text
 from clients.senders import SenderChecks
 from clients.store import DeviceStore, HistoryEntry, Incoming
 from clients.upkeep import DAY, PrekeyUpkeep
-from infra.link import RATE_LIMIT_PAUSE, Link
+from infra.failures import describe, is_transient
+from infra.link import RATE_LIMIT_PAUSE, Link, LinkError
+from infra.setaside import store_path as set_aside_path
 from wire import envelope as wire_envelope
+from wire import topics
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms
 from wire.ids import user_of
@@ -88,6 +95,15 @@ class _Opened:
     text: bytes | None  # None: could not be read
     reason: str | None  # why not
     journal: bytes | None  # the record for our enterprise's archive, if it runs one
+
+
+class _Poison(Exception):
+    """An envelope of a batch this device cannot process (its index, and why)."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -156,8 +172,12 @@ class Device(SenderChecks, PrekeyUpkeep):
             on_envelopes=self._on_envelopes,
             on_connect=self._on_connect,
             on_refusal=self._on_refusal,
+            on_set_aside=self._on_set_aside,
+            events=events,
+            set_aside=set_aside_path(store_path),
         )
         self._ready = asyncio.Event()
+        self._batch_committed = False  # the incoming batch in hand is stored (see below)
         self._device_lists: dict[str, tuple[float, list[str]]] = {}
         self._device_list_ttl = device_list_ttl
         # Prekeys over time (clients/upkeep.py): seconds between checks at the relay, and
@@ -268,7 +288,11 @@ class Device(SenderChecks, PrekeyUpkeep):
             if self.kt is not None and self.kt.since is not None:
                 fields["since"] = self.kt.since
             answer = await self._link.request(op, **fields)
-            items = list(answer[listed])
+            items = answer.get(listed)
+            want = str if listed == "devices" else dict
+            if not isinstance(items, list) or not all(isinstance(i, want) for i in items):
+                # The relay's answer, not the user's text: a clear error for the caller.
+                raise LinkError(f"{self.id}: malformed {op!r} answer from the relay")
             if self.kt is None:
                 return answer, items, {}
             try:
@@ -352,8 +376,12 @@ class Device(SenderChecks, PrekeyUpkeep):
                 self._accepted(dev, presented, accepted)
 
     async def send(self, to_user: str, text: str | bytes) -> Sent:
-        """Seal ``text`` for every device of ``to_user`` and our own other devices."""
+        """Seal ``text`` for every device of ``to_user`` and our own other devices.
+
+        TextTooLong (before anything is sealed, stored or sent) if ``text`` is longer
+        than a user can send with this build (``clients.limits``)."""
         data = text.encode() if isinstance(text, str) else text
+        check_text(data, self.build)
         theirs = await self._devices_of(to_user)
         ours = [d for d in await self._devices_of(self.user) if d != self.id]
         if self._enrolled is not None and set(ours) - self._enrolled():
@@ -495,18 +523,56 @@ class Device(SenderChecks, PrekeyUpkeep):
         record = Record(
             self.id, direction, msg_id, sender, to_user, ts, text.decode(errors="replace")
         )
-        return journal_record(self.archive_key, record)
+        # The text's own bytes: the record's size is the text's plus a bounded header
+        # (clients/archive.py), so what check_text let through always fits. A longer
+        # text (a sender that skipped the check) raises RecordTooLarge.
+        return journal_record(self.archive_key, record, text)
 
     # -- receiving -----------------------------------------------------------------
 
     async def _on_envelopes(self, payloads: list[bytes]) -> None:
         """Envelopes that arrived together: opened in order, committed in one
-        transaction (one fsync, not one each), then shown and acknowledged."""
+        transaction (one fsync, not one each), then shown and acknowledged.
+
+        An envelope this device cannot process (anything but a CryptoError, which makes
+        it "unreadable", or a transient failure of the disk) is set aside: the batch's
+        work is undone (the keys as they were before it), the envelopes before it are
+        processed again without it, it is kept in the set-aside store and acknowledged
+        to the relay, and the rest follow. So a poison envelope consumes no message key
+        (it can be opened later, by a fixed version) and holds up nothing."""
+        pending = list(payloads)
+        while pending:
+            snapshot = self.crypto.to_bytes()
+            self._batch_committed = False
+            try:
+                self._receive(pending)
+                return
+            except _Poison as poison:
+                self.crypto = DeviceCrypto.from_bytes(snapshot)
+                before, bad, pending = (
+                    pending[: poison.index],
+                    pending[poison.index],
+                    pending[poison.index + 1 :],
+                )
+                if before:
+                    await self._on_envelopes(before)
+                self._link.set_aside(topics.inbox(self.id, topics.MSG), bad, poison.reason)
+                self._on_set_aside(topics.MSG, bad)
+            except BaseException:
+                # Transient (the disk), cancelled, or a failure after the commit (then
+                # the keys in memory are the committed ones: keep them). Before it,
+                # nothing of this batch is stored: undo it in memory too.
+                if not self._batch_committed:
+                    self.crypto = DeviceCrypto.from_bytes(snapshot)
+                raise
+
+    def _receive(self, payloads: list[bytes]) -> None:
+        """``_on_envelopes``' one pass; _Poison names an envelope it cannot process."""
         to_ack: list[Envelope] = []
         opened: list[_Opened] = []
         held: list[tuple[str, str, bytes]] = []
         fresh: set[tuple[str, str]] = set()
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
             try:
                 env = wire_envelope.parse(payload)
             except EnvelopeError as exc:
@@ -528,7 +594,12 @@ class Device(SenderChecks, PrekeyUpkeep):
             if self._must_hold(env):
                 held.append((env.sender, env.id, payload))
                 continue
-            opened.append(self._decrypt(env))
+            try:
+                opened.append(self._decrypt(env))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                raise _Poison(index, describe(exc)) from exc
         if held:
             # Kept before the acknowledgement below: checked (and opened or refused) by
             # _check_held, outside this handler, which must not ask the directory.
@@ -545,6 +616,7 @@ class Device(SenderChecks, PrekeyUpkeep):
                     for o in opened
                 ],
             )
+            self._batch_committed = True
         for o in opened:
             self._show(o)
         # Acknowledge after the commit: if we die before the ack leaves, the relay
@@ -555,6 +627,21 @@ class Device(SenderChecks, PrekeyUpkeep):
             self._link.publish_soon("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
         if held:
             self._check_held_soon()
+
+    def _on_set_aside(self, kind: str, payload: bytes) -> None:
+        """An envelope set aside (by us or by the link): acknowledge it to the relay, or
+        the relay would send it again on every reconnection. Kept in the set-aside
+        store; never opened, so no message key was spent on it."""
+        if kind != topics.MSG:
+            return
+        try:
+            env = wire_envelope.parse(payload)
+        except EnvelopeError:
+            return  # not an envelope: nothing the relay holds for us under a name
+        if env.recipient == self.id:
+            self._link.publish_soon(
+                "ack", json.dumps({"from": env.sender, "id": env.id}).encode()
+            )
 
     def _decrypt(self, env: Envelope) -> _Opened:
         """Open one envelope (the ratchet steps in memory; the caller commits them)."""

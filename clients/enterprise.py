@@ -23,10 +23,12 @@ from clients.archive import Archive, ArchiveError, Record
 from clients.crypto import seal_to
 from infra.files import write_atomic
 from infra.link import Link
-from wire import topics
-from wire.b64 import b64decode
+from infra.setaside import store_path as set_aside_path
+from wire import strictjson, topics
+from wire.b64 import B64Error, b64decode
+from wire.envelope import MAX_ENVELOPE_BYTES
 from wire.events import EventLog, now_ms
-from wire.ids import check_enterprise, check_user, device_id, enterprise_of, user_of
+from wire.ids import check_enterprise, check_user, device_id, enterprise_of, is_device, user_of
 from wire.li.checks import Decision, Policy, WarrantState, check_warrant_bytes
 from wire.li.errors import InterceptError
 from wire.li.handover import HANDOVER_INFO, encode_record, handover_record
@@ -34,6 +36,11 @@ from wire.li.trust import AgencyPublicKey, TrustStore
 from wire.li.warrant import Warrant, parse_warrant, warrant_from_json
 
 log = logging.getLogger(__name__)
+
+
+# The relay forwards journal records of at most MAX_ENVELOPE_BYTES, base64 in a small
+# JSON wrapper.
+MAX_WRAPPER_BYTES = MAX_ENVELOPE_BYTES * 4 // 3 + 1024
 
 
 class EnrolmentError(ValueError):
@@ -128,7 +135,16 @@ class EnterpriseServer:
         self.archive: Archive | None = None
         if enterprise.archive:
             self.archive = Archive(enterprise.name, archive_store(state_dir, enterprise.name))
-        self.link = Link(enterprise.name, password, host, port, on_other=self._on_other)
+        self.link = Link(
+            enterprise.name,
+            password,
+            host,
+            port,
+            on_other=self._on_other,
+            events=events,
+            # Beside the archive's store: what this server could not process.
+            set_aside=set_aside_path(archive_store(state_dir, enterprise.name)),
+        )
         self._clock = clock
         # Where CC exported under a warrant goes (to the interceptor, which forwards it to
         # the agency only under a task it runs): set here or by ``accept_warrant``.
@@ -168,16 +184,15 @@ class EnterpriseServer:
         if kind != topics.ARCHIVE:
             return
         if self.archive is None:
-            self._events.emit(
-                self.enterprise.name, "enterprise.rejected", reason="journal record but no archive"
-            )
+            self._refuse(kind, payload, "journal record but no archive")
             return
         try:
-            wrapped = json.loads(payload)
-            device = str(wrapped["device"])
-            record, new = self.archive.ingest_new(device, b64decode(wrapped["record"], "'record'"))
-        except (ArchiveError, ValueError, KeyError, TypeError) as exc:
-            self._events.emit(self.enterprise.name, "enterprise.rejected", reason=str(exc))
+            device, sealed = self._unwrap(payload)
+            record, new = self.archive.ingest_new(device, sealed)
+        except ArchiveError as exc:
+            # Refused with the reason, kept (set aside), acknowledged: never again in
+            # the way of the records behind it (issue 12).
+            self._refuse(kind, payload, str(exc))
             return
         if not new:
             # Already archived, exported and reported: a redelivery (we died or lost the
@@ -193,6 +208,28 @@ class EnterpriseServer:
             text=record.text,
             **{"from": record.sender},
         )
+
+    def _unwrap(self, payload: bytes) -> tuple[str, bytes]:
+        """The relay's wrapper of a journal record: ``{"device", "record"}`` (base64)."""
+        try:
+            wrapped = strictjson.loads_object(
+                payload, "journal wrapper", max_bytes=MAX_WRAPPER_BYTES, max_depth=1
+            )
+        except strictjson.StrictJSONError as exc:
+            raise ArchiveError(str(exc)) from None
+        if wrapped.keys() != {"device", "record"}:
+            raise ArchiveError("journal wrapper must have exactly 'device' and 'record'")
+        device = wrapped["device"]
+        if not is_device(device) or enterprise_of(device) != self.enterprise.name:
+            raise ArchiveError(f"journal wrapper names {str(device)[:100]!r}, not one of ours")
+        try:
+            return device, b64decode(wrapped["record"], "journal wrapper 'record'")
+        except B64Error as exc:
+            raise ArchiveError(str(exc)) from None
+
+    def _refuse(self, kind: str, payload: bytes, reason: str) -> None:
+        self._events.emit(self.enterprise.name, "enterprise.rejected", reason=reason)
+        self.link.set_aside(topics.inbox(self.enterprise.name, kind), payload, reason)
 
     # -- warrants (CC from the archive) -------------------------------------------------
 

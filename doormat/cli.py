@@ -18,6 +18,8 @@ from collections.abc import Sequence
 COMMANDS = (
     "demo", "chat", "relay", "broker", "ledger", "court", "serve", "health", "dashboard", "lab"
 )
+# The commands a module registers under another name than its own.
+MODULE_OF = {"enterprise": "serve", "device": "serve", "tap": "serve"}
 
 
 class CommandError(Exception):
@@ -28,7 +30,22 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_module(argv: Sequence[str]) -> str | None:
+    """The one module under doormat.commands that ``argv``'s command needs, or None (no
+    command, an option first, ``--help``, an unknown word: then every module)."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    module = MODULE_OF.get(argv[0], argv[0])
+    return module if module in COMMANDS else None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``doormat`` parser; with ``only``, just that module's commands.
+
+    ``main`` passes the one module the command line needs, so that a process imports
+    only what its command uses: ``doormat relay`` (the process compose runs) must not
+    load the clients' decryption code through the other commands' imports (issue 12,
+    point 7; tests/architecture/test_relay_process.py)."""
     parser = argparse.ArgumentParser(
         prog="doormat",
         description=(
@@ -37,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f"doormat.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -49,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_module(words))
+    args = parser.parse_args(words)
     try:
         result = args.func(args)
     except CommandError as exc:

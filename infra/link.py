@@ -20,11 +20,29 @@ takes nothing more from the lost connection: the relay re-sends it on ``sync``).
 Acknowledgement: paho's automatic PUBACK is off. Each message is acknowledged to the
 broker only once the handler that took it has returned, so a handler that stores
 something must have committed it by then; then, in arrival order, on the connection it
-came on. A message from a lost connection, or one whose handler raised, is not
-acknowledged: the broker sends it again on the next connection of the persistent
-session, so handlers must take a repeat calmly (de-duplicate). A handler that raises is
-logged and the link leaves its connection (nothing after that message is acknowledged
-on it) and connects again, so that the broker re-sends it. A refusal the
+came on. A message from a lost connection is not acknowledged: the broker sends it again
+on the next connection of the persistent session, so handlers must take a repeat calmly
+(de-duplicate).
+
+No poison message (docs/protocol.md, "Set aside"). A handler that raises does not end
+the link, and what happens depends on why it raised:
+
+* a *transient* failure (``is_transient``: the disk - ``OSError``, a locked or full
+  SQLite store - or the transport) is the machine's, not the message's: the message is
+  not acknowledged (nor anything after it on that connection), the link leaves its
+  connection and connects again after the back-off, and the broker re-sends it;
+* anything else means this code cannot process *that* message, and never will: it is
+  **set aside** (``infra.setaside``: kept, bounded, with why), acknowledged, and the
+  next message is handled at once. One ``service.set_aside`` event names the account,
+  the topic, the size and the reason (at most ``SET_ASIDE_EVENTS`` such events a
+  second; the others are counted in the next one's ``suppressed``), and the
+  ``on_set_aside`` hook lets the owner finish with it (a device acknowledges the
+  envelope to the relay, so that the relay stops re-sending it).
+
+When ``on_envelopes`` raises for a batch, the link cannot know which envelope was at
+fault: it hands them over again one at a time, and sets aside only those that raise on
+their own. A batch handler must therefore leave no trace of a batch it raised on. A
+refusal the
 relay sends without a request id (``{"req": null, "ok": false, ...}``: an envelope or
 journal record it would not take) goes to ``on_refusal``; anything on another kind of
 inbox topic goes to ``on_other(kind, payload)``. The callbacks must not call ``request``
@@ -39,10 +57,20 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
-from infra.transport import MAX_IN_FLIGHT, Connection, LoginRefused, Message, Transport
-from wire import topics
+from infra.failures import describe, is_transient
+from infra.setaside import EVENTS_PER_SECOND, SetAside
+from infra.transport import (
+    MAX_IN_FLIGHT,
+    Connection,
+    LoginRefused,
+    Message,
+    Transport,
+)
+from wire import strictjson, topics
+from wire.events import EventLog
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +79,17 @@ EnvelopesHandler = Callable[[list[bytes]], Awaitable[None]]
 ConnectHook = Callable[[], Coroutine[Any, Any, None]]
 OtherHandler = Callable[[str, bytes], Awaitable[None]]
 RefusalHandler = Callable[[dict[str, Any]], None]
+SetAsideHook = Callable[[str, bytes], None]
 
 __all__ = [
+    "MAX_DIR_ANSWER_BYTES",
     "MAX_IN_FLIGHT",
     "RATE_LIMIT_PAUSE",
     "READ_AHEAD",
+    "SET_ASIDE_EVENTS",
     "Link",
     "LinkError",
+    "is_transient",
 ]
 
 # At most this many messages already received are taken and handled together.
@@ -67,11 +99,21 @@ READ_AHEAD = 64
 # most once a second per device and kind; a pause longer than that means a refusal after
 # the report is covered by the retry, or makes a new report.
 RATE_LIMIT_PAUSE = 1.2
+# At most this many service.set_aside events a second per link (infra/setaside.py).
+SET_ASIDE_EVENTS = EVENTS_PER_SECOND
+# The largest directory answer read: no broker passes a larger packet (docs/brokers.md).
+MAX_DIR_ANSWER_BYTES = topics.MAX_PACKET_BYTES
 
 
 class LinkError(Exception):
     """The relay refused a request, or did not answer in time; or the broker refused
     the login."""
+
+    transient = True  # not a message's fault (infra.failures)
+
+
+class UnreadableInput(Exception):
+    """A message on one of our inbox topics that is not what that topic carries."""
 
 
 class Link:
@@ -87,8 +129,11 @@ class Link:
         on_connect: ConnectHook | None = None,
         on_other: OtherHandler | None = None,
         on_refusal: RefusalHandler | None = None,
+        on_set_aside: SetAsideHook | None = None,
         request_timeout: float = 15.0,
         max_in_flight: int = MAX_IN_FLIGHT,
+        events: EventLog | None = None,
+        set_aside: SetAside | str | Path | None = None,
     ) -> None:
         self.owner = owner
         self._on_envelope = on_envelope
@@ -96,7 +141,15 @@ class Link:
         self._on_connect = on_connect
         self._on_other = on_other
         self._on_refusal = on_refusal
+        self._on_set_aside = on_set_aside
         self._request_timeout = request_timeout
+        self._events = events
+        # Where messages we cannot process are kept (infra/setaside.py): beside the
+        # owner's store when it gives a path, else in memory (bounded all the same).
+        self.set_aside_store = (
+            set_aside if isinstance(set_aside, SetAside) else SetAside(set_aside or ":memory:")
+        )
+        self._owns_set_aside = not isinstance(set_aside, SetAside)
         self.transport = Transport(
             host,
             port,
@@ -154,6 +207,8 @@ class Link:
                 await self._reader
         # Flushes what the reader's last handler queued, then DISCONNECT.
         await self.transport.stop()
+        if self._owns_set_aside:
+            self.set_aside_store.close()
 
     @property
     def connected(self) -> bool:
@@ -174,50 +229,93 @@ class Link:
             taken += transport.take(READ_AHEAD - 1)
             try:
                 await self._dispatch_all(taken)
-            except Exception:
-                # Not acknowledged (nor anything after it on this connection): leave the
-                # connection so that the broker sends it again on the next one.
-                log.exception("%s: a handler failed; reconnecting", self.owner)
+            except Exception as exc:
+                # Transient (the only kind _dispatch_all lets out): not acknowledged (nor
+                # anything after it on this connection); leave the connection so that
+                # the broker sends it again on the next one, after the back-off.
+                log.error(
+                    "%s: a handler failed (%s); reconnecting",
+                    self.owner,
+                    describe(exc),
+                    exc_info=exc,
+                )
                 if message.connection is transport.connection:
                     await transport.reconnect("a handler failed")
 
     async def _dispatch_all(self, messages: list[Message]) -> None:
         """Hand ``messages`` to the handlers, acknowledging each (in arrival order) once
-        the handler that took it has returned. If one raises, neither its messages nor
-        any later ones are acknowledged (PUBACKs keep the arrival order)."""
-        batch = self._on_envelopes
-        if batch is None:
+        the handler that took it has returned, or once it is set aside (see the module
+        doc). A transient failure is raised: then neither that message nor any later
+        one is acknowledged (PUBACKs keep the arrival order)."""
+        if self._on_envelopes is None:
             for message in messages:
-                await self._dispatch(message.topic, message.payload)
-                message.ack()
+                await self._one(message)
             return
         run: list[Message] = []  # consecutive envelopes
         for message in messages:
-            topic = message.topic
-            if topic.rsplit("/", 1)[-1] == topics.MSG:
+            if message.topic.rsplit("/", 1)[-1] == topics.MSG:
                 run.append(message)
                 continue
             if run:
-                await batch([m.payload for m in run])
-                for m in run:
-                    m.ack()
+                await self._run(run)
                 run = []
-            await self._dispatch(topic, message.payload)
-            message.ack()
+            await self._one(message)
         if run:
-            await batch([m.payload for m in run])
-            for m in run:
-                m.ack()
+            await self._run(run)
+
+    async def _one(self, message: Message) -> None:
+        try:
+            await self._dispatch(message.topic, message.payload)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            self._set_aside(message.topic, message.payload, exc)
+        message.ack()
+
+    async def _run(self, run: list[Message]) -> None:
+        """Consecutive envelopes to ``on_envelopes`` together; if that raises for a
+        reason of the message's, one at a time (module doc)."""
+        assert self._on_envelopes is not None
+        try:
+            await self._on_envelopes([m.payload for m in run])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if len(run) > 1:
+                for m in run:
+                    await self._run([m])
+                return
+            self._set_aside(run[0].topic, run[0].payload, exc)
+        for m in run:
+            m.ack()
+
+    def set_aside(self, topic: str, payload: bytes, reason: str) -> None:
+        """Keep a message its owner cannot process (infra/setaside.py) and say so in one
+        ``service.set_aside`` event. Raises only what the set-aside store raises (a
+        transient failure: then the message must not be acknowledged)."""
+        self.set_aside_store.set_aside(self.owner, topic, payload, reason, self._events)
+
+    def _set_aside(self, topic: str, payload: bytes, exc: Exception) -> None:
+        """A handler raised for a reason of the message's: set it aside, then let the
+        owner finish with it."""
+        log.debug("%s: handler failed on %s", self.owner, topic, exc_info=exc)
+        self.set_aside(topic, payload, describe(exc))
+        if self._on_set_aside is not None:
+            try:
+                self._on_set_aside(topic.rsplit("/", 1)[-1], payload)
+            except Exception:
+                log.exception("%s: on_set_aside failed", self.owner)
 
     async def _dispatch(self, topic: str, payload: bytes) -> None:
         kind = topic.rsplit("/", 1)[-1]
         if kind == topics.DIR:
             try:
-                answer = json.loads(payload)
-                req = answer.get("req")
-            except (ValueError, AttributeError):
-                log.warning("%s: unreadable directory answer dropped", self.owner)
-                return
+                answer = strictjson.loads_object(
+                    payload, "directory answer", max_bytes=MAX_DIR_ANSWER_BYTES
+                )
+            except strictjson.StrictJSONError as exc:
+                raise UnreadableInput(str(exc)) from None
+            req = answer.get("req")
             if req is None and answer.get("ok") is False:
                 if "op" not in answer and str(answer.get("error")).startswith("rate limit"):
                     # Maybe one of our requests (or a journal record): the refusal does

@@ -64,6 +64,8 @@ LostCallback = Callable[["Connection", str], None]
 class TransportError(Exception):
     """The transport cannot go on (or was stopped)."""
 
+    transient = True  # the network's, not a message's (infra.failures)
+
 
 class LoginRefused(TransportError):
     """The broker refused the login before the first connection: final."""

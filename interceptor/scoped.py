@@ -25,7 +25,6 @@ witness before it acts, and if it cannot, carries out only the stops and halts.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,8 @@ from interceptor.ledger import (
     warrant_decision_entry,
 )
 from interceptor.ledger.witnessing import Witnessing
+from wire import strictjson
+from wire.envelope import MAX_ENVELOPE_BYTES
 from wire.events import EventLog
 from wire.ids import INTERCEPTOR_ID, enterprise_of
 from wire.li.checks import Decision, Directory, Policy, WarrantState, check_warrant_bytes
@@ -51,6 +52,8 @@ from wire.li.trust import AgencyPublicKey, TrustStore
 from wire.li.warrant import Warrant, parse_warrant
 
 ACTOR = INTERCEPTOR_ID
+# An X3 record carries an envelope (at most MAX_ENVELOPE_BYTES) in base64, and metadata.
+MAX_RELAY_RECORD = MAX_ENVELOPE_BYTES * 4 // 3 + 4096
 
 
 @dataclass(frozen=True)
@@ -372,7 +375,9 @@ class ScopedInterceptor:
             self.events.emit(ACTOR, "interceptor.rejected", reason="halted: " + self.halted)
             return []
         try:
-            rec = json.loads(payload)
+            # Strict (wire/strictjson.py): no NaN/Infinity, no huge integer, no deep
+            # nesting reaches the sealed HI-2/HI-3 record.
+            rec = strictjson.loads_object(payload, "relay record", max_bytes=MAX_RELAY_RECORD)
             task = self._case_of(str(rec["task_id"]))
         except (ValueError, KeyError, TypeError):
             self.events.emit(ACTOR, "interceptor.rejected", reason="unreadable relay record")

@@ -34,7 +34,7 @@ from interceptor.scoped import (
     WitnessCheckpoint,
     is_stop,
 )
-from wire import topics
+from wire import strictjson, topics
 from wire.events import EventLog
 from wire.ids import INTERCEPTOR_ID
 from wire.li.checks import Decision
@@ -66,7 +66,10 @@ class InterceptorService:
         self._ask_enterprise = ask_enterprise
         self._witness = witness
         self._pending: set[asyncio.Task[None]] = set()
-        self._link = Link(INTERCEPTOR_ID, password, host, port, on_other=self._on_message)
+        # What it cannot parse is set aside (kept in memory, bounded), not in the way.
+        self._link = Link(
+            INTERCEPTOR_ID, password, host, port, on_other=self._on_message, events=events
+        )
 
     async def start(self) -> None:
         # First make sure the ledger is not behind what the witness cosigned: a
@@ -159,9 +162,10 @@ class InterceptorService:
     async def _on_message(self, kind: str, payload: bytes) -> None:
         if kind == topics.X1:
             try:
-                answer = json.loads(payload)
-            except ValueError:
-                answer = {"ok": False, "error": "unreadable answer"}
+                answer = strictjson.loads_object(payload, "X1 answer", max_bytes=8192)
+            except strictjson.StrictJSONError as exc:
+                answer = {"ok": False, "error": f"unreadable answer: {exc}"[:300]}
+                self._link.set_aside(topics.inbox(INTERCEPTOR_ID, kind), payload, str(exc))
             self._events.emit(INTERCEPTOR_ID, "interceptor.x1_answer", **{
                 k: answer.get(k) for k in ("ok", "op", "task_id", "error")})
         elif kind in (topics.X2, topics.X3):

@@ -12,18 +12,22 @@ from, to, size, readable, and ``text`` when it read it), ``tap.rejected`` (reaso
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from infra.link import Link
+from infra.setaside import store_path as set_aside_path
 from infra.sqlite import Schema, open_store
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
+from wire import strictjson, topics
 from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.events import EventLog
 from wire.ids import TAP_ID
+
+# A mirror record: an envelope (at most MAX_ENVELOPE_BYTES) in base64, and its metadata.
+MAX_MIRROR = wire_envelope.MAX_ENVELOPE_BYTES * 4 // 3 + 4096
 
 _SCHEMA = Schema("tap store", """
 CREATE TABLE IF NOT EXISTS captures (
@@ -51,8 +55,17 @@ class Tap:
         # returns, i.e. before ``_on_message`` returns and the Link acknowledges the
         # record to the broker; a tap killed earlier gets the record again.
         self._db = open_store(db_path, _SCHEMA, synchronous="FULL")
-        # Also the government's line to the directory, for the ghost back door.
-        self.link = Link(TAP_ID, password, host, port, on_other=self._on_message)
+        # Also the government's line to the directory, for the ghost back door. What it
+        # cannot parse is refused (tap.rejected) and set aside beside its store.
+        self.link = Link(
+            TAP_ID,
+            password,
+            host,
+            port,
+            on_other=self._on_message,
+            events=events,
+            set_aside=set_aside_path(db_path),
+        )
 
     async def start(self, timeout: float = 15.0) -> None:
         await self.link.start(timeout)
@@ -74,14 +87,21 @@ class Tap:
         seq: int | None = None
         try:
             if kind == "mirror":
-                record = json.loads(payload)
-                liid, seq = str(record["liid"]), int(record["seq"])
-                raw = b64decode(record["envelope"], "mirror record 'envelope'")
+                record = strictjson.loads_object(payload, "mirror record", max_bytes=MAX_MIRROR)
+                liid, seq = record.get("liid"), record.get("seq")
+                if not isinstance(liid, str) or not 0 < len(liid) <= 64:
+                    raise ValueError("mirror record: 'liid' must be a string of 1 to 64")
+                if not isinstance(seq, int) or isinstance(seq, bool) or not 0 < seq < 2**63:
+                    raise ValueError("mirror record: 'seq' must be a positive integer")
+                raw = b64decode(record.get("envelope"), "mirror record 'envelope'")
             else:
                 raw = payload
             env = wire_envelope.parse(raw)
-        except (ValueError, KeyError, TypeError, EnvelopeError) as exc:
-            self._events.emit(TAP_ID, "tap.rejected", channel=kind, reason=str(exc))
+        except (ValueError, EnvelopeError) as exc:
+            # Refused with the reason, kept (set aside), acknowledged (issue 12).
+            reason = str(exc)[:300]
+            self._events.emit(TAP_ID, "tap.rejected", channel=kind, reason=reason)
+            self.link.set_aside(topics.inbox(TAP_ID, kind), payload, reason)
             return
         cur = self._db.execute(
             "INSERT OR IGNORE INTO captures (kind, liid, seq, sender, id, recipient, size,"

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from wire import topics
+from wire import strictjson, topics
 from wire.envelope import MAX_ENVELOPE_BYTES
 from wire.events import EventLog
 from wire.ids import RELAY_ID
@@ -90,9 +90,26 @@ def emit(events: EventLog, out: list[Action], kind: str, /, **fields: Any) -> No
     out.append(Event(kind, fields))
 
 
+# The largest answer the relay publishes: the broker's packet limit less room for the
+# fixed header and the topic. A larger one (a user with very many devices or log
+# entries) is replaced by a refusal: published, the broker would disconnect the relay.
+MAX_ANSWER_BYTES = topics.MAX_PACKET_BYTES - 1024
+
+
 def reply(out: list[Action], owner: str, answer: dict[str, Any]) -> None:
-    """Answer ``owner`` on its ``dir`` inbox."""
+    """Answer ``owner`` on its ``dir`` inbox (a refusal instead of an answer that would
+    not fit an MQTT packet the broker takes)."""
     body = json.dumps(answer, separators=(",", ":"), sort_keys=True).encode()
+    if len(body) > MAX_ANSWER_BYTES:
+        refusal = {
+            "req": answer.get("req"),
+            "ok": False,
+            "error": f"the answer would be {len(body)} bytes, over the relay's "
+            f"{MAX_ANSWER_BYTES}-byte limit",
+        }
+        if "op" in answer:
+            refusal["op"] = answer["op"]
+        body = json.dumps(refusal, separators=(",", ":"), sort_keys=True).encode()
     out.append(Publish(topics.inbox(owner, topics.DIR), body))
 
 
@@ -101,9 +118,11 @@ def read_json(payload: bytes, limit: int, what: str) -> dict[str, Any]:
     if len(payload) > limit:
         raise Rejected(f"{what} too large: {len(payload)} bytes, limit {limit}")
     try:
-        obj = json.loads(payload)
-    except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, huge ints
-        raise Rejected(f"malformed {what}: not JSON") from None
+        # Strict: no NaN/Infinity, no integer of thousands of digits, bounded nesting,
+        # no repeated key (wire/strictjson.py).
+        obj = strictjson.loads(payload, what, max_bytes=limit)
+    except strictjson.StrictJSONError as exc:
+        raise Rejected(f"malformed {what}: not JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise Rejected(f"malformed {what}: not a JSON object")
     return obj
@@ -111,6 +130,7 @@ def read_json(payload: bytes, limit: int, what: str) -> dict[str, Any]:
 
 __all__ = [
     "ACTOR",
+    "MAX_ANSWER_BYTES",
     "Ack",
     "Action",
     "Event",

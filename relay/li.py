@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from infra.sqlite import connect
 from relay.router import ACTOR, Action, Publish
-from wire import topics
+from wire import strictjson, topics
 from wire.b64 import b64encode
 from wire.envelope import Envelope
 from wire.events import EventLog, now_ms
@@ -48,6 +48,9 @@ MODES: tuple[Mode, ...] = ("off", "scoped", "blanket")
 MIRROR_TOPIC = topics.inbox(TAP_ID, "mirror")
 BLANKET_LIID = "BLANKET"
 MAX_TARGETS = 10
+# Task windows are Unix seconds; beyond 2**40 (the year 36812) is not a date but an attack
+# on whatever computes with it.
+MAX_TASK_SECONDS = 2**40
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 _SCHEMA = """
@@ -120,11 +123,19 @@ def parse_task(obj: Any) -> Task:
         else:
             raise TaskError(f"not an exact {fmt!s} target: {value!r}")
     cats = obj["categories"]
-    if not isinstance(cats, list) or not cats or not set(cats) <= {"IRI", "CC"}:
+    if (
+        not isinstance(cats, list)
+        or not cats
+        or not all(isinstance(c, str) for c in cats)
+        or not set(cats) <= {"IRI", "CC"}
+    ):
         raise TaskError("categories must be a non-empty subset of IRI, CC")
     nb, na = obj["not_before"], obj["not_after"]
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (nb, na)) or nb >= na:
-        raise TaskError("not_before < not_after, integer seconds")
+    if (
+        not all(isinstance(x, int) and not isinstance(x, bool) for x in (nb, na))
+        or not 0 <= nb < na <= MAX_TASK_SECONDS
+    ):
+        raise TaskError(f"0 <= not_before < not_after <= {MAX_TASK_SECONDS}, integer seconds")
     return Task(task_id, liid, tuple(parsed), frozenset(cats), nb, na)
 
 
@@ -163,9 +174,10 @@ class LawfulIntercept:
         try:
             if owner != INTERCEPTOR_ID:
                 raise TaskError("only the interceptor provisions tasks")
-            obj = json.loads(payload) if len(payload) <= 8192 else None
-            if not isinstance(obj, dict):
+            if len(payload) > 8192:
                 raise TaskError("X1 request must be a JSON object of at most 8 KiB")
+            # Strict (wire/strictjson.py): a StrictJSONError is a ValueError.
+            obj = strictjson.loads_object(payload, "X1 request", max_bytes=8192)
             op = obj.get("op")
             if op == "activate":
                 task = parse_task(obj)

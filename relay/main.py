@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -71,24 +72,87 @@ def read_password_file(path: str) -> str:
 # Mosquitto 2.0 lets any account subscribe to a share group and then drops the group's
 # messages that it round-robins to a member without read access (docs/brokers.md): the
 # workers' group name is their only protection, so it must be a secret nobody guesses.
-MIN_SHARE_GROUP = 16
+MIN_SHARE_GROUP = 16  # characters, and see SHARE_GROUP_BITS
+SHARE_GROUP_BITS = 128  # what its characters could hold, at least (check_share_group)
+MAX_SHARE_GROUP = 128
+_GROUP_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+_HEX = re.compile(r"^[0-9a-f]+$")
+# Words a person names a group with; a random name practically never contains one.
+_GUESSABLE = ("relay", "doormat", "share", "group", "worker", "secret", "test", "mqtt",
+              "mosquitto", "password", "default", "admin", "changeme")  # fmt: skip
+_GENERATE = "python3 -c 'import secrets; print(secrets.token_hex(16))'"
+
+
+def check_share_group(group: str) -> None:
+    """Refuse a share group name that MQTT or Mosquitto would not take as meant, or that
+    a device could guess. ConfigError saying which rule it breaks.
+
+    * MQTT 5.0 (4.8.2): not empty, no ``/``, ``+`` or ``#`` (MQTT 3.1.1 has no shared
+      subscriptions; Mosquitto takes the second level of ``$share/...`` as the name, and
+      a ``+`` there would be a wildcard in any other level);
+    * ours: only ``A-Z a-z 0-9 _ -`` (no NUL, no blank, nothing a shell, a log line or
+      mosquitto.conf would read differently), at most 128 characters;
+    * unguessable, as far as a name can show it: its characters could hold at least 128
+      bits (32 lower-case hex digits, or 22 of the 64 letters, digits, ``_`` and ``-``),
+      at least 8 different characters, and no word a person names a group with. The
+      relay cannot prove a name random; it refuses what is visibly not (docs/relay.md)."""
+    if not group:
+        raise ConfigError("the share group is empty")
+    bad = sorted({c for c in group if c in "/+#"})
+    if bad:
+        raise ConfigError(f"the share group contains {''.join(bad)!r}, which MQTT forbids there")
+    if not _GROUP_CHARS.match(group) or len(group) > MAX_SHARE_GROUP:
+        raise ConfigError(
+            f"the share group must be 1 to {MAX_SHARE_GROUP} of A-Z a-z 0-9 _ - "
+            f"(e.g. {_GENERATE})"
+        )
+    bits = len(group) * (4 if _HEX.match(group) else 6)
+    lowered = group.lower()
+    word = next((w for w in _GUESSABLE if w in lowered), None)
+    if len(group) < MIN_SHARE_GROUP or bits < SHARE_GROUP_BITS or len(set(group)) < 8 or word:
+        why = (
+            f"it contains the word {word!r}"
+            if word
+            else f"{len(set(group))} different characters"
+            if len(set(group)) < 8
+            else f"{len(group)} characters hold at most {bits} bits, under {SHARE_GROUP_BITS}"
+        )
+        raise ConfigError(
+            f"the share group {group[:40]!r} is guessable ({why}); a device that names it "
+            "joins the workers' group and makes them lose messages (Mosquitto 2.0). Use a "
+            f"random group: 32 hex digits or 22 base64url characters, e.g. {_GENERATE}"
+        )
+
+
+def check_filter(topic_filter: str) -> None:
+    """An MQTT topic filter (3.1.1 4.7): levels split by ``/``, ``+`` a whole level, ``#``
+    a whole last level, no NUL, at most 65,535 bytes of UTF-8."""
+    if not topic_filter or "\0" in topic_filter:
+        raise ConfigError("the topic filter is empty or contains NUL")
+    if len(topic_filter.encode("utf-8", "surrogatepass")) > 65535:
+        raise ConfigError("the topic filter is over 65,535 bytes")
+    levels = topic_filter.split("/")
+    for i, level in enumerate(levels):
+        if ("+" in level and level != "+") or ("#" in level and level != "#"):
+            raise ConfigError(f"the topic filter level {level[:40]!r} misplaces a wildcard")
+        if level == "#" and i != len(levels) - 1:
+            raise ConfigError("'#' must be the topic filter's last level")
 
 
 def check_subscription(topic_filter: str) -> str:
-    """Refuse a shared subscription whose group name a device could guess."""
-    if topic_filter.startswith("$share/"):
-        parts = topic_filter.split("/", 2)
-        group = parts[1]
-        if len(parts) < 3 or not parts[2]:
-            raise ConfigError(f"--subscription {topic_filter!r}: expected $share/GROUP/FILTER")
-        if len(group) < MIN_SHARE_GROUP or any(c in group for c in "+#"):
-            raise ConfigError(
-                f"--subscription {topic_filter!r}: the share group {group!r} is guessable; "
-                f"a device that names it joins the workers' group and makes them lose "
-                f"messages (Mosquitto 2.0). Use a random group of at least "
-                f"{MIN_SHARE_GROUP} characters, e.g. "
-                "python3 -c 'import secrets; print(secrets.token_hex(16))'"
-            )
+    """Refuse a subscription MQTT would not take as meant, and a shared subscription
+    whose group name a device could guess (``check_share_group``)."""
+    try:
+        if topic_filter.startswith("$share/"):
+            parts = topic_filter.split("/", 2)
+            if len(parts) < 3 or not parts[2]:
+                raise ConfigError("expected $share/GROUP/FILTER")
+            check_share_group(parts[1])
+            check_filter(parts[2])
+        else:
+            check_filter(topic_filter)
+    except ConfigError as exc:
+        raise ConfigError(f"--subscription {topic_filter[:120]!r}: {exc}") from None
     return topic_filter
 
 
@@ -126,9 +190,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, password_required: bool = 
         "--subscription",
         default=None,
         help="topic filter to consume (default doormat/out/+/+). Workers sharing the "
-        "load use $share/GROUP/doormat/out/+/+ with one secret GROUP of at least "
-        f"{MIN_SHARE_GROUP} characters for all of them (a device that knows the group "
-        "can join it on Mosquitto 2.0: docs/relay.md)",
+        "load use $share/GROUP/doormat/out/+/+ with one random GROUP for all of them: "
+        "32 hex digits or 22 base64url characters (a device that knows the group can "
+        "join it on Mosquitto 2.0: docs/relay.md)",
     )
     parser.add_argument(
         "--synchronous",

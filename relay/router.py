@@ -15,9 +15,10 @@ reply to the sender where there is somewhere to send one, and an ``Ack`` (a refu
 message is finished with; not acknowledging it would make the broker redeliver it
 forever); so is an unexpected exception (a bug: logged with its traceback, reason
 ``internal error: <type>``), because redelivering it would fail the same way and block
-everything behind it. ``handle`` raises only if the store itself fails
-(``sqlite3.OperationalError`` and kin: the disk, not the input); then nothing was
-acknowledged and the caller must drop the connection so the broker redelivers.
+everything behind it. ``handle`` raises only for a transient failure
+(``infra.failures.is_transient``: ``sqlite3.OperationalError`` - the disk, not the input
+- an ``OSError``); then nothing was acknowledged and the caller must drop the connection
+so the broker redelivers. JSON from outside is read strictly (``wire.strictjson``).
 
 Requests on a ``dir`` topic (the key directory and its key-transparency log, ``sync``,
 the ghost back door and split view) are ``relay.directory``'s: ``handle`` passes them to
@@ -33,10 +34,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
+from infra.failures import is_transient
 from relay.actions import (
     ACTOR,
     Ack,
@@ -185,15 +186,12 @@ class Relay:
                 self.directory.handle(out, owner, payload)
         except Rejected as refusal:
             self._reject(out, owner, kind, payload, refusal)
-        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
-            # Our bug, not the disk's: retrying would fail the same way, forever.
-            log.exception("relay: internal error on %s", topic)
-            self._reject(
-                out, owner, kind, payload, Rejected(f"internal error: {type(exc).__name__}")
-            )
-        except sqlite3.Error:
-            raise  # the store failed: nothing acknowledged, the caller reconnects
-        except Exception as exc:  # a bug on some input: log it, do not crash or loop
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the store failed: nothing acknowledged, the caller reconnects
+            # A bug on some input (an IntegrityError, a DataError, ... included: not the
+            # disk's, so retrying would fail the same way, forever): log it, refuse it
+            # with a reason, do not crash or loop.
             log.exception("relay: internal error on %s", topic)
             self._reject(
                 out, owner, kind, payload, Rejected(f"internal error: {type(exc).__name__}")

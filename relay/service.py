@@ -54,14 +54,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from infra.failures import describe, is_transient
 from infra.files import load_or_create_signer
 from infra.retry import Backoff
+from infra.setaside import SetAside
+from infra.setaside import store_path as set_aside_path
 from infra.transport import (
     Connection,
     LoginRefused,
     Message,
     SubscriptionRefused,
     Transport,
+    TransportError,
 )
 from relay.intake import DeferredEvents, Intake, Item, item_of
 from relay.li import LawfulIntercept
@@ -129,6 +133,8 @@ class RelayService:
         self.maintenance_interval = maintenance_interval
         self.db_path = Path(db_path)
         self.store = Store(db_path, synchronous=synchronous, keep_captured=keep_captured)
+        # What the loop could not process (infra/setaside.py), beside the store.
+        self.set_aside = SetAside(set_aside_path(db_path))
         # The LI switch (relay/li.py): the only place a tap can be attached.
         self.li = LawfulIntercept(self._events, li_mode, db_path=db_path)
         # The key directory's checkpoint signing key (it signs, it decrypts nothing):
@@ -190,6 +196,7 @@ class RelayService:
                 await self._task
         else:
             self.store.close()  # never started: run() did not take the store over
+            self.set_aside.close()
 
     def _request_stop(self) -> None:
         self._stop.set()
@@ -254,6 +261,7 @@ class RelayService:
                 self._emit("relay.stopped", pending=self.store.pending_count())
             self.store.close()
             self.li.close()
+            self.set_aside.close()
 
     def _on_connect(self, conn: Connection) -> None:
         self._connected = True
@@ -304,12 +312,16 @@ class RelayService:
                     await transport.wait()
                     continue
                 await self._handle(transport, intake)
-            except sqlite3.Error as exc:
-                # The disk failed under us. The input in hand was not acknowledged;
+            except TransportError:
+                raise  # a refused login or subscription: final (run() reports it)
+            except Exception as exc:
+                # The disk failed under us (or the transport; _handle sets aside what a
+                # message itself made fail). The input in hand was not acknowledged;
                 # leaving the connection makes the broker resend it later.
                 log.exception("relay: store failure")
-                self._emit("relay.error", reason=f"store failure: {exc}")
-                await transport.reconnect("store failure")
+                what = "store failure" if is_transient(exc) else "internal error"
+                self._emit("relay.error", reason=f"{what}: {describe(exc)}")
+                await transport.reconnect(what)
                 continue
             await asyncio.sleep(0)  # let paho read and write the socket
 
@@ -327,14 +339,27 @@ class RelayService:
                 while end < len(items) and items[end].kind in _GROUPED:
                     end += 1
             run = items[start:end]
-            with self._events.held():  # events once committed, or never
-                if len(run) > 1:
-                    with self.store.batch():
-                        results = [self.relay.handle(i.topic, i.payload) for i in run]
-                else:
-                    results = [self.relay.handle(run[0].topic, run[0].payload)]
-            for actions in results:
-                await self._perform(transport, actions)
+            try:
+                with self._events.held():  # events once committed, or never
+                    if len(run) > 1:
+                        with self.store.batch():
+                            results = [self.relay.handle(i.topic, i.payload) for i in run]
+                    else:
+                        results = [self.relay.handle(run[0].topic, run[0].payload)]
+                for actions in results:
+                    await self._perform(transport, actions)
+            except Exception as exc:
+                # Relay.handle refuses bad input itself and raises only for the disk;
+                # what else fails here (an event sink, a publish) because of these
+                # messages would fail again on every redelivery: set them aside, so that
+                # they are acknowledged and nothing behind them waits (issue 12).
+                if is_transient(exc):
+                    raise
+                log.exception("relay: handling failed")
+                for item in run:
+                    self.set_aside.set_aside(
+                        ACTOR, item.topic, item.payload, describe(exc), self.events
+                    )
             intake.done(run)
             start = end
         for item in intake.ackable():

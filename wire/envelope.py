@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from wire import strictjson
 from wire.b64 import B64Error, b64decode, b64encode
 from wire.ids import is_device
 
@@ -92,11 +93,11 @@ def parse(data: bytes, *, max_bytes: int = MAX_ENVELOPE_BYTES) -> Envelope:
     if len(data) > max_bytes:
         raise EnvelopeError(f"envelope is {len(data)} bytes, over the {max_bytes}-byte limit")
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise EnvelopeError(f"envelope is not JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise EnvelopeError("envelope must be a JSON object")
+        # Strict (wire/strictjson.py): no NaN/Infinity, no integer of thousands of
+        # digits (a bare ValueError from json.loads), bounded nesting, no repeated key.
+        obj = strictjson.loads_object(data, "envelope", max_bytes=max_bytes)
+    except strictjson.StrictJSONError as exc:
+        raise EnvelopeError(str(exc)) from None
     missing = _REQUIRED - obj.keys()
     if missing:
         raise EnvelopeError(f"envelope lacks field(s): {', '.join(sorted(missing))}")

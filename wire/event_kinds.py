@@ -100,6 +100,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "service.ready": "a service is connected and running",
         "service.stopped": "a service stopped",
         "service.failed": "a service gave up (a refused login) and exits",
+        "service.set_aside": "a message a service cannot process was kept aside, with why",
     }
 )
 

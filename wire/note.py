@@ -35,7 +35,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -125,7 +124,7 @@ def _b64decode_strict(text: str, what: str, error: type[NoteError]) -> bytes:
 
 
 def _raw_public_key(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes_raw()
 
 
 @dataclass(frozen=True)
@@ -250,11 +249,7 @@ class Signer:
 
     def skey(self) -> str:
         """The secret key in Go's text form. Anyone holding it can sign as this key."""
-        seed = self._key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
+        seed = self._key.private_bytes_raw()
         b64 = b64encode(bytes([ALG_ED25519]) + seed)
         return f"{_PRIVATE_PREFIX}{self._name}+{self.key_id:08x}+{b64}"
 

@@ -33,6 +33,14 @@ X3 = "x3"  # CC records (relay -> interceptor): the envelope bytes, still encryp
 ARCHIVE = "archive"  # a sealed journal record for the sender's enterprise archive
 KINDS = (MSG, ACK, DIR, X1, ARCHIVE)
 
+#: The largest MQTT packet (fixed header, topic and payload) either broker takes; a client
+#: that sends a larger one is disconnected (docs/brokers.md, "Limits"). It sits well above
+#: everything the protocol sends - an envelope (64 KiB), a journal record or an X3 record
+#: with an envelope in base64 (about 88 KB), a directory request (128 KiB), the relay's
+#: largest directory answer (``relay.actions.MAX_ANSWER_BYTES``, refused beyond) - and
+#: bounds what one half-sent packet can make a broker hold.
+MAX_PACKET_BYTES = 1024 * 1024
+
 
 def outbound(owner: str, kind: str) -> str:
     return f"{OUT}/{owner}/{kind}"

@@ -31,6 +31,26 @@ amqtt 0.12.1 needs a few repairs to behave like the Mosquitto configuration we s
   connection goes, about half of a pipelined burst.
 * Subscriptions are granted at QoS 1 at most; a QoS 2 PUBLISH is accepted and
   forwarded at QoS <= 1 (Mosquitto, with ``max_qos 1``, disconnects the client instead).
+
+Limits against a hostile client (issue 12; docs/brokers.md, "Limits"), which stock amqtt
+lacks, the same numbers as the Mosquitto configuration where Mosquitto has the option:
+
+* a packet larger than ``max_packet_bytes`` ends the connection as soon as its header
+  is read (stock amqtt reads a 50 MB PUBLISH into memory, and queues it);
+* a connection that has not sent a complete CONNECT within ``connect_timeout`` seconds
+  is closed (stock amqtt waits forever: idle sockets were never closed);
+* at most ``max_connections`` connections, and at most ``max_pending_per_address`` of
+  them from one address before their CONNECT is through: more are closed at once (stock
+  amqtt's own listener limit makes them *wait*, each holding a socket), so idle sockets
+  from one address cannot lock a real user out;
+* at most ``max_queued_messages`` messages and ``max_queued_bytes`` bytes queued for an
+  offline session; beyond, further ones are dropped, as Mosquitto does (stock amqtt's
+  queue is unbounded);
+* at most ``max_subscriptions_per_client`` topic filters per client; more are refused
+  (SUBACK 0x80): stock amqtt keeps every filter a client sends (about 45 MB for 20,000
+  filters of 1 KB).
+
+(``doormat/broker/limits.py`` has the numbers and why; ``embedded_limits.py`` the code.)
 """
 
 from __future__ import annotations
@@ -45,7 +65,6 @@ from types import TracebackType
 from typing import Any
 
 # amqtt ships no type information: its names are Any to mypy, hence the ignores.
-from amqtt.broker import Broker  # type: ignore[import-untyped]
 from amqtt.contexts import (  # type: ignore[import-untyped]
     Action,
     BrokerConfig,
@@ -68,11 +87,14 @@ from amqtt.utils import format_client_message  # type: ignore[import-untyped]
 
 from . import acl
 from .accounts import Account, check_unique
+from .embedded_limits import LimitedBroker, PacketTooLarge
+from .limits import DEFAULT, BrokerLimits
 
 log = logging.getLogger(__name__)
 
 # Highest QoS the embedded broker grants, as Mosquitto's ``max_qos 1``.
 MAX_QOS = QOS_1
+
 
 AccountTable = dict[str, Account]
 
@@ -184,11 +206,17 @@ def _take_received(session: Session) -> list[Any]:
     return [queue.get_nowait() for _ in range(queue.qsize())]
 
 
-class _DoormatBroker(Broker):  # type: ignore[misc]
-    """amqtt's Broker with authentication before any session is touched."""
+class _DoormatBroker(LimitedBroker):
+    """amqtt's Broker with authentication before any session is touched (and the limits
+    of ``embedded_limits.LimitedBroker``)."""
 
-    def __init__(self, config: BrokerConfig, table: AccountTable) -> None:
-        super().__init__(config)
+    def __init__(
+        self,
+        config: BrokerConfig,
+        table: AccountTable,
+        limits: BrokerLimits = DEFAULT,
+    ) -> None:
+        super().__init__(config, limits)
         self._table = table
         # Messages a connection published (and was PUBACKed for) that were still waiting
         # to be broadcast when it ended, by handler; see _client_message_loop.
@@ -205,9 +233,10 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         # check moved in front of the session lookup and the client id bound to it.
         where = format_client_message(address=remote_address, port=remote_port)
         try:
-            handler, client_session = await _DurableHandler.init_from_connect(
-                reader, writer, self.plugins_manager
-            )
+            async with asyncio.timeout(self.limits.connect_timeout):
+                handler, client_session = await _DurableHandler.init_from_connect(
+                    reader, writer, self.plugins_manager
+                )
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
@@ -215,6 +244,14 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
             raise MQTTError(exc) from exc
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
+        except (TimeoutError, PacketTooLarge) as exc:
+            # No whole CONNECT in time, or a CONNECT over the packet limit: closed before
+            # anything else is read (stock amqtt waits for it forever).
+            await writer.close()
+            why = "no CONNECT in time" if isinstance(exc, TimeoutError) else str(exc)
+            raise AMQTTError(f"{where}: connection closed: {why}") from None
+        finally:
+            self._connect_done(writer)
 
         account = authenticate(self._table, client_session.username, client_session.password)
         refusal = None
@@ -360,6 +397,7 @@ class _DoormatBroker(Broker):  # type: ignore[misc]
         if handler is None:
             return
         tasks = []
+        self.queue_drained(session)  # all of it goes out now
         while not session.retained_messages.empty():
             queued = await session.retained_messages.get()
             tasks.append(
@@ -399,12 +437,14 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         port: int = 0,
         quiet: bool = True,
+        limits: BrokerLimits = DEFAULT,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.port = port
         self._table: AccountTable = {a.username: a for a in check_unique(accounts)}
         self._quiet = quiet
+        self.limits = limits
         self._broker: _DoormatBroker | None = None
 
     @property
@@ -450,7 +490,7 @@ class EmbeddedBroker:
         )
         # amqtt reads "max-qos" through BrokerConfig.get(); it is not a dataclass field.
         config.max_qos = MAX_QOS
-        broker = _DoormatBroker(config, self._table)
+        broker = _DoormatBroker(config, self._table, self.limits)
         for plugin in broker.plugins_manager.plugins:
             if isinstance(plugin, AccountAuthPlugin | AclTopicPlugin):
                 plugin.table = self._table  # shared, so add_account is live

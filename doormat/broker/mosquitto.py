@@ -42,6 +42,7 @@ from wire.b64 import b64decode, b64encode
 
 from . import acl
 from .accounts import Account, check_unique
+from .limits import DEFAULT, BrokerLimits
 
 CONF_NAME = "mosquitto.conf"
 PASSWD_NAME = "mosquitto_passwd"
@@ -58,7 +59,7 @@ SALT_BYTES = 12
 # restarting relay need deep queues: the default of 1000 would silently drop message
 # 1001 for a relay that is down during a burst.
 MAX_INFLIGHT_MESSAGES = 1000
-MAX_QUEUED_MESSAGES = 100_000
+MAX_QUEUED_MESSAGES = DEFAULT.max_queued_messages
 # Seconds between saves of the in-memory database. A clean stop (SIGTERM, restart())
 # always saves; only a Mosquitto killed with SIGKILL can lose up to this much.
 AUTOSAVE_INTERVAL = 30
@@ -120,8 +121,10 @@ def mosquitto_conf(
     config_dir: str,
     data_dir: str,
     run_as_user: str | None = None,
+    limits: BrokerLimits = DEFAULT,
 ) -> str:
-    """The ``mosquitto.conf`` text. ``config_dir``/``data_dir`` are paths as Mosquitto sees them."""
+    """The ``mosquitto.conf`` text. ``config_dir``/``data_dir`` are paths as Mosquitto sees
+    them; ``limits`` (doormat/broker/limits.py) other than the default are for tests."""
     for name, path in (("config_dir", config_dir), ("data_dir", data_dir)):
         # mosquitto.conf has no quoting: a value ends at the first blank.
         if not path or any(c.isspace() for c in path):
@@ -142,8 +145,17 @@ def mosquitto_conf(
         "# Retained messages are not part of the protocol; a retained PUBLISH disconnects.",
         "retain_available false",
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
-        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_queued_messages {limits.max_queued_messages}",
         "set_tcp_nodelay true",
+        "",
+        "# -- limits against a hostile client (docs/brokers.md, \"Limits\") ------------------",
+        "# The largest packet (a larger one: disconnected, even before authentication).",
+        f"max_packet_size {limits.max_packet_bytes}",
+        "# Bytes queued per client beyond those in flight (then further ones are dropped).",
+        f"max_queued_bytes {limits.max_queued_bytes}",
+        "# All of the broker's heap (then the client whose message does not fit is",
+        "# disconnected without a PUBACK).",
+        f"memory_limit {limits.memory_limit}",
         "",
         "# -- persistence: sessions, subscriptions and queued QoS 1 messages --------------",
         "persistence true",
@@ -169,6 +181,9 @@ def mosquitto_conf(
         "# The client id is replaced by the username, so an account can neither resume",
         "# nor kick off another account's session by choosing its client id.",
         "use_username_as_clientid true",
+        "# Connections on this listener (more are closed at once). Mosquitto 2.0 has no",
+        "# CONNECT timeout: a connection that sends nothing is closed after about 95 s.",
+        f"max_connections {limits.max_connections}",
     ]
     if run_as_user:
         lines += [
@@ -198,6 +213,7 @@ def write_config(
     data_dir: str | None = None,
     run_as_user: str | None = None,
     hash_cache: HashCache | None = None,
+    limits: BrokerLimits = DEFAULT,
 ) -> MosquittoFiles:
     """Write mosquitto.conf, mosquitto_passwd and acl into ``out_dir``.
 
@@ -217,6 +233,7 @@ def write_config(
         config_dir=config_dir if config_dir is not None else str(out),
         data_dir=data_dir,
         run_as_user=run_as_user,
+        limits=limits,
     )
     files = MosquittoFiles(out, out / CONF_NAME, out / PASSWD_NAME, out / ACL_NAME)
     # Password hashes are not secrets in the way passwords are, but there is no reason
@@ -276,8 +293,10 @@ class MosquittoBroker:
         port: int | None = None,
         binary: str | None = None,
         start_timeout: float = 10.0,
+        limits: BrokerLimits = DEFAULT,
     ) -> None:
         self.host = host
+        self.limits = limits
         self.port = port or 0
         self._fixed_port = port is not None
         self.workdir = Path(workdir).absolute()
@@ -325,6 +344,7 @@ class MosquittoBroker:
             bind=self.host,
             run_as_user="root" if hasattr(os, "geteuid") and os.geteuid() == 0 else None,
             hash_cache=self._hashes,
+            limits=self.limits,
         )
 
     # -- life cycle ----------------------------------------------------------------------

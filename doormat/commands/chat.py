@@ -12,12 +12,14 @@ import asyncio
 import random
 import sys
 
+from clients.limits import TextTooLong
 from doormat.cast import default_cast
 from doormat.cli import CommandError
 from doormat.commands.args import broker
 from doormat.demo import LINES
 from doormat.narrate import Narrator
 from doormat.system import System
+from infra.link import LinkError
 from wire.events import Event
 from wire.ids import user_of
 
@@ -115,7 +117,14 @@ async def chat(me: str, broker: str, seed: int, say: Narrator) -> None:
             except CommandError as exc:
                 say.say(str(exc))
                 continue
-            delivery = await system.send(my_device, target, text.strip())
+            try:
+                delivery = await system.send(my_device, target, text.strip())
+            except TextTooLong as exc:  # refused before anything was sealed or sent
+                say.say(say.paint(f"not sent: {exc}", "red"))
+                continue
+            except LinkError as exc:
+                say.say(say.paint(f"not sent: {exc}", "red"))
+                continue
             if not await system.wait_delivered(delivery):
                 say.say(say.paint("not delivered yet (the relay keeps it)", "red"))
             await asyncio.sleep(0.3)  # let the bot's answer print before the prompt

@@ -20,10 +20,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from clients.limits import TextTooLong
 from doormat.dashboard import observe, oversight
 from doormat.dashboard.panes import STATUSES, panes_of, route
 from doormat.lab.engine import LabEngine
 from doormat.system import System
+from infra.link import LinkError
 from interceptor.ledger import LedgerError
 from interceptor.scoped import InterceptorHalted
 from relay.li import MODES
@@ -347,7 +349,10 @@ class Hub:
             raise ActionError(f"the message must be 1 to {MAX_TEXT} characters")
         try:
             delivery = await system.send(device, to_user, text)
-        except (OSError, TimeoutError, RuntimeError) as exc:
+        except TextTooLong as exc:
+            # Refused at the sender, before anything was sealed: say why, with the limit.
+            raise ActionError(str(exc), 413) from None
+        except (OSError, TimeoutError, RuntimeError, LinkError) as exc:
             raise ActionError(f"sending failed: {exc}", 409) from exc
         return {"id": delivery.sent.id, "devices": delivery.sent.devices}
 

@@ -170,12 +170,19 @@ def test_conf_for_compose_uses_the_mount_points() -> None:
         "max_qos 1",
         "use_username_as_clientid true",
         "retain_available false",
+        # Limits against a hostile client (issue 12, point 6; doormat/broker/limits.py).
+        "max_packet_size 1048576",
+        "max_queued_messages 100000",
+        "max_queued_bytes 268435456",
+        "memory_limit 1073741824",
+        "max_connections 5000",
     ):
         assert expected in lines
     assert "user root" not in lines
     # Listener options must come after the listener line, or Mosquitto opens 1883 too.
     listener = lines.index("listener 1883 0.0.0.0")
-    for opt in ("max_qos 1", "use_username_as_clientid true", "protocol mqtt"):
+    for opt in ("max_qos 1", "use_username_as_clientid true", "protocol mqtt",
+                "max_connections 5000"):
         assert lines.index(opt) > listener
 
 

@@ -64,6 +64,24 @@ async def test_controls_validate_input(served: Any) -> None:
         assert (await post(c, "/api/li", {"mode": "blanket"})).json()["li"] == "blanket"
 
 
+async def test_a_text_over_the_sender_limit_is_refused_with_the_limit(served: Any) -> None:
+    """Issue 12, point 2: the sender refuses what would not fit, and the page says why.
+    Under the global-key mandate (a second copy of the padded text in the envelope's
+    4 KiB ext) 2,000 characters of two bytes each no longer fit."""
+    from clients.limits import max_text_bytes
+
+    async with httpx.AsyncClient(base_url=served.url) as c:
+        assert (await post(c, "/api/backdoor", {"backdoor": "global-key"})).status_code == 200
+        limit = max_text_bytes(served.system.build)
+        r = await post(c, "/api/send", {"device": "alice@acme.phone", "to_user": "bob@acme",
+                                        "text": "\u00e9" * 2000})
+        assert r.status_code == 413
+        assert f"the largest a user can send is {limit} bytes" in r.json()["error"]
+        r = await post(c, "/api/send", {"device": "alice@acme.phone", "to_user": "bob@acme",
+                                        "text": "e" * min(limit, 2000)})
+        assert r.status_code == 200, r.text
+
+
 async def read_stream(url: str, until: Any, timeout: float = 15.0) -> list[dict[str, Any]]:
     """Messages from /api/events until ``until(messages)`` is true."""
     got: list[dict[str, Any]] = []

@@ -1,9 +1,11 @@
-"""infra/link.py against both brokers: a handler that raises leaves its message
-unacknowledged (the broker sends it again), a refused login is a LinkError at once."""
+"""infra/link.py against both brokers: a handler that fails transiently (the disk) leaves
+its message unacknowledged (the broker sends it again), a refused login is a LinkError at
+once. A handler that fails because of the message: tests/infra/test_link_set_aside.py."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from typing import Any
@@ -24,7 +26,7 @@ async def test_a_message_whose_handler_raised_comes_again(
     async def on_other(kind: str, payload: bytes) -> None:
         calls.append(payload)
         if len(calls) == 1:
-            raise RuntimeError("the disk is full")
+            raise OSError(errno.ENOSPC, "the disk is full")
 
     alice = accounts(ALICE)
     relay_account = accounts("relay")

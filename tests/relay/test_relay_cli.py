@@ -188,3 +188,54 @@ async def test_wrong_password_and_clean_stop(mqtt_env: MqttEnv, tmp_path: Path) 
     assert proc.returncode == 0
     kinds = [json.loads(line)["kind"] for line in rest.decode().splitlines()]
     assert kinds[-1] == "relay.stopped"
+
+
+# -- issue 12, point 9: the share group name is checked for what MQTT, Mosquitto and the
+# relay's own rule (unguessable) need, not only for its length ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("group", "why"),
+    [
+        ("", "empty"),
+        ("+", "which MQTT forbids"),
+        ("a#" + "b" * 40, "which MQTT forbids"),
+        ("5f0c2e61 a9d84b7e9c3a0d1f2b4e6a8c", "A-Z a-z 0-9 _ -"),
+        ("5f0c2e61\x00a9d84b7e9c3a0d1f2b4e6a8c", "A-Z a-z 0-9 _ -"),
+        ("5f0c2e61a9d84b7e9c3a0d1f2b4e6a8cé", "A-Z a-z 0-9 _ -"),
+        ("a" * 129, "A-Z a-z 0-9 _ -"),
+        ("a" * 40, "different characters"),  # long, but one character
+        ("abababababababababababababababab", "different characters"),
+        ("0123456789abcdef", "under 128"),  # 16 hex digits: 64 bits
+        ("5f0c2e61a9d84b7e9c3a0d1f2b4e6a8", "under 128"),  # 31 hex digits
+        ("Qw3rTy-Zx9_Lm2PvB8nKc", "under 128"),  # 21 base64url characters
+        ("our-relay-workers-2024-production", "the word 'relay'"),
+        ("SharedGroupForDoormatWorkers01", "the word"),
+    ],
+)
+def test_a_share_group_that_is_not_a_random_secret_is_refused(group: str, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_subscription(f"$share/{group}/doormat/out/+/+")
+    assert why in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "filt", ["doormat/out/x+/+", "doormat/#/msg", "doormat/out/+/#x", "", "doormat/\x00"]
+)
+def test_a_malformed_filter_is_refused(filt: str) -> None:
+    group = "5f0c2e61a9d84b7e9c3a0d1f2b4e6a8c"
+    for sub in (filt, f"$share/{group}/{filt}"):
+        with pytest.raises(ConfigError):
+            check_subscription(sub)
+
+
+def test_random_groups_of_both_alphabets_are_accepted() -> None:
+    import secrets
+
+    for _ in range(200):
+        for group in (secrets.token_hex(16), secrets.token_urlsafe(16)[:22]):
+            sub = f"$share/{group}/doormat/out/+/+"
+            try:
+                assert check_subscription(sub) == sub
+            except ConfigError as exc:  # a random name that happens to hold a word
+                assert "the word" in str(exc), exc

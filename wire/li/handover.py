@@ -31,6 +31,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from wire import strictjson
 from wire.li.errors import HandoverError
 
 #: The HPKE ``info`` every handover record is sealed with: a record cannot be opened as
@@ -85,9 +86,10 @@ def decode_record(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_RECORD_BYTES:
         raise HandoverError(f"handover record is over {MAX_RECORD_BYTES} bytes")
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise HandoverError("handover record is not JSON") from None
+        # Strict (wire/strictjson.py): no NaN/Infinity, no huge integer, bounded nesting.
+        obj = strictjson.loads(data, "handover record", max_bytes=MAX_RECORD_BYTES)
+    except strictjson.StrictJSONError as exc:
+        raise HandoverError(str(exc)) from None
     if not isinstance(obj, dict):
         raise HandoverError("handover record is not a JSON object")
     check_record(obj)
