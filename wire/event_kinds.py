@@ -88,6 +88,10 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "ledger.tampered": "an insider altered a stored audit ledger entry",
         "ledger.rolled_back": "an insider rolled the audit ledger back to an older state",
         "attacker.read": "an attacker tried a stolen key on captured traffic",
+        # -- the observation and control plane (infra/plane.py, infra/observer.py) -------
+        "control.accepted": "a service carried out a control (op, sender and its role)",
+        "control.refused": "a service refused a control, with why (op, sender, reason)",
+        "plane.gap": "the observer lost some of a service's events for good (which numbers)",
         # -- every service (doormat serve) -----------------------------------------------
         "service.starting": "a service is starting",
         "service.retry": "a service is waiting for the broker or the relay (backoff)",

@@ -31,7 +31,7 @@ import pytest
 from wire.event_kinds import KINDS, nearest
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("wire", "relay", "clients", "interceptor", "doormat", "bench")
+PRODUCT = ("wire", "infra", "relay", "clients", "interceptor", "doormat", "bench")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 # (file, function) that re-emit events an emitter already took, kinds unchanged.
 REPLAYS = {("relay/intake.py", "held")}
