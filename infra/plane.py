@@ -41,8 +41,9 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ from wire.plane import (
     MAX_BATCH_DELAY,
     MAX_BATCH_EVENTS,
     REPLAY_RING,
+    ExposureRow,
     Status,
 )
 
@@ -204,7 +206,14 @@ class EventPublisher:
     def _confirmed(self) -> None:
         self._outstanding = max(0, self._outstanding - 1)
         self._pump()
-        if self._buffer and self._timer is None:
+        if not self._buffer:
+            return
+        if self._outstanding == 0 and not self._unsent and self._timer is not None:
+            # Nothing in flight any more: what waited for the delay goes now (the
+            # connection is the pace, as with Nagle's algorithm).
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None:
             self._schedule()
 
     # -- binding to a connection ----------------------------------------------------------
@@ -378,10 +387,18 @@ class _Pending:
 class ControlClient:
     """Requests from one account to others, and their answers (module doc)."""
 
-    def __init__(self, me: str, publish: Callable[[str, bytes], Awaitable[Any]]) -> None:
+    def __init__(
+        self,
+        me: str,
+        publish: Callable[[str, bytes], Awaitable[Any]],
+        send: Send | None = None,
+    ) -> None:
         self.me = me
         self._publish = publish
+        self._send = send
         self._pending: dict[str, _Pending] = {}
+        #: Called with (target, op, reason) when a ``tell`` is refused or not answered.
+        self.on_refused: Callable[[str, str, str], None] | None = None
         #: Replayed event batches that arrive for this account (the observer's).
         self.on_replay: Callable[[str, bytes], None] | None = None
 
@@ -406,6 +423,33 @@ class ControlClient:
             raise ControlError(target, op, str(answer.get("error") or "refused"))
         return answer
 
+    def tell(self, target: str, op: str, *, timeout: float = CALL_TIMEOUT, **args: Any) -> None:
+        """Send ``op`` to ``target`` without waiting for its answer (in call order with
+        everything else on the connection: a handover, an export, a warrant served).
+        A refusal, or no answer within ``timeout``, is logged and reported to
+        ``on_refused``."""
+        if self._send is None:
+            raise RuntimeError(f"{self.me}: this client cannot send without waiting")
+        loop = asyncio.get_running_loop()
+        req = secrets.token_hex(8)
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending[req] = _Pending(target, op, future)
+        expiry = loop.call_later(timeout, _expire, future)
+
+        def settled(done: asyncio.Future[dict[str, Any]]) -> None:
+            expiry.cancel()
+            self._pending.pop(req, None)
+            answer = None if done.cancelled() else done.result()
+            if answer is not None and answer.get("ok") is True:
+                return
+            reason = "no answer" if answer is None else str(answer.get("error"))
+            log.warning("%s: %s refused %s: %s", self.me, target, op, reason)
+            if self.on_refused is not None:
+                self.on_refused(target, op, reason)
+
+        future.add_done_callback(settled)
+        self._send(topics.to_topic(target, self.me, topics.CTL), control.request(req, op, args))
+
     def on_answer(self, sender: str, payload: bytes) -> None:
         try:
             obj = json.loads(payload)
@@ -427,6 +471,11 @@ class ControlClient:
                 return
             obj = whole
         pending.future.set_result(obj)
+
+
+def _expire(future: asyncio.Future[dict[str, Any]]) -> None:
+    if not future.done():
+        future.cancel()
 
 
 # -- the plane of one service ----------------------------------------------------------------
@@ -454,7 +503,7 @@ class Plane:
         self.server = ControlServer(svc, self._send, events, handlers)
         if self.publisher is not None:
             self.server.serve("events.replay", self._replay)
-        self.client = ControlClient(svc, self._publish)
+        self.client = ControlClient(svc, self._publish, self._send)
         self._transport: Transport | None = None
 
     @property
@@ -512,6 +561,9 @@ class Plane:
     ) -> dict[str, Any]:
         return await self.client.call(target, op, timeout=timeout, **args)
 
+    def tell(self, target: str, op: str, *, timeout: float = CALL_TIMEOUT, **args: Any) -> None:
+        self.client.tell(target, op, timeout=timeout, **args)
+
     def _send(self, topic: str, payload: bytes) -> None:
         transport = self._transport
         if transport is None:
@@ -534,6 +586,71 @@ class Plane:
             self._send(topics.to_topic(request.sender, self.svc, topics.REPLAY), batch)
         return {"batches": len(batches), "seq": self.publisher.seq,
                 "oldest_kept": self.publisher.oldest_kept}
+
+
+# -- an observer's own rows ---------------------------------------------------------------------
+
+Rows = Sequence[ExposureRow]
+Compute = Callable[[], Awaitable[Rows] | Rows]
+
+
+class Measurer:
+    """An observer's measurement of itself (PLANE.md section 5): ``compute`` (the
+    service's own code, over its own store, with its own keys) gives its rows; each is
+    published as an ``exposure.row`` event, on ``measure`` (the handler) and, at most
+    once per ``interval`` seconds, after ``poke()`` (new captures)."""
+
+    def __init__(self, svc: str, events: EventLog, compute: Compute, interval: float = 1.0):
+        self.svc = svc
+        self._events = events
+        self._compute = compute
+        self.interval = interval
+        self._last = 0.0
+        self._scheduled: asyncio.TimerHandle | None = None
+        self._running: asyncio.Task[Any] | None = None
+
+    async def rows(self) -> list[ExposureRow]:
+        got = self._compute()
+        if inspect.isawaitable(got):
+            got = await got
+        rows = list(got)
+        self._last = time.monotonic()
+        for row in rows:
+            self._events.emit(self.svc, "exposure.row", **row.to_json())
+        return rows
+
+    async def handle(self, request: Request) -> Result:
+        """The ``measure`` control."""
+        return {"rows": [row.to_json() for row in await self.rows()]}
+
+    def poke(self) -> None:
+        """Something new was captured: measure again soon (debounced)."""
+        if self._scheduled is not None or self._running is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = max(0.0, self.interval - (time.monotonic() - self._last))
+        self._scheduled = loop.call_later(wait, self._due)
+
+    def _due(self) -> None:
+        self._scheduled = None
+        self._running = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            await self.rows()
+        except Exception:
+            log.exception("%s: measuring itself failed", self.svc)
+        finally:
+            self._running = None
+
+    async def close(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        if self._running is not None:
+            self._running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._running
 
 
 # -- a party with no link to the relay ----------------------------------------------------------
@@ -573,6 +690,7 @@ class Party:
             clean_session=clean_session,
             keepalive=30,
             name=svc,
+            route=self.plane.route,
         )
         self._reader: asyncio.Task[None] | None = None
 
@@ -581,13 +699,13 @@ class Party:
         return self.transport.connected
 
     async def start(self, timeout: float = 15.0) -> None:
+        self.plane.bind(self.transport)
         self._reader = asyncio.get_running_loop().create_task(self._read(), name=self.svc)
         try:
             await self.transport.start(timeout)
         except BaseException:
             await self.stop()
             raise
-        self.plane.bind(self.transport)
 
     async def stop(self) -> None:
         await self.plane.close()
@@ -608,12 +726,13 @@ class Party:
         self.plane.serve(op, handler)
 
     async def _read(self) -> None:
+        """What the plane did not take as it arrived (the observer's events)."""
         async for message in self.transport.messages():
             try:
-                if not self.plane.route(message.topic, message.payload) and self.on_other:
+                if self.on_other is not None:
                     self.on_other(message.topic, message.payload)
             except Exception:  # one bad message must not end the reader
-                log.exception("%s: a plane message failed", self.svc)
+                log.exception("%s: a message failed", self.svc)
             message.ack()
 
 
@@ -624,6 +743,7 @@ __all__ = [
     "ControlServer",
     "EventPublisher",
     "Handler",
+    "Measurer",
     "Party",
     "Plane",
 ]

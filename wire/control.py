@@ -199,6 +199,9 @@ OPS: Mapping[str, Op] = MappingProxyType({o.name: o for o in (
     _op("kt.compare", "device", "lab",
         "gossip: compare a checkpoint another device holds with ours",
         note=Arg("str", max_len=4096)),
+    _op("directory.refresh", "device", "lab",
+        "fetch the device lists afresh on the next send (as a client does from time to "
+        "time)"),
     # -- the court ------------------------------------------------------------------------
     _op("warrant.apply", "court", "lab",
         "the police apply: the court drafts the warrant, the approvers ticked sign it, "
@@ -373,7 +376,14 @@ def request(req: str, op: str, args: Mapping[str, Any]) -> bytes:
     return json.dumps({"req": req, "op": op, "args": dict(args)}, separators=(",", ":")).encode()
 
 
+#: Fields of the answer itself, which a result may not use.
+ANSWER_FIELDS = frozenset({"req", "ok", "error", "part", "parts", "data"})
+
+
 def answer(req: str, result: Mapping[str, Any]) -> bytes:
+    clash = ANSWER_FIELDS & set(result)
+    if clash:
+        raise ValueError(f"a result may not use the answer's own field {sorted(clash)[0]!r}")
     return json.dumps({"req": req, "ok": True, **result}, separators=(",", ":")).encode()
 
 

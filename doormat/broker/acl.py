@@ -36,6 +36,7 @@ Semantics, as Mosquitto 2 applies them:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -83,12 +84,14 @@ def rules_for(account: Account) -> tuple[Rule, ...]:
     return PATTERN_RULES + ROLE_RULES.get(account.role, ())
 
 
-def _filters(account: Account, want: Literal["read", "write"]) -> list[str]:
-    return [
+@functools.lru_cache(maxsize=65536)
+def _filters(account: Account, want: Literal["read", "write"]) -> tuple[str, ...]:
+    # Cached: the brokers ask for every message they route (an account is immutable).
+    return tuple(
         r.for_user(account.username)
         for r in rules_for(account)
         if (r.reads() if want == "read" else r.writes())
-    ]
+    )
 
 
 def topic_matches(topic: str, topic_filter: str) -> bool:
