@@ -50,6 +50,7 @@ from clients.enterprise import Credentials
 from clients.kt import DirectoryView
 from clients.store import DeviceStore, HistoryEntry, Incoming
 from infra.link import RATE_LIMIT_PAUSE, Link
+from infra.plane import Plane
 from wire import envelope as wire_envelope
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms
@@ -98,6 +99,7 @@ class Device:
         archive_key: bytes | None = None,
         directory_vkey: str | None = None,
         enrolled: Callable[[], set[str]] | None = None,
+        plane: Plane | None = None,
     ) -> None:
         self.id = creds.device
         # Our enterprise's disclosed archive key: every message we send or read is
@@ -107,7 +109,12 @@ class Device:
         self._events = events
         self._n_otk = one_time_prekeys
         self._store = DeviceStore(store_path)
-        self.set_build(build if build is not None else ClientBuild())
+        if build is None:
+            # The build it runs: the one it installed last (a restart keeps it), or the
+            # standard one.
+            stored = self._store.get_meta("client_build")
+            build = ClientBuild.from_json(json.loads(stored)) if stored else ClientBuild()
+        self.set_build(build)
         state = self._store.load_crypto()
         if state is None:
             self.crypto = DeviceCrypto.create(self.id, one_time_prekeys=one_time_prekeys)
@@ -134,6 +141,7 @@ class Device:
             on_envelopes=self._on_envelopes,
             on_connect=self._on_connect,
             on_refusal=self._on_refusal,
+            plane=plane,
         )
         self._ready = asyncio.Event()
         self._device_lists: dict[str, tuple[float, list[str]]] = {}
@@ -150,15 +158,28 @@ class Device:
         self._resend_rate = 0.0
 
     @property
+    def events(self) -> EventLog:
+        """The device's event log."""
+        return self._events
+
+    @property
     def connected(self) -> bool:
         """Whether the device is connected to the broker right now."""
         return self._link.connected
 
-    def set_build(self, build: ClientBuild) -> None:
-        """Install a client build (an update pushed to the device). The build is part of
-        the device image: a mandated build's baked-in keys are on its disk like the app."""
+    def set_build(self, build: ClientBuild, version: int | None = None) -> None:
+        """Install a client build (an update pushed to the device; on the plane, only one
+        the vendor signed: clients/device_plane.py). The build is part of the device
+        image: a mandated build's baked-in keys are on its disk like the app."""
         self.build = build
         self._store.set_meta("client_build", json.dumps(build.to_json()))
+        if version is not None:
+            self._store.set_meta("client_build_version", str(version))
+
+    @property
+    def build_version(self) -> int:
+        """The version of the installed build (0: the one it was made with)."""
+        return int(self._store.get_meta("client_build_version") or 0)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -293,8 +314,9 @@ class Device:
                 # envelope for that device, and an event saying why.
                 self._events.emit(self.id, "device.bad_bundle", device=dev, reason=str(exc))
 
-    async def send(self, to_user: str, text: str | bytes) -> Sent:
-        """Seal ``text`` for every device of ``to_user`` and our own other devices."""
+    async def send(self, to_user: str, text: str | bytes, *, lab: bool = False) -> Sent:
+        """Seal ``text`` for every device of ``to_user`` and our own other devices.
+        ``lab``: the lab made the device send it (its ``device.sent`` says so)."""
         data = text.encode() if isinstance(text, str) else text
         theirs = await self._devices_of(to_user)
         ours = [d for d in await self._devices_of(self.user) if d != self.id]
@@ -338,6 +360,7 @@ class Device:
             to_user=to_user,
             devices=devices,
             text=data.decode(errors="replace"),
+            **({"lab": True} if lab else {}),
         )
         for dev, env_bytes in envelopes:
             await self._open_gate.wait()
@@ -544,6 +567,10 @@ class Device:
 
     def history(self) -> list[HistoryEntry]:
         return self._store.history()
+
+    def image(self) -> bytes:
+        """A copy of the device's whole store (what a breach of the phone yields)."""
+        return self._store.image()
 
 
 def emit_alarm(events: EventLog, actor: str, alarm: Alarm) -> None:

@@ -23,6 +23,7 @@ from clients.archive import Archive, ArchiveError, Record
 from clients.crypto import seal_to
 from infra.files import write_atomic
 from infra.link import Link
+from infra.plane import Plane
 from wire import topics
 from wire.b64 import b64decode
 from wire.events import EventLog, now_ms
@@ -122,13 +123,15 @@ class EnterpriseServer:
         *,
         deliver_cc: Callable[[str, list[bytes]], None] | None = None,
         clock: Callable[[], int] = now_ms,
+        plane: Plane | None = None,
     ) -> None:
         self.enterprise = enterprise
         self._events = events
         self.archive: Archive | None = None
         if enterprise.archive:
             self.archive = Archive(enterprise.name, archive_store(state_dir, enterprise.name))
-        self.link = Link(enterprise.name, password, host, port, on_other=self._on_other)
+        self.link = Link(enterprise.name, password, host, port, on_other=self._on_other,
+                         plane=plane)
         self._clock = clock
         # Where CC exported under a warrant goes (to the interceptor, which forwards it to
         # the agency only under a task it runs): set here or by ``accept_warrant``.
@@ -139,6 +142,10 @@ class EnterpriseServer:
         self.cases: dict[str, ArchiveCase] = {}
         self._warrants = WarrantState()
         self._load()
+
+    @property
+    def events(self) -> EventLog:
+        return self._events
 
     @property
     def archive_public_key(self) -> bytes | None:

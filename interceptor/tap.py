@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from infra.link import Link
+from infra.plane import Plane
 from infra.sqlite import Schema, open_store
 from interceptor.readers import Reader
 from wire import envelope as wire_envelope
@@ -43,6 +44,7 @@ class Tap:
         db_path: str | Path,
         events: EventLog,
         readers: Sequence[Reader] | Callable[[], Sequence[Reader]] = (),
+        plane: Plane | None = None,
     ) -> None:
         self._events = events
         # A callable lets the key set change while the tap runs (a new mandate).
@@ -52,7 +54,7 @@ class Tap:
         # record to the broker; a tap killed earlier gets the record again.
         self._db = open_store(db_path, _SCHEMA, synchronous="FULL")
         # Also the government's line to the directory, for the ghost back door.
-        self.link = Link(TAP_ID, password, host, port, on_other=self._on_message)
+        self.link = Link(TAP_ID, password, host, port, on_other=self._on_message, plane=plane)
 
     async def start(self, timeout: float = 15.0) -> None:
         await self.link.start(timeout)
@@ -122,6 +124,10 @@ class Tap:
             "SELECT envelope FROM captures WHERE kind = ? ORDER BY n", (kind,)
         ):
             yield bytes(raw)
+
+    @property
+    def events(self) -> EventLog:
+        return self._events
 
     def count(self, kind: str | None = None) -> int:
         if kind is None:
