@@ -1,0 +1,65 @@
+"""The demo on the plane reports the figures it reported before the plane (issue 11):
+the README's table for ``doormat demo --li blanket --backdoor escrow`` (seed 1, 12
+messages), and the default demo's figures as measured on 78019fb (before the plane).
+Every figure is an observer's own row, combined by the aggregator, which holds no key."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+from doormat.demo import DemoOptions, run_demo
+from doormat.narrate import Narrator
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_table() -> dict[str, tuple[int, int, int]]:
+    text = README.read_text()
+    section = text[text.index("`doormat demo --li blanket --backdoor escrow` (seed 1"):]
+    rows = {}
+    for m in re.finditer(r"^\| `([^`]+)` \| (\d+) \| (\d+) \| (\d+) \|", section, re.M):
+        rows[m.group(1)] = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+        if len(rows) == 5:
+            break
+    return rows
+
+
+async def demo(tmp_path: Path, **kw: Any) -> dict[str, Any]:
+    opts = DemoOptions(state=tmp_path / "state", quiet=True, color="never", **kw)
+    return await run_demo(opts, Narrator(io.StringIO(), "never", quiet=True))
+
+
+def figures(result: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    return {name: (o["captured"], o["readable"], o["metadata_records"])
+            for name, o in result["observers"].items()}
+
+
+async def test_blanket_escrow_seed_1_reports_the_readme_table(tmp_path: Path) -> None:
+    expected = readme_table()
+    assert set(expected) == {"relay", "blanket-tap", "enterprise:acme",
+                             "attacker:escrow-key", "attacker:device-image"}
+    result = await demo(tmp_path, li="blanket", backdoor="escrow")
+    assert result["messages_sent"] == 12 and result["messages_delivered"] == 12
+    assert figures(result) == expected
+    keys = {name: o["keys_held"] for name, o in result["observers"].items()}
+    assert keys["relay"] == []
+    assert keys["blanket-tap"] == ["escrow private key"]
+    assert keys["attacker:escrow-key"] == ["stolen escrow key"]
+    assert result["forward_secrecy"]["readable_with_ratchet_alone"] == 0
+    assert result["forward_secrecy"]["readable_with_whole_image"] == 0
+    assert result["alarms"] == []
+    assert result["ledger"] == {"entries": 0, "verified": True}
+
+
+async def test_default_demo_reports_the_figures_of_before_the_plane(tmp_path: Path) -> None:
+    # `doormat demo --report` on 78019fb (before the plane), seed 1.
+    result = await demo(tmp_path)
+    assert result["messages_sent"] == 12 and result["messages_delivered"] == 12
+    assert figures(result) == {
+        "relay": (12, 0, 20),
+        "enterprise:acme": (11, 11, 22),
+        "attacker:device-image": (12, 3, 20),
+    }
