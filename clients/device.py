@@ -13,8 +13,18 @@ reason), ``device.rejected`` (reason), ``device.bad_bundle`` (device, reason),
 ``device.undelivered`` (reason, op; id and to when the relay named the envelope;
 refused and retry for a rate-limit refusal), ``device.resent`` (kinds, count),
 ``device.kt_alarm`` (user, device, time, reason, alarm_kind: a device the user's
-enterprise never enrolled, a key that is not ours, or a split view).
+enterprise never enrolled, a key that is not ours, or a split view);
+``device.identity_held``, ``device.identity_accepted``, ``device.identity_alarm``,
+``device.safety_verified`` (clients/senders.py), ``device.prekeys`` (clients/upkeep.py).
 A device's events carry its own plaintext: that is what its user sees on screen.
+
+Checking who writes (issue 12). A message carrying a prekey message that would start a
+session with an identity this device does not hold for its sender is not opened in the
+link's handler: the handler may not ask the directory (infra/link.py), so the envelope
+is *held* durably and acknowledged, and a task checks the identity against the
+directory's log and against a safety number the user verified, then opens it or
+refuses it (clients/senders.py, the rules in clients/identities.py).
+``check_identities = False`` turns the check off (the lab shows what it prevents).
 
 Refusals. The relay answers an envelope it will not take on our ``dir`` inbox with
 ``{"req": null, "ok": false, "op": "msg", "id", "to", "error"}``. A refusal that names
@@ -47,8 +57,11 @@ from clients.archive import ARCHIVE_KIND, Record, journal_record
 from clients.backdoors import extensions
 from clients.crypto import CryptoError, DeviceCrypto, Sealed
 from clients.enterprise import Credentials
+from clients.identities import Decision, first_look
 from clients.kt import DirectoryView
+from clients.senders import SenderChecks
 from clients.store import DeviceStore, HistoryEntry, Incoming
+from clients.upkeep import DAY, PrekeyUpkeep
 from infra.link import RATE_LIMIT_PAUSE, Link
 from infra.plane import Plane
 from wire import envelope as wire_envelope
@@ -60,7 +73,7 @@ from wire.li.builds import ClientBuild
 
 log = logging.getLogger(__name__)
 
-ONE_TIME_PREKEYS = 20  # published at first start; refilled when half are used
+ONE_TIME_PREKEYS = 20  # published at first start; refilled when the relay holds under half
 
 # How long a published envelope stays re-sendable after a rate-limit refusal: the
 # refusal comes back after the relay has worked through its input, and names nothing.
@@ -84,7 +97,7 @@ class Sent:
     devices: list[str]  # every device an envelope was sealed for
 
 
-class Device:
+class Device(SenderChecks, PrekeyUpkeep):
     def __init__(
         self,
         creds: Credentials,
@@ -100,8 +113,15 @@ class Device:
         directory_vkey: str | None = None,
         enrolled: Callable[[], set[str]] | None = None,
         plane: Plane | None = None,
+        check_identities: bool = True,
+        prekey_interval: float = 600.0,
+        signed_prekey_rotation: float = 7 * DAY,
+        signed_prekey_grace: float = 14 * DAY,
     ) -> None:
         self.id = creds.device
+        # Check a sender's new or changed identity key before opening its message (see
+        # the module docstring). The lab turns it off to show what it prevents.
+        self.check_identities = check_identities
         # Our enterprise's disclosed archive key: every message we send or read is
         # journalled to it (clients/archive.py). None if the enterprise runs no archive.
         self.archive_key = archive_key
@@ -117,7 +137,9 @@ class Device:
         self.set_build(build)
         state = self._store.load_crypto()
         if state is None:
-            self.crypto = DeviceCrypto.create(self.id, one_time_prekeys=one_time_prekeys)
+            self.crypto = DeviceCrypto.create(
+                self.id, one_time_prekeys=one_time_prekeys, now_ms=now_ms()
+            )
             self._store.save_crypto(self.crypto.to_bytes())
         else:
             self.crypto = DeviceCrypto.from_bytes(state)
@@ -146,8 +168,15 @@ class Device:
         self._ready = asyncio.Event()
         self._device_lists: dict[str, tuple[float, list[str]]] = {}
         self._device_list_ttl = device_list_ttl
-        self._prekeys_used = 0
-        self._refill: asyncio.Task[None] | None = None
+        # Prekeys over time (clients/upkeep.py): seconds between checks at the relay, and
+        # the signed prekey's rotation period and the grace period of a replaced one.
+        self.prekey_interval = prekey_interval
+        self.signed_prekey_rotation = signed_prekey_rotation
+        self.signed_prekey_grace = signed_prekey_grace
+        self._upkeep: asyncio.Task[None] | None = None
+        self._upkeep_again = False
+        self._upkeep_timer: asyncio.Task[None] | None = None
+        self._otk_seen = self.crypto.one_time_prekeys_left
         # Published envelopes and journal records, oldest first, re-sendable until they
         # are RESEND_WINDOW old (then they leave the outbox).
         self._recent: OrderedDict[OutboxKey, tuple[bytes, float]] = OrderedDict()
@@ -156,6 +185,8 @@ class Device:
         self._resender: asyncio.Task[None] | None = None
         self._resend_kinds: set[str] = set()
         self._resend_rate = 0.0
+        self._checker: asyncio.Task[None] | None = None  # checks held envelopes
+        self._check_again = False
 
     @property
     def events(self) -> EventLog:
@@ -191,9 +222,10 @@ class Device:
     async def stop(self) -> None:
         if self._resender is not None:
             self._resender.cancel()
+        if self._checker is not None:
+            self._checker.cancel()
+        await self._stop_upkeep()
         await self._link.stop()
-        if self._refill is not None:
-            self._refill.cancel()
         self._store.close()
 
     async def __aenter__(self) -> Device:
@@ -220,6 +252,9 @@ class Device:
             log.warning("%s: start-up exchange with the relay failed: %s", self.id, exc)
             return
         self._ready.set()
+        self._check_held_soon()  # what was held when we stopped or crashed
+        self._upkeep_soon(expire=False)  # refill and rotate; delete only on the timer
+        self._start_upkeep_timer()
 
     # -- sending -------------------------------------------------------------------
 
@@ -243,13 +278,20 @@ class Device:
         proves (all of them without key transparency). With it, the request asks from our
         checkpoint on, once more if the relay answered from an older one; a listed device
         without a valid proof is not used, and an event says so."""
+        answer, items, _ = await self._lookup(op, listed, **fields)
+        return answer, items
+
+    async def _lookup(
+        self, op: str, listed: str, **fields: Any
+    ) -> tuple[dict[str, Any], list[Any], dict[str, str]]:
+        """``_directory``, and the identity the log proves for each device it proves."""
         for attempt in (1, 2):
             if self.kt is not None and self.kt.since is not None:
                 fields["since"] = self.kt.since
             answer = await self._link.request(op, **fields)
             items = list(answer[listed])
             if self.kt is None:
-                return answer, items
+                return answer, items, {}
             try:
                 result = self.kt.verify_lookup(answer.get("kt"), items)
             except StaleCheckpoint:
@@ -266,9 +308,11 @@ class Device:
                     self.id, "device.kt_refused", device=refused.device, reason=refused.reason
                 )
             proven = set(result.devices)
-            return answer, [
-                i for i in items if (i if isinstance(i, str) else i.get("device")) in proven
-            ]
+            return (
+                answer,
+                [i for i in items if (i if isinstance(i, str) else i.get("device")) in proven],
+                dict(result.verified),
+            )
         raise AssertionError("unreachable")
 
     def _save_kt(self) -> None:
@@ -307,12 +351,26 @@ class Device:
             dev = str(bundle.get("device"))
             if dev not in missing or self.crypto.has_session(dev):
                 continue
+            # The bundle's identity is the one the log proves (or there is no log); it
+            # must also be the one we hold for the device, if its safety number was
+            # verified. No session is replaced here: only missing ones are started.
+            presented = str(bundle.get("identity"))
+            decision = Decision("accept", how="same")
+            if self.check_identities:
+                decision = first_look(self._known(dev), presented, kt=False)
+                if decision.verdict == "refuse":
+                    self._identity_alarm(dev, decision, presented, op="bundles")
+                    continue
             try:
                 self.crypto.start_session(dev, bundle)
             except CryptoError as exc:
                 # A bundle whose signature does not verify is not used: no session, no
                 # envelope for that device, and an event saying why.
                 self._events.emit(self.id, "device.bad_bundle", device=dev, reason=str(exc))
+                continue
+            if self.check_identities and decision.how != "same":
+                accepted = Decision("accept", changed=decision.changed, how="directory")
+                self._accepted(dev, presented, accepted)
 
     async def send(self, to_user: str, text: str | bytes, *, lab: bool = False) -> Sent:
         """Seal ``text`` for every device of ``to_user`` and our own other devices.
@@ -469,6 +527,7 @@ class Device:
         transaction (one fsync, not one each), then shown and acknowledged."""
         to_ack: list[Envelope] = []
         opened: list[_Opened] = []
+        held: list[tuple[str, str, bytes]] = []
         fresh: set[tuple[str, str]] = set()
         for payload in payloads:
             try:
@@ -482,10 +541,23 @@ class Device:
                 )
                 continue
             to_ack.append(env)
-            if (env.sender, env.id) in fresh or self._store.is_processed(env.sender, env.id):
+            if (
+                (env.sender, env.id) in fresh
+                or self._store.is_processed(env.sender, env.id)
+                or self._store.is_held(env.sender, env.id)
+            ):
                 continue  # a redelivery: acknowledged again, nothing else
             fresh.add((env.sender, env.id))
+            if self._must_hold(env):
+                held.append((env.sender, env.id, payload))
+                continue
             opened.append(self._decrypt(env))
+        if held:
+            # Kept before the acknowledgement below: checked (and opened or refused) by
+            # _check_held, outside this handler, which must not ask the directory.
+            self._store.hold(held, now_ms())
+            for sender, msg_id, _ in held:
+                self._events.emit(self.id, "device.identity_held", id=msg_id, **{"from": sender})
         if opened:
             self._store.commit_incoming_many(
                 self.crypto.to_bytes(),
@@ -504,6 +576,8 @@ class Device:
         # trip per envelope; a lost ack costs only that redelivery.
         for env in to_ack:
             self._link.publish_soon("ack", json.dumps({"from": env.sender, "id": env.id}).encode())
+        if held:
+            self._check_held_soon()
 
     def _decrypt(self, env: Envelope) -> _Opened:
         """Open one envelope (the ratchet steps in memory; the caller commits them)."""
@@ -534,8 +608,9 @@ class Device:
             text=o.text.decode(errors="replace"),
             **{"from": env.sender},
         )
-        if env.prekey is not None:
-            self._note_prekey_used()
+        if env.prekey is not None and self.crypto.one_time_prekeys_left != self._otk_seen:
+            self._otk_seen = self.crypto.one_time_prekeys_left
+            self._upkeep_soon()  # a first contact spent a one-time prekey: top up
         if o.journal is not None:
             self._link.publish_soon(
                 ARCHIVE_KIND,
@@ -544,24 +619,6 @@ class Device:
                     self._published, (ARCHIVE_KIND, env.id, env.sender), o.journal
                 ),
             )
-
-    def _note_prekey_used(self) -> None:
-        self._prekeys_used += 1
-        if self._prekeys_used >= max(1, self._n_otk // 2) and self._refill is None:
-            self._refill = asyncio.get_running_loop().create_task(self._refill_prekeys())
-
-    async def _refill_prekeys(self) -> None:
-        try:
-            fresh = self.crypto.new_one_time_prekeys(self._n_otk // 2 or 1)
-            material: dict[str, Any] = dict(self.crypto.publish_material())
-            material["one_time_prekeys"] = fresh
-            self._store.save_crypto(self.crypto.to_bytes())
-            await self._link.request("publish", **material)
-            self._prekeys_used = 0
-        except Exception as exc:
-            log.warning("%s: prekey refill failed: %s", self.id, exc)
-        finally:
-            self._refill = None
 
     # -- what the user sees ------------------------------------------------------------
 

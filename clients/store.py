@@ -11,6 +11,13 @@ exactly once.
 Not everything needs that: a message leaving the outbox once published (``sent``) is
 recorded without a commit of its own, in the next transaction (or at ``close``). If
 that is lost, the device re-sends the envelope, and the relay de-duplicates it.
+
+A message that would bind its sender to a new or changed identity key is *held*
+(``hold``) before it is acknowledged: kept, still sealed, until the device has checked
+the identity against the directory's log (clients/identities.py); then it is either
+opened and committed like any other (``release``, one transaction with its removal from
+``held``) or refused (``refuse_held``). ``peer_identities`` keeps the identity the
+device accepted for each peer device, and whether its user verified the safety number.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from clients.identities import Known
 from infra.sqlite import Schema, exists, open_store, transaction
 
 SCHEMA = Schema("device store", """
@@ -39,6 +47,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS undelivered (
     id TEXT NOT NULL, recipient TEXT NOT NULL, reason TEXT NOT NULL,
     PRIMARY KEY (id, recipient));
+CREATE TABLE IF NOT EXISTS held (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, sender TEXT NOT NULL, id TEXT NOT NULL,
+    payload BLOB NOT NULL, held_ms INTEGER NOT NULL, UNIQUE (sender, id));
+CREATE TABLE IF NOT EXISTS peer_identities (
+    device TEXT PRIMARY KEY, identity TEXT NOT NULL, verified INTEGER NOT NULL,
+    how TEXT NOT NULL, updated_ms INTEGER NOT NULL);
 """)
 
 
@@ -133,17 +147,84 @@ class DeviceStore:
         with self._tx():
             self._put_crypto(state)
             for e in envelopes:
-                if e.journal is not None:
-                    self._put_journal(e.id, e.sender, e.journal)
-                self._db.execute(
-                    "INSERT INTO processed (sender, id) VALUES (?, ?)", (e.sender, e.id)
-                )
-                if e.text is not None:
-                    self._db.execute(
-                        "INSERT INTO history (direction, id, peer_user, device, ts, text)"
-                        " VALUES ('in', ?, ?, ?, ?, ?)",
-                        (e.id, e.peer_user, e.sender, e.ts, e.text),
-                    )
+                self._record_incoming(e)
+
+    def _record_incoming(self, e: Incoming) -> None:
+        if e.journal is not None:
+            self._put_journal(e.id, e.sender, e.journal)
+        self._db.execute("INSERT INTO processed (sender, id) VALUES (?, ?)", (e.sender, e.id))
+        if e.text is not None:
+            self._db.execute(
+                "INSERT INTO history (direction, id, peer_user, device, ts, text)"
+                " VALUES ('in', ?, ?, ?, ?, ?)",
+                (e.id, e.peer_user, e.sender, e.ts, e.text),
+            )
+
+    # -- identities and held envelopes ---------------------------------------------------
+
+    def peer_identity(self, device: str) -> Known | None:
+        row = self._db.execute(
+            "SELECT identity, verified FROM peer_identities WHERE device = ?", (device,)
+        ).fetchone()
+        return None if row is None else Known(str(row[0]), bool(row[1]))
+
+    def set_peer_identity(
+        self, device: str, identity: str, *, verified: bool, how: str, now_ms: int
+    ) -> None:
+        with self._tx():
+            self._put_identity(device, identity, verified, how, now_ms)
+
+    def _put_identity(
+        self, device: str, identity: str, verified: bool, how: str, now_ms: int
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO peer_identities (device, identity, verified, how, updated_ms)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET"
+            " identity = excluded.identity, verified = excluded.verified,"
+            " how = excluded.how, updated_ms = excluded.updated_ms",
+            (device, identity, int(verified), how, now_ms),
+        )
+
+    def hold(self, envelopes: list[tuple[str, str, bytes]], now_ms: int) -> None:
+        """Keep (sender, id, raw envelope) until their sender's identity is checked."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO held (sender, id, payload, held_ms) VALUES (?, ?, ?, ?)",
+                [(sender, msg_id, payload, now_ms) for sender, msg_id, payload in envelopes],
+            )
+
+    def is_held(self, sender: str, msg_id: str) -> bool:
+        return exists(self._db, "SELECT 1 FROM held WHERE sender = ? AND id = ?", (sender, msg_id))
+
+    def held(self) -> list[tuple[str, str, bytes]]:
+        """(sender, id, raw envelope) of every held envelope, in arrival order."""
+        rows = self._db.execute("SELECT sender, id, payload FROM held ORDER BY seq").fetchall()
+        return [(str(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+
+    def release(
+        self,
+        state: bytes,
+        incoming: Incoming,
+        identity: tuple[str, str, bool, str] | None,
+        now_ms: int,
+    ) -> None:
+        """A held envelope, now processed (opened or not): committed like any incoming
+        one, with the crypto state after it and the identity accepted (device,
+        identity, verified, how), and no longer held, in one transaction."""
+        with self._tx():
+            self._put_crypto(state)
+            self._record_incoming(incoming)
+            if identity is not None:
+                self._put_identity(*identity, now_ms)
+            self._db.execute(
+                "DELETE FROM held WHERE sender = ? AND id = ?", (incoming.sender, incoming.id)
+            )
+
+    def refuse_held(self, sender: str, msg_id: str) -> None:
+        """A held envelope refused: processed (a repeat is dropped), never opened."""
+        with self._tx():
+            self._db.execute("INSERT INTO processed (sender, id) VALUES (?, ?)", (sender, msg_id))
+            self._db.execute("DELETE FROM held WHERE sender = ? AND id = ?", (sender, msg_id))
 
     def commit_outgoing(
         self,

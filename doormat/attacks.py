@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
@@ -20,8 +22,10 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 
-from clients.crypto import DeviceCrypto
-from interceptor.readers import DeviceReader, EscrowReader, GlobalKeyReader, Reader
+from clients.crypto import MalformedInput, PrekeyMessage
+from interceptor.readers import EscrowReader, GlobalKeyReader, Reader, StolenStateReader
+from wire import envelope as wire_envelope
+from wire.envelope import Envelope, EnvelopeError
 from wire.li.builds import ClientBuild
 
 
@@ -54,12 +58,18 @@ class DeviceImage:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def ratchet_reader(self) -> DeviceReader:
-        """The device's own keys, as they were in the image: the ratchet alone."""
+    def crypto_state(self) -> bytes:
+        """The device's crypto state as it was in the image (every private key)."""
         with sqlite3.connect(self.path) as db:
             (state,) = db.execute("SELECT state FROM crypto").fetchone()
-        crypto = DeviceCrypto.from_bytes(bytes(state))
-        return DeviceReader({self.device: crypto}, name=f"{self.device} ratchet state")
+        return bytes(state)
+
+    def ratchet_reader(self) -> StolenStateReader:
+        """The device's own keys, as they were in the image, used as a thief would: what
+        the ratchet still opens, the sending chains (the victim's own later messages),
+        and X3DH redone on first-contact messages with the prekeys still in the image
+        (``clients.crypto.StolenState``). Not the plaintext ``history`` table."""
+        return StolenStateReader(self.crypto_state(), name=f"{self.device} ratchet state")
 
     def build_readers(self) -> list[Reader]:
         """Keys baked into the client build found in the image (a mandated build's)."""
@@ -72,3 +82,63 @@ class DeviceImage:
 
     def readers(self) -> list[Reader]:
         return [self.ratchet_reader(), *self.build_readers()]
+
+
+def first_contacts(
+    captured: Iterable[bytes], device: str, keys: set[tuple[str, str]]
+) -> list[Envelope]:
+    """The envelopes of the messages ``keys`` addressed to ``device`` that carry a prekey
+    message (first contacts: each starts, or repeats the start of, a session), in
+    capture order."""
+    out = []
+    for raw in captured:
+        try:
+            env = wire_envelope.parse(raw)
+        except EnvelopeError:
+            continue
+        if env.recipient == device and env.prekey is not None and (env.sender, env.id) in keys:
+            out.append(env)
+    return out
+
+
+def first_contact_exposure(
+    captured: Iterable[bytes],
+    before: set[tuple[str, str]],
+    at_theft: DeviceImage,
+    holding_every_key: DeviceImage,
+    after_rotation: DeviceImage,
+) -> dict[str, Any]:
+    """What stolen images open of the first-contact messages the device received before
+    the theft (issue 12, point 8), each image through its own keys (``StolenState``):
+
+    * ``opened_by_image``: the image at the theft. A one-time prekey is deleted once
+      used, so only a first message that came without one opens (X3DH redone with the
+      identity key and the signed prekey), while that signed prekey is in the image;
+    * ``opened_if_no_key_were_deleted``: an image taken before those messages arrived,
+      which holds every key they used: what deleting them prevents;
+    * ``opened_after_rotation``: an image taken after the signed prekey was rotated and
+      the replaced one deleted once its grace period was over.
+    """
+    contacts = first_contacts(captured, at_theft.device, before)
+    messages = {(e.sender, e.id) for e in contacts}
+    without = set()
+    for env in contacts:
+        try:
+            assert env.prekey is not None
+            if PrekeyMessage.decode(env.prekey).one_time_prekey_id is None:
+                without.add((env.sender, env.id))
+        except MalformedInput:
+            continue
+
+    def opened(image: DeviceImage) -> int:
+        reader = image.ratchet_reader()
+        return len({(e.sender, e.id) for e in contacts if reader.try_open(e) is not None})
+
+    return {
+        "device": at_theft.device,
+        "messages": len(messages),
+        "without_one_time_prekey": len(without),
+        "opened_by_image": opened(at_theft),
+        "opened_if_no_key_were_deleted": opened(holding_every_key),
+        "opened_after_rotation": opened(after_rotation),
+    }

@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from doormat.attacks import DeviceImage, first_contact_exposure
 from doormat.cast import Cast, default_cast, generated_cast
 from doormat.exposure import MEASURED_SERVICES, VICTIM_USER_INDEX, aggregate, report
 from doormat.narrate import Narrator
 from doormat.system import System
 from infra.observer import Observer, gather_rows
 from infra.plane import Party
-from wire.events import Event
-from wire.ids import ATTACKER_ID, COURT_ID
+from wire.events import Event, now_ms
+from wire.ids import ATTACKER_ID, COURT_ID, user_of
 from wire.li.checks import Decision
 
 LINES = (
@@ -62,6 +63,7 @@ class DemoOptions:
     quiet: bool = False
     li: str = "off"
     backdoor: str = "none"
+    active_relay: bool = False
 
 
 def script(cast: Cast, n: int, seed: int) -> list[tuple[str, str, str]]:
@@ -167,8 +169,19 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         cast, broker=opts.broker, state_dir=opts.state, li=opts.li, backdoor=opts.backdoor
     ) as system:
         assert system.observer is not None and system.lab is not None
+        victim = cast.users[min(VICTIM_USER_INDEX, len(cast.users) - 1)].device_ids[0]
+        # An image before any message: it holds every prekey the first contacts will use
+        # (the report compares it with the image at the theft: what deletion prevents).
+        # (One-process only, like the two steps below: not yet on the plane.)
+        early = _image(system, victim, 0, "before-any-message")
         console = Console(system.observer, system.lab, cast)
         result = await play(console, opts, say, started)
+        held = system.attacker.loot.image
+        assert held is not None and held.image.device == victim
+        first_contact = await _first_contact(system, held.image, early, held.before)
+        result = _with(result, "first_contact", first_contact, after="forward_secrecy")
+        if opts.active_relay:
+            result["active_relay"] = await _active_relay(system, say)
     # The report is printed even with --quiet: it is the result.
     _narrate_report(Narrator(say.out, "always" if say.color else "never"), result)
     if opts.report is not None:
@@ -254,6 +267,81 @@ def kt_alarms(events: list[Event]) -> list[dict[str, Any]]:
              "kind": e["alarm_kind"], "reason": e["reason"], "raised_by": e["actor"]},
         )
     return list(seen.values())
+
+
+def _image(system: System, device: str, taken_at: int, label: str) -> DeviceImage:
+    return DeviceImage.take(
+        device,
+        system.state_dir / f"{device}.sqlite",
+        system.state_dir / "stolen" / f"{device}.{label}.sqlite",
+        taken_at,
+    )
+
+
+async def _first_contact(
+    system: System, image: DeviceImage, early: DeviceImage, before: set[tuple[str, str]]
+) -> dict[str, Any]:
+    """The victim's device lives on for three weeks (its clock moved forward): its signed
+    prekey is rotated on schedule and the replaced one deleted after its grace period;
+    then a third image. What each image opens of the first contacts before the theft."""
+    assert system.relay is not None
+    device = system.devices[image.device]
+    rotated = now_ms() + int(device.signed_prekey_rotation * 1000)
+    await device.maintain_prekeys(rotated)  # rotated; the old one kept for late messages
+    await device.maintain_prekeys(rotated + int(device.signed_prekey_grace * 1000))  # deleted
+    after = _image(system, image.device, image.taken_at, "after-rotation")
+    return first_contact_exposure(system.relay.captured(), before, image, early, after)
+
+
+async def _active_relay(system: System, say: Narrator) -> dict[str, Any]:
+    """The relay operator forges a first message "from" another user's device, to a
+    device with the identity check off (the old behaviour), then to one with it on."""
+    from doormat.active_relay import run_active_relay
+
+    users = system.cast.users
+    if len(users) < 4:
+        return {"skipped": "needs four users"}
+    say.heading("An active relay forges a first message")
+    out = {}
+    for label, (target, impersonated), check in (
+        ("check_off", (users[2], users[3]), False),
+        ("check_on", (users[0], users[1]), True),
+    ):
+        device = system.devices[target.device_ids[0]]
+        device.check_identities = check
+        try:
+            attack = await run_active_relay(
+                system, target=device.id, impersonate=impersonated.device_ids[0]
+            )
+        finally:
+            device.check_identities = True
+        out[label] = attack.to_json()
+        read = attack.observer.readable if attack.observer is not None else 0
+        say.party(
+            "relay",
+            f"forges a first message from {attack.impersonated} to {attack.target} "
+            f"(identity check {'on' if check else 'OFF'}): "
+            + (
+                f"shown as {user_of(attack.impersonated)}'s; the reply is READ by the relay "
+                f"({read} message) and unreadable on {attack.impersonated}"
+                if attack.forged_shown
+                else f"REFUSED, alarm naming {attack.alarms[0]['user'] if attack.alarms else '?'}"
+                f"; the relay reads {read}, {attack.impersonated} reads the reply"
+            ),
+            "red" if attack.forged_shown else "green",
+        )
+    return out
+
+
+def _with(result: dict[str, Any], key: str, value: Any, *, after: str) -> dict[str, Any]:
+    """``result`` with ``key`` placed right after ``after`` (the report's order)."""
+    out: dict[str, Any] = {}
+    for k, v in result.items():
+        out[k] = v
+        if k == after:
+            out[key] = value
+    out.setdefault(key, value)
+    return out
 
 
 # The scoped case's targets: one user whose enterprise archives, one whose does not.
@@ -465,6 +553,33 @@ def _narrate_cost(say: Narrator, result: dict[str, Any]) -> None:
             else "."
         )
     )
+    fc = result.get("first_contact")
+    if fc:
+        say.say(
+            f"Of the {fc['messages']} first-contact messages {fc['device']} received before "
+            f"the theft ({fc['without_one_time_prekey']} without a one-time prekey), the "
+            f"image opens {fc['opened_by_image']}; an image taken before they arrived, "
+            f"holding every key they used, opens {fc['opened_if_no_key_were_deleted']}: "
+            "deleting a one-time prekey once used is what closes them. Three weeks later, "
+            f"its signed prekey rotated and the old one deleted, an image opens "
+            f"{fc['opened_after_rotation']}."
+        )
+    active = result.get("active_relay") or {}
+    if "check_off" in active and "check_on" in active:
+        off, on = active["check_off"], active["check_on"]
+        say.say(
+            say.paint(
+                f"An active relay forged first messages. From {off['impersonated']} to "
+                f"{off['target']}, identity check off: shown, and the relay read "
+                f"{off['observer']['readable']} reply.",
+                "red",
+            )
+            + say.paint(
+                f" From {on['impersonated']} to {on['target']}, check on: refused "
+                f"({len(on['alarms'])} alarm), and the relay read {on['observer']['readable']}.",
+                "green",
+            )
+        )
     alarms = result.get("alarms") or []
     if alarms:
         users = sorted({a["user"] for a in alarms})

@@ -10,7 +10,14 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from clients.crypto import CryptoError, DeviceCrypto, Sealed, escrow_open, global_open
+from clients.crypto import (
+    CryptoError,
+    DeviceCrypto,
+    Sealed,
+    StolenState,
+    escrow_open,
+    global_open,
+)
 from wire.envelope import Envelope
 from wire.li.builds import ESCROW_FIELD, GLOBAL_FIELD, binding_of, mandated_field
 
@@ -86,4 +93,30 @@ class DeviceReader:
                 self._seen[key] = crypto.decrypt(env.sender, sealed)
             except CryptoError:
                 self._seen[key] = None
+        return self._seen[key]
+
+
+class StolenStateReader:
+    """A stolen copy of one device's crypto state, used as a thief would
+    (``clients.crypto.StolenState``): besides what the device's own code would open, its
+    own later messages (the sending chains in the state) and first-contact messages
+    (X3DH redone with the prekeys still in it, replay list or not). Each envelope is
+    tried once, in capture order, and the answer remembered."""
+
+    def __init__(self, state: bytes, name: str) -> None:
+        self.name = name
+        self._thief = StolenState(state)
+        self._seen: dict[tuple[str, str, str], bytes | None] = {}
+
+    @property
+    def device(self) -> str:
+        return self._thief.device_id
+
+    def try_open(self, env: Envelope) -> bytes | None:
+        if self.device not in (env.sender, env.recipient):
+            return None
+        key = env.key
+        if key not in self._seen:
+            sealed = Sealed(header=env.header, body=env.body, prekey=env.prekey)
+            self._seen[key] = self._thief.open(env.sender, env.recipient, sealed)
         return self._seen[key]

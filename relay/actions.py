@@ -65,6 +65,14 @@ class Limits:
     # kind and second. 0 disables the limit.
     device_rate: float = 500.0  # inputs per second, sustained
     device_burst: int = 2500  # saved up while idle
+    # Prekey bundles (docs/protocol.md): each ``bundles`` request of a device costs a
+    # token of its own bucket (refused over it), and one requester takes at most
+    # ``otpks_per_requester`` one-time prekeys of any one device per window; past that
+    # its bundles for that device come without one (X3DH without a one-time prekey).
+    bundle_rate: float = 1.0  # bundles requests per second per requesting device
+    bundle_burst: int = 60
+    otpks_per_requester: int = 3
+    otpk_window_ms: int = 3_600_000
 
 
 class Rejected(Exception):

@@ -1,5 +1,6 @@
 """The relay's key directory, sans I/O: the requests on ``doormat/out/<owner>/dir``
-(``enrol``, ``publish``, ``devices``, ``bundles``, ``monitor``, ``sync``; docs/protocol.md),
+(``enrol``, ``publish``, ``devices``, ``bundles``, ``monitor``, ``prekeys``, ``sync``;
+docs/protocol.md),
 the key-transparency log behind their answers, the ghost back door and split view.
 ``relay.router.Relay`` hands every ``dir`` message to :meth:`Directory.handle`.
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from relay.actions import Action, Limits, Publish, Rejected, emit, read_json, reply
 from relay.directory_store import DirectoryError, OneTimePrekey, SignedPrekey
+from relay.intake import TokenBuckets
 from relay.kt import (
     GHOST_NAME,
     DirectoryLog,
@@ -69,6 +71,8 @@ class Directory:
         self._kt_sync()
         self.ghost = ghost
         self._hidden_from: frozenset[str] = frozenset()
+        # Per requesting device (in memory, like the router's device buckets).
+        self._bundle_buckets = TokenBuckets(limits.bundle_rate, limits.bundle_burst)
 
     # -- the ghost switch and split view ---------------------------------------------
 
@@ -130,6 +134,7 @@ class Directory:
             "bundles": self._op_bundles,
             "monitor": self._op_monitor,
             "sync": self._op_sync,
+            "prekeys": self._op_prekeys,
         }
         if not isinstance(op, str) or op not in handlers:
             raise Rejected(f"unknown op {str(op)[:40]!r}", req=req)
@@ -308,9 +313,22 @@ class Directory:
         if since is not None and since > (size := self.store.kt_size()):
             # Refuse before take_bundles spends one-time prekeys on an answer not sent.
             raise Rejected(f"'since' {since} is beyond the directory log's size {size}")
+        now = self.clock()
+        if not self._bundle_buckets.allow(owner, now):
+            raise Rejected(
+                f"rate limit: bundles over {self.limits.bundle_rate:g} per second "
+                f"(burst {self.limits.bundle_burst}) for this device"
+            )
         ghosts = self.ghost and not self._hidden(owner)
         bundles = self.store.take_bundles(
-            user, self.clock(), exclude=owner, only=only, ghosts=ghosts
+            user,
+            now,
+            exclude=owner,
+            only=only,
+            ghosts=ghosts,
+            requester=owner,
+            otpks_per_requester=self.limits.otpks_per_requester,
+            window_ms=self.limits.otpk_window_ms,
         )
         for b in bundles:
             self._event(
@@ -322,6 +340,7 @@ class Directory:
                 one_time_prekey=b.one_time_prekey is not None,
                 one_time_prekey_id=None if b.one_time_prekey is None else b.one_time_prekey.id,
                 one_time_prekeys_left=b.remaining,
+                withheld=b.withheld,
             )
         answer: dict[str, Any] = {
             "bundles": [
@@ -344,6 +363,17 @@ class Directory:
             rows = self.store.kt_latest([b.device for b in bundles])
             answer["kt"] = self._kt_answer(owner, rows, since)
         return answer
+
+    def _op_prekeys(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """How many one-time prekeys the relay still holds for the requesting device,
+        and its current signed prekey's id: what it needs to refill and rotate."""
+        _fields(obj, set())
+        self._require_enrolled_device(owner)
+        record = self.store.device(owner)
+        spk = None if record is None or record.signed_prekey is None else record.signed_prekey.id
+        held = self.store.otpk_count(owner)
+        self._event(out, "relay.prekeys_counted", device=owner, one_time_prekeys=held)
+        return {"one_time_prekeys": held, "signed_prekey_id": spk}
 
     def _op_sync(self, out: list[Action], owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         _fields(obj, set())

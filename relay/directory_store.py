@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS spent_prekeys (
     PRIMARY KEY (device, key_id)
 ) WITHOUT ROWID;
 
+CREATE TABLE IF NOT EXISTS prekey_takes (  -- one-time prekeys handed out, by requester
+    requester TEXT    NOT NULL,
+    device    TEXT    NOT NULL,
+    taken_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS prekey_takes_by_pair ON prekey_takes (requester, device, taken_ms);
+
 CREATE TABLE IF NOT EXISTS kt_log (
     idx    INTEGER PRIMARY KEY,     -- leaf index in the directory's Merkle log, from 0
     user   TEXT    NOT NULL,
@@ -107,6 +114,7 @@ class Bundle:
     signed_prekey: SignedPrekey
     one_time_prekey: OneTimePrekey | None
     remaining: int  # one-time prekeys this device still has at the relay
+    withheld: bool = False  # one was left, but the requester had its share this window
 
 
 @dataclass(frozen=True)
@@ -267,14 +275,25 @@ class DirectoryStore:
         exclude: str | None = None,
         only: Collection[str] | None = None,
         ghosts: bool = False,
+        requester: str | None = None,
+        otpks_per_requester: int = 0,
+        window_ms: int = 0,
     ) -> list[Bundle]:
         """A prekey bundle for every published device of ``user`` (except ``exclude``;
         if ``only`` is given, just those devices), each with one one-time prekey if any
         is left; ghost devices only with ``ghosts``. The one-time prekeys handed out
         are deleted (and recorded as spent) in this same transaction, so each is handed
-        out once even if the relay dies right after."""
+        out once even if the relay dies right after. With ``requester`` and
+        ``otpks_per_requester`` > 0, a requester that already took that many of one
+        device's one-time prekeys in the last ``window_ms`` gets that device's bundle
+        without one (``withheld``)."""
         bundles: list[Bundle] = []
         with self._tx() as db:
+            if requester is not None and otpks_per_requester > 0:
+                db.execute(
+                    "DELETE FROM prekey_takes WHERE requester = ? AND taken_ms <= ?",
+                    (requester, now_ms - window_ms),
+                )
             rows = db.execute(
                 "SELECT device, identity, spk_id, spk_key, spk_sig FROM devices"
                 " WHERE user = ? AND identity IS NOT NULL AND spk_id IS NOT NULL"
@@ -291,6 +310,20 @@ class DirectoryStore:
                     (device,),
                 ).fetchone()
                 otpk: OneTimePrekey | None = None
+                withheld = False
+                if otpk_row is not None and requester is not None and otpks_per_requester > 0:
+                    taken: int = db.execute(
+                        "SELECT count(*) FROM prekey_takes WHERE requester = ? AND device = ?",
+                        (requester, device),
+                    ).fetchone()[0]
+                    if taken >= otpks_per_requester:
+                        otpk_row, withheld = None, True
+                    else:
+                        db.execute(
+                            "INSERT INTO prekey_takes (requester, device, taken_ms)"
+                            " VALUES (?, ?, ?)",
+                            (requester, device, now_ms),
+                        )
                 if otpk_row is not None:
                     n, key_id, key = otpk_row
                     db.execute("DELETE FROM one_time_prekeys WHERE n = ?", (n,))
@@ -307,6 +340,7 @@ class DirectoryStore:
                         signed_prekey=SignedPrekey(spk_id, spk_key, spk_sig),
                         one_time_prekey=otpk,
                         remaining=self._otpk_count(db, device),
+                        withheld=withheld,
                     )
                 )
         return bundles

@@ -15,6 +15,9 @@ This package's namespace is the library's **public layer**: every name a caller 
     sealed = alice.encrypt("bob@globex.phone", b"hi")        # -> envelope fields
     assert bob.decrypt("alice@acme.phone", sealed) == b"hi"
 
+    thief = StolenState(bob.to_bytes())                      # what a stolen copy opens
+    thief.open("alice@acme.phone", "bob@globex.phone", later_sealed)
+
     sealed = seal_to(agency_public_key, record, info=b"...")  # HPKE, RFC 9180
     assert open_sealed(agency_private_key, sealed, info=b"...") == record
 """
@@ -52,6 +55,7 @@ from .padding import BUCKETS, MAX_PLAINTEXT, pad, unpad
 from .ratchet import MAX_SKIP, MAX_SKIPPED_KEYS
 from .safety import format_safety_number, safety_number
 from .sealed import Sealed
+from .stolen import StolenState
 from .x3dh import Bundle, PrekeyMessage
 
 __all__ = [
@@ -74,6 +78,7 @@ __all__ = [
     "Sealed",
     "StateError",
     "StateVersionError",
+    "StolenState",
     "TooManySkipped",
     "UnknownPrekey",
     "UnknownSession",

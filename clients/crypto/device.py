@@ -63,10 +63,14 @@ class DeviceCrypto:
         self._seen_base_keys: list[bytes] = list(seen_base_keys)
 
     @classmethod
-    def create(cls, device_id: str, *, one_time_prekeys: int = 100) -> DeviceCrypto:
+    def create(
+        cls, device_id: str, *, one_time_prekeys: int = 100, now_ms: int | None = None
+    ) -> DeviceCrypto:
+        """A new identity, a signed prekey (made at ``now_ms``, if given: the rotation
+        schedule counts from it) and ``one_time_prekeys`` one-time prekeys."""
         identity = IdentityKeyPair.generate()
         prekeys = PrekeyStore()
-        prekeys.rotate_signed(identity)
+        prekeys.rotate_signed(identity, now_ms)
         prekeys.new_one_time(one_time_prekeys)
         return cls(device_id, identity, prekeys)
 
@@ -96,10 +100,37 @@ class DeviceCrypto:
         spk = self._prekeys.current_signed
         return {"id": spk.id, "key": b64encode(spk.public), "sig": b64encode(spk.signature)}
 
-    def rotate_signed_prekey(self) -> dict[str, Any]:
-        """Make a new current signed prekey (the older ones stay usable for a while)."""
-        self._prekeys.rotate_signed(self._identity)
+    def rotate_signed_prekey(self, now_ms: int | None = None) -> dict[str, Any]:
+        """Make a new current signed prekey (the older ones stay usable for a while:
+        until ``expire_signed_prekeys`` deletes them, and at most two of them)."""
+        self._prekeys.rotate_signed(self._identity, now_ms)
         return self.signed_prekey()
+
+    @property
+    def signed_prekey_ids(self) -> list[int]:
+        """The ids of the signed prekeys held, oldest first (the last is current)."""
+        return list(self._prekeys.signed)
+
+    def expire_signed_prekeys(self, now_ms: int, grace_ms: int) -> list[int]:
+        """Delete the replaced signed prekeys whose grace period for late messages is
+        over (retired ``grace_ms`` or more before ``now_ms``); the ids deleted."""
+        return self._prekeys.expire_signed(now_ms, grace_ms)
+
+    def maintain_signed_prekeys(
+        self, now_ms: int, *, rotate_after_ms: int, grace_ms: int
+    ) -> tuple[dict[str, Any] | None, list[int]]:
+        """The rotation schedule, as one step: if the current signed prekey is
+        ``rotate_after_ms`` old, a new one replaces it; then the replaced ones past their
+        grace period are deleted. Returns (the new signed prekey to publish, or None;
+        the ids deleted). A current prekey without a time (made without a clock) is
+        dated ``now_ms`` and its period starts then."""
+        current = self._prekeys.current_signed
+        rotated = None
+        if current.created_ms is None:
+            current.created_ms = now_ms
+        elif now_ms - current.created_ms >= rotate_after_ms:
+            rotated = self.rotate_signed_prekey(now_ms)
+        return rotated, self.expire_signed_prekeys(now_ms, grace_ms)
 
     def new_one_time_prekeys(self, n: int) -> list[dict[str, Any]]:
         """``n`` fresh one-time prekeys to publish; their private halves stay here."""
@@ -173,24 +204,45 @@ class DeviceCrypto:
             return plaintext
         raise error
 
-    def _decrypt_prekey(self, peer: str, sessions: list[Session], sealed: Sealed) -> bytes:
-        assert sealed.prekey is not None
+    def new_session_identity(self, peer_device: str, sealed: Sealed) -> PublicIdentity | None:
+        """The identity ``sealed`` would bind to ``peer_device`` by starting a new session.
+
+        None if it would start none (no prekey message, or a repeat of the one that
+        started a session held). Otherwise the identity its prekey message presents,
+        once X3DH and the first message's AEAD have checked out on the side: nothing
+        changes, no one-time prekey is spent. A CryptoError, as ``decrypt`` would raise
+        it, when the message would not open. A caller that must check the identity
+        first (against the key directory, a safety number its user verified) does so
+        between this call and ``decrypt``."""
+        if sealed.prekey is None:
+            return None
         message = PrekeyMessage.decode(sealed.prekey)
-        # A repeat of the prekey message of a session we already hold (the initiator
-        # attaches it until we answer): decrypt in that session.
+        if self._existing(self._sessions.get(peer_device) or [], message, sealed) is not None:
+            return None
+        self._respond(message, sealed)
+        return message.identity
+
+    def _existing(
+        self, sessions: list[Session], message: PrekeyMessage, sealed: Sealed
+    ) -> int | None:
+        """The index of the session this prekey message started, if we hold it; a
+        MalformedInput if it is held but the message differs from the one that started it."""
         for i, session in enumerate(sessions):
             if not session.initiator and session.base_key == message.base_key:
                 if session.prekey_message != sealed.prekey:
                     raise MalformedInput(
                         "prekey message differs from the one that started this session"
                     )
-                plaintext = session.decrypt(sealed.header, sealed.body)
-                if i:
-                    sessions.insert(0, sessions.pop(i))
-                return plaintext
+                return i
+        return None
+
+    def _respond(self, message: PrekeyMessage, sealed: Sealed) -> tuple[Session, bytes]:
+        """A new session as X3DH responder, and its first message's plaintext, built on
+        the side (nothing installed, nothing spent). Errors: ReplayError, UnknownPrekey,
+        ReusedPrekey, and whatever the first message's decryption raises."""
+        assert sealed.prekey is not None
         if message.base_key in self._seen_base_keys:
             raise ReplayError("this prekey message already started a session (a replay)")
-        # A new session, as X3DH responder. Errors: UnknownPrekey, ReusedPrekey.
         spk = self._prekeys.find_signed(message.signed_prekey_id)
         opk_id = message.one_time_prekey_id
         opk = None if opk_id is None else self._prekeys.find_one_time(opk_id)
@@ -204,10 +256,24 @@ class DeviceCrypto:
             prekey_message=sealed.prekey,
             pending_prekey=False,
         )
-        plaintext = session.decrypt(sealed.header, sealed.body)
+        return session, session.decrypt(sealed.header, sealed.body)
+
+    def _decrypt_prekey(self, peer: str, sessions: list[Session], sealed: Sealed) -> bytes:
+        assert sealed.prekey is not None
+        message = PrekeyMessage.decode(sealed.prekey)
+        # A repeat of the prekey message of a session we already hold (the initiator
+        # attaches it until we answer): decrypt in that session.
+        i = self._existing(sessions, message, sealed)
+        if i is not None:
+            plaintext = sessions[i].decrypt(sealed.header, sealed.body)
+            if i:
+                sessions.insert(0, sessions.pop(i))
+            return plaintext
+        # A new session, as X3DH responder.
+        session, plaintext = self._respond(message, sealed)
         # The first message authenticated: only now spend the one-time prekey.
-        if opk_id is not None:
-            self._prekeys.consume_one_time(opk_id)
+        if message.one_time_prekey_id is not None:
+            self._prekeys.consume_one_time(message.one_time_prekey_id)
         self._seen_base_keys.append(message.base_key)
         del self._seen_base_keys[:-MAX_SEEN_BASE_KEYS]
         self._install(peer, session)

@@ -8,6 +8,12 @@ halves live here until they are used.
 Ids are allocated from counters that never go back, so an id below the counter that is
 no longer held was issued and then used: that is how a reused one-time prekey is told
 apart from one that never existed without remembering every used id.
+
+Signed prekeys carry two times (milliseconds, given by the caller: this package reads no
+clock): when each was made and when a newer one replaced it. The device rotates on a
+schedule and deletes a replaced one once its grace period for late messages is over
+(``expire_signed``): from then on a thief of the device's state cannot redo X3DH for a
+first message that used it without a one-time prekey.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ class SignedPrekey:
     private: X25519PrivateKey
     public: bytes
     signature: bytes
+    created_ms: int | None = None  # None: made before times were kept, or without a clock
+    retired_ms: int | None = None  # when a newer one became current; None while current
 
 
 class PrekeyStore:
@@ -57,19 +65,42 @@ class PrekeyStore:
     def current_signed(self) -> SignedPrekey:
         return next(reversed(self.signed.values()))
 
-    def rotate_signed(self, identity: IdentityKeyPair) -> SignedPrekey:
-        """A fresh signed prekey becomes current; the oldest beyond the window is deleted."""
+    def rotate_signed(self, identity: IdentityKeyPair, now_ms: int | None = None) -> SignedPrekey:
+        """A fresh signed prekey becomes current (made at ``now_ms``); the one it replaces
+        is retired at ``now_ms``; the oldest beyond the window is deleted."""
         private = X25519PrivateKey.generate()
         public = x25519_public_bytes(private)
         spk_id = self._next_signed_id
         self._next_signed_id += 1
         spk = SignedPrekey(
-            spk_id, private, public, identity.sign(signed_prekey_message(spk_id, public))
+            spk_id,
+            private,
+            public,
+            identity.sign(signed_prekey_message(spk_id, public)),
+            created_ms=now_ms,
         )
+        if self.signed:
+            self.current_signed.retired_ms = now_ms
         self.signed[spk_id] = spk
         while len(self.signed) > KEEP_OLD_SIGNED_PREKEYS + 1:
             del self.signed[next(iter(self.signed))]
         return spk
+
+    def expire_signed(self, now_ms: int, grace_ms: int) -> list[int]:
+        """Delete every replaced signed prekey retired at least ``grace_ms`` before
+        ``now_ms``; the ids deleted. One replaced without a known time (an older state)
+        starts its grace period now. The current one is never deleted."""
+        current = self.current_signed
+        deleted = []
+        for spk in list(self.signed.values()):
+            if spk is current:
+                continue
+            if spk.retired_ms is None:
+                spk.retired_ms = now_ms
+            if now_ms - spk.retired_ms >= grace_ms:
+                del self.signed[spk.id]
+                deleted.append(spk.id)
+        return deleted
 
     def new_one_time(self, n: int) -> list[tuple[int, bytes]]:
         if n < 0:
@@ -110,6 +141,8 @@ class PrekeyStore:
                     "id": s.id,
                     "private": b64encode(s.private.private_bytes_raw()),
                     "signature": b64encode(s.signature),
+                    "created_ms": s.created_ms,
+                    "retired_ms": s.retired_ms,
                 }
                 for s in self.signed.values()
             ],
@@ -134,6 +167,9 @@ class PrekeyStore:
                 private,
                 x25519_public_bytes(private),
                 state.get_bytes(item, "signature", SIGNATURE_BYTES),
+                # Absent in states written before signed prekeys had times.
+                created_ms=state.get_optional_time(item, "created_ms"),
+                retired_ms=state.get_optional_time(item, "retired_ms"),
             )
         if not store.signed:
             raise StateError("crypto state holds no signed prekey")

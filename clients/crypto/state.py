@@ -107,3 +107,15 @@ def get_bytes(obj: Any, key: str, length: int | None = None) -> bytes:
 def get_optional_bytes(obj: Any, key: str, length: int | None = None) -> bytes | None:
     value = get(obj, key)
     return None if value is None else as_bytes(value, key, length)
+
+
+def get_optional_time(obj: Any, key: str) -> int | None:
+    """A time in milliseconds, or None; an absent field is None too (older states)."""
+    if not isinstance(obj, dict):
+        raise StateError(f"crypto state lacks field {key!r}")
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise StateError(f"crypto state field {key!r} must be a time in ms, or null")
+    return value

@@ -72,6 +72,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(default), escrow (message keys wrapped to a government key), ghost "
         "(a hidden government device per user), global-key (one shared key)",
     )
+    p.add_argument(
+        "--active-relay",
+        action="store_true",
+        help="after the conversation, the relay operator forges a first message under "
+        "another user's name, twice: to a device with the identity check switched off "
+        "(the old behaviour), then to one with it on; the report's active_relay section "
+        "says what it read each time",
+    )
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--quiet", action="store_true", help="print only the exposure report")
     p.add_argument(
@@ -101,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         li=args.li,
         backdoor=args.backdoor,
+        active_relay=args.active_relay,
     )
     if args.dashboard is not None:
         from doormat.dashboard.server import run_demo_with_dashboard

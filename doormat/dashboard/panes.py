@@ -61,6 +61,10 @@ ROUTES: tuple[Route, ...] = (
     R("device.kt_alarm", "user:{user}", "KEY TRANSPARENCY ALARM on {dev}: {device} was not "
       "enrolled by {user}'s enterprise ({reason})", "alarm"),
     R("device.kt_alarm", "attackers", "the ghost was detected: {device} ({reason})", "alarm"),
+    R("device.identity_held", "user:{user}", "{dev} holds a message from {from_dev} until "
+      "the sender's new key is checked", "info"),
+    R("device.identity_alarm", "user:{user}", "IDENTITY ALARM on {dev}: refused a key for "
+      "{device_short}: {reason} ({alarm_kind})", "alarm"),
     # -- the relay operator: metadata and ciphertext -----------------------------------
     R("relay.accepted", "relay", "{from_dev} → {to_dev}, {bucket}-byte ciphertext "
       "{excerpt_short}", "sealed"),

@@ -2,6 +2,7 @@
 
     python tests/reliability/device_process.py --host H --port P --device D --password PW
         --store FILE --events FILE [--send-to USER --count N --prefix TEXT]
+        [--vkey FILE]
 
 It runs ``clients.device.Device`` on its SQLite store and writes every event it emits
 (``device.received``, ``device.sent``, ...) as a JSON line to ``--events`` (appended,
@@ -9,7 +10,8 @@ flushed per event). With ``--send-to`` it sends messages ``"<prefix> <k>"`` for 
 to ``--count``, resuming after the last one its own history says it sent (a restart
 continues the conversation rather than starting over). It prints ``ready`` once
 started and ``done`` once it has sent everything, then keeps running (receiving and
-acknowledging) until SIGTERM or SIGKILL.
+acknowledging) until SIGTERM or SIGKILL. ``--vkey FILE`` pins the relay's directory key
+(key transparency, and with it the check of new sender identities).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ async def main(args: argparse.Namespace) -> None:
         Credentials(device=args.device, user=args.device.rsplit(".", 1)[0],
                     password=args.password),
         args.host, args.port, args.store, events, device_list_ttl=1e9,
+        directory_vkey=Path(args.vkey).read_text().strip() if args.vkey else None,
     )  # fmt: skip
     await device.start()
     print("ready", flush=True)
@@ -64,5 +67,6 @@ if __name__ == "__main__":
     p.add_argument("--send-to", default=None)
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--prefix", default="message")
+    p.add_argument("--vkey", default=None)
     asyncio.run(main(p.parse_args()))
     sys.exit(0)

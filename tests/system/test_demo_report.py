@@ -1,6 +1,7 @@
 """The demo on the plane reports the figures it reported before the plane (issue 11):
 the README's table for ``doormat demo --li blanket --backdoor escrow`` (seed 1, 12
-messages), and the default demo's figures as measured on 78019fb (before the plane).
+messages), and the default demo's figures as measured on main c3ecb22 (before the
+plane; the device image reads 4 since issue 12's thief-like reader, docs/instructor-key.md).
 Every figure is an observer's own row, combined by the aggregator, which holds no key."""
 
 from __future__ import annotations
@@ -52,14 +53,19 @@ async def test_blanket_escrow_seed_1_reports_the_readme_table(tmp_path: Path) ->
     assert result["forward_secrecy"]["readable_with_whole_image"] == 0
     assert result["alarms"] == []
     assert result["ledger"] == {"entries": 0, "verified": True}
+    assert result["first_contact"]["opened_by_image"] == 0
 
 
 async def test_default_demo_reports_the_figures_of_before_the_plane(tmp_path: Path) -> None:
-    # `doormat demo --report` on 78019fb (before the plane), seed 1.
+    # `doormat demo --report` on main c3ecb22 (before the plane), seed 1.
     result = await demo(tmp_path)
     assert result["messages_sent"] == 12 and result["messages_delivered"] == 12
     assert figures(result) == {
         "relay": (12, 0, 20),
         "enterprise:acme": (11, 11, 22),
-        "attacker:device-image": (12, 3, 20),
+        "attacker:device-image": (12, 4, 20),
+    }
+    assert result["first_contact"] == {
+        "device": "carol@globex.phone", "messages": 3, "without_one_time_prekey": 0,
+        "opened_by_image": 0, "opened_if_no_key_were_deleted": 3, "opened_after_rotation": 0,
     }
