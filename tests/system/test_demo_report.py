@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from doormat.demo import DemoOptions, run_demo
 from doormat.narrate import Narrator
 
@@ -69,3 +71,48 @@ async def test_default_demo_reports_the_figures_of_before_the_plane(tmp_path: Pa
         "device": "carol@globex.phone", "messages": 3, "without_one_time_prekey": 0,
         "opened_by_image": 0, "opened_if_no_key_were_deleted": 3, "opened_after_rotation": 0,
     }
+
+
+# -- every row of docs/instructor-key.md's table of seed-1 figures ---------------------
+
+INSTRUCTOR_KEY = README.parent / "docs" / "instructor-key.md"
+COLUMNS = ("relay", "blanket-tap", "agency", "enterprise:acme", "attacker:escrow-key",
+           "attacker:device-image")
+
+
+def instructor_rows() -> list[tuple[str, list[str]]]:
+    rows = []
+    for line in INSTRUCTOR_KEY.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and re.fullmatch(r"\d+/\d+/\d+", cells[1]):
+            rows.append((cells[0], cells[1:]))
+    return rows
+
+
+def options_of(cell: str) -> dict[str, str]:
+    quoted = re.search(r"`([^`]*)`", cell)
+    words = quoted.group(1).split() if quoted else []
+    opts = dict(zip(words[::2], words[1::2], strict=True))
+    return {"li": opts.get("--li", "off"), "backdoor": opts.get("--backdoor", "none")}
+
+
+def test_the_instructor_key_table_is_found() -> None:
+    assert len(instructor_rows()) >= 7
+
+
+@pytest.mark.parametrize(("options", "cells"), instructor_rows(), ids=lambda v: str(v)[:40])
+async def test_each_seed_1_row_of_the_instructor_key(
+    tmp_path: Path, options: str, cells: list[str]
+) -> None:
+    result = await demo(tmp_path, **options_of(options))
+    got = {name: "/".join(map(str, f)) for name, f in figures(result).items()}
+    want = {name: cell.replace("*", "") for name, cell in zip(COLUMNS, cells, strict=False)
+            if cell}
+    assert got == want
+    fs = result["forward_secrecy"]
+    ratchet, whole = (int(x.replace("*", "")) for x in cells[6].split("/"))
+    assert (fs["readable_with_ratchet_alone"], fs["readable_with_whole_image"]) == (ratchet,
+                                                                                   whole)
+    assert len(result["alarms"]) == int(cells[7].replace("*", ""))
+    entries = int(cells[8].split()[0])
+    assert result["ledger"]["entries"] == entries and result["ledger"]["verified"] is True
