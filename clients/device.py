@@ -68,6 +68,7 @@ from clients.store import DeviceStore, HistoryEntry, Incoming
 from clients.upkeep import DAY, PrekeyUpkeep
 from infra.failures import describe, is_transient
 from infra.link import RATE_LIMIT_PAUSE, Link, LinkError
+from infra.plane import Plane
 from infra.setaside import store_path as set_aside_path
 from wire import envelope as wire_envelope
 from wire import topics
@@ -127,6 +128,7 @@ class Device(SenderChecks, PrekeyUpkeep):
         archive_key: bytes | None = None,
         directory_vkey: str | None = None,
         enrolled: Callable[[], set[str]] | None = None,
+        plane: Plane | None = None,
         check_identities: bool = True,
         prekey_interval: float = 600.0,
         signed_prekey_rotation: float = 7 * DAY,
@@ -143,7 +145,12 @@ class Device(SenderChecks, PrekeyUpkeep):
         self._events = events
         self._n_otk = one_time_prekeys
         self._store = DeviceStore(store_path)
-        self.set_build(build if build is not None else ClientBuild())
+        if build is None:
+            # The build it runs: the one it installed last (a restart keeps it), or the
+            # standard one.
+            stored = self._store.get_meta("client_build")
+            build = ClientBuild.from_json(json.loads(stored)) if stored else ClientBuild()
+        self.set_build(build)
         state = self._store.load_crypto()
         if state is None:
             self.crypto = DeviceCrypto.create(
@@ -175,6 +182,7 @@ class Device(SenderChecks, PrekeyUpkeep):
             on_set_aside=self._on_set_aside,
             events=events,
             set_aside=set_aside_path(store_path),
+            plane=plane,
         )
         self._ready = asyncio.Event()
         self._batch_committed = False  # the incoming batch in hand is stored (see below)
@@ -201,15 +209,28 @@ class Device(SenderChecks, PrekeyUpkeep):
         self._check_again = False
 
     @property
+    def events(self) -> EventLog:
+        """The device's event log."""
+        return self._events
+
+    @property
     def connected(self) -> bool:
         """Whether the device is connected to the broker right now."""
         return self._link.connected
 
-    def set_build(self, build: ClientBuild) -> None:
-        """Install a client build (an update pushed to the device). The build is part of
-        the device image: a mandated build's baked-in keys are on its disk like the app."""
+    def set_build(self, build: ClientBuild, version: int | None = None) -> None:
+        """Install a client build (an update pushed to the device; on the plane, only one
+        the vendor signed: clients/device_plane.py). The build is part of the device
+        image: a mandated build's baked-in keys are on its disk like the app."""
         self.build = build
         self._store.set_meta("client_build", json.dumps(build.to_json()))
+        if version is not None:
+            self._store.set_meta("client_build_version", str(version))
+
+    @property
+    def build_version(self) -> int:
+        """The version of the installed build (0: the one it was made with)."""
+        return int(self._store.get_meta("client_build_version") or 0)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -375,8 +396,9 @@ class Device(SenderChecks, PrekeyUpkeep):
                 accepted = Decision("accept", changed=decision.changed, how="directory")
                 self._accepted(dev, presented, accepted)
 
-    async def send(self, to_user: str, text: str | bytes) -> Sent:
+    async def send(self, to_user: str, text: str | bytes, *, lab: bool = False) -> Sent:
         """Seal ``text`` for every device of ``to_user`` and our own other devices.
+        ``lab``: the lab made the device send it (its ``device.sent`` says so).
 
         TextTooLong (before anything is sealed, stored or sent) if ``text`` is longer
         than a user can send with this build (``clients.limits``)."""
@@ -424,6 +446,7 @@ class Device(SenderChecks, PrekeyUpkeep):
             to_user=to_user,
             devices=devices,
             text=data.decode(errors="replace"),
+            **({"lab": True} if lab else {}),
         )
         for dev, env_bytes in envelopes:
             await self._open_gate.wait()
@@ -688,6 +711,10 @@ class Device(SenderChecks, PrekeyUpkeep):
 
     def history(self) -> list[HistoryEntry]:
         return self._store.history()
+
+    def image(self) -> bytes:
+        """A copy of the device's whole store (what a breach of the phone yields)."""
+        return self._store.image()
 
 
 def emit_alarm(events: EventLog, actor: str, alarm: Alarm) -> None:

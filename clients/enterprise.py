@@ -23,6 +23,7 @@ from clients.archive import Archive, ArchiveError, Record
 from clients.crypto import seal_to
 from infra.files import write_atomic
 from infra.link import Link
+from infra.plane import Plane
 from infra.setaside import store_path as set_aside_path
 from wire import strictjson, topics
 from wire.b64 import B64Error, b64decode
@@ -129,6 +130,7 @@ class EnterpriseServer:
         *,
         deliver_cc: Callable[[str, list[bytes]], None] | None = None,
         clock: Callable[[], int] = now_ms,
+        plane: Plane | None = None,
     ) -> None:
         self.enterprise = enterprise
         self._events = events
@@ -144,6 +146,7 @@ class EnterpriseServer:
             events=events,
             # Beside the archive's store: what this server could not process.
             set_aside=set_aside_path(archive_store(state_dir, enterprise.name)),
+            plane=plane,
         )
         self._clock = clock
         # Where CC exported under a warrant goes (to the interceptor, which forwards it to
@@ -155,6 +158,10 @@ class EnterpriseServer:
         self.cases: dict[str, ArchiveCase] = {}
         self._warrants = WarrantState()
         self._load()
+
+    @property
+    def events(self) -> EventLog:
+        return self._events
 
     @property
     def archive_public_key(self) -> bytes | None:

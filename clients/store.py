@@ -22,6 +22,7 @@ device accepted for each peer device, and whether its user verified the safety n
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,6 +100,16 @@ class DeviceStore:
     def save_crypto(self, state: bytes) -> None:
         with self._tx():
             self._put_crypto(state)
+
+    def image(self) -> bytes:
+        """A consistent copy of the whole store, as bytes of an SQLite file (SQLite's
+        online backup): what a forensic image of the device's storage holds."""
+        copy = sqlite3.connect(":memory:")
+        try:
+            self._db.backup(copy)
+            return copy.serialize()
+        finally:
+            copy.close()
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

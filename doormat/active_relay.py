@@ -12,9 +12,10 @@ operator reads them, and the real device cannot.
 Two parts, as everywhere in the lab:
 
 * ``ActiveRelay`` is sans-I/O: it forges envelopes from a bundle and reads captured
-  envelopes with the keys it holds (a ``Reader``, so ``doormat.exposure.assess`` counts
-  what it reads like any other observer). ``log_entry`` is the forged key-transparency
-  entry for the variant where the operator also writes the lie into its own log.
+  envelopes with the keys it holds (a ``Reader``: it measures what it reads itself, with
+  ``interceptor.measure.measure_envelopes``, like any other observer). ``log_entry`` is
+  the forged key-transparency entry for the variant where the operator also writes the
+  lie into its own log.
 * ``run_active_relay`` drives one attack against a running ``System``: the bundle from
   the relay's store, the forged envelope published with the relay's broker account,
   the victim's reply, and the measurement (what the attacker read, whether the real
@@ -32,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clients.crypto import CryptoError, DeviceCrypto, PublicIdentity, Sealed
-from doormat.exposure import ObserverResult, assess
+from doormat.exposure import ObserverCount
 from doormat.system import System
+from interceptor.measure import measure_envelopes
 from wire import topics
 from wire.b64 import b64encode
 from wire.envelope import Envelope
@@ -161,7 +163,7 @@ class AttackResult:
     reply_read_by_attacker: bool
     reply_read_by_peer: bool  # the real impersonated device read the reply
     alarms: list[dict[str, Any]] = field(default_factory=list)  # device.identity_alarm
-    observer: ObserverResult | None = None  # the attacker's exposure row
+    observer: ObserverCount | None = None  # the attacker's exposure row (its counts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -227,13 +229,18 @@ async def run_active_relay(
             while not peer_outcome():
                 await asyncio.sleep(0.02)
     assert system.relay is not None
-    observer = assess(attacker.name, list(system.relay.captured()), readers=[attacker])
+    # The active relay measures itself, with the keys it holds (those it forged).
+    measured = measure_envelopes(attacker.name, list(system.relay.captured()),
+                                 readers=[attacker])
+    row = measured.row
+    observer = ObserverCount(row.observer, len(row.captured), len(row.readable),
+                             row.metadata_records, list(row.keys_held))
     return AttackResult(
         target=target,
         impersonated=impersonate,
         checked=device.check_identities,
         forged_shown=shown,
-        reply_read_by_attacker=(target, reply.sent.id) in observer.opened,
+        reply_read_by_attacker=(target, reply.sent.id) in measured.opened,
         reply_read_by_peer=any(e["kind"] == "device.received" for e in peer_outcome()),
         alarms=alarms,
         observer=observer,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from clients.enterprise import Credentials, Enterprise
 from doormat.broker.accounts import Account, generate_password
-from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, check_enterprise, device_id
+from wire.ids import SERVICE_ROLES, check_enterprise, device_id
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def generated_cast(n_users: int) -> Cast:
 @dataclass
 class Enrolment:
     """A cast after enrolment: each enterprise's server, every device's credentials, and
-    the broker accounts of everyone (relay, tap, enterprise servers, devices)."""
+    the broker accounts of everyone (every service, the enterprise servers, devices)."""
 
     enterprises: dict[str, Enterprise]
     credentials: dict[str, Credentials]
@@ -129,9 +129,10 @@ def enrol(cast: Cast) -> Enrolment:
             for name in user.devices:
                 creds = ent.activate(ent.issue_activation(user.user, name))
                 credentials[creds.device] = creds
-    accounts = [Account(RELAY_ID, generate_password(), "relay")]
-    accounts.append(Account(TAP_ID, generate_password(), "tap"))
-    accounts.append(Account(INTERCEPTOR_ID, generate_password(), "interceptor"))
+    # Every party of the lab, each its own account (wire.ids.SERVICE_ROLES: the relay,
+    # the government's tap, the interceptor, the vendor, the court, the agency, the
+    # attacker, and the consoles: operator, lab, observer).
+    accounts = [Account(name, generate_password(), role) for name, role in SERVICE_ROLES.items()]
     accounts += [Account(name, generate_password(), "enterprise") for name in enterprises]
     accounts += [Account(c.device, c.password, "device") for c in credentials.values()]
     return Enrolment(enterprises, credentials, accounts)

@@ -2,33 +2,38 @@
 
 A seeded conversation runs between the cast's users; for each message the narration
 shows what the sender wrote, what the relay saw (metadata and ciphertext only), and
-what each receiving device read. It ends with the exposure report, computed by
-trying to open everything each observer captured with the keys it holds.
+what each receiving device read. It ends with the exposure report.
+
+The demo is a client of the plane (docs/architecture.md), like ``doormat dashboard
+--attach``: it plays the conversation as the lab (``send`` controls to the devices), has
+the lab order the scoped case (``warrant.apply``) and the attacks (the attacker's
+``attack.*``), narrates from what the observer reads of the parties' events, and builds
+the report from the rows the observers computed of themselves (``measure``), combined
+by ``doormat.exposure.aggregate``, which holds no key. The one-process ``System`` only
+starts the parties; the demo reaches them through ``Console``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from doormat.attacks import DeviceImage, first_contact_exposure
 from doormat.cast import Cast, default_cast, generated_cast
-from doormat.exposure import (
-    VICTIM_USER_INDEX,
-    forward_secrecy,
-    observers_of,
-    report,
-    take_image,
-)
+from doormat.exposure import MEASURED_SERVICES, VICTIM_USER_INDEX, aggregate, report
 from doormat.narrate import Narrator
-from doormat.system import Delivery, System
+from doormat.system import System
+from infra.observer import Observer, gather_rows
+from infra.plane import Party
 from wire.events import Event, now_ms
-from wire.ids import user_of
+from wire.ids import ATTACKER_ID, COURT_ID, user_of
+from wire.li.checks import Decision
 
 LINES = (
     "The quarterly numbers are in, see the shared folder.",
@@ -77,6 +82,73 @@ def _excerpt(data: str, n: int = 16) -> str:
     return data[:n] + "…" if len(data) > n else data
 
 
+@dataclass
+class Message:
+    """One message the lab had a device send, and what the observer saw of it."""
+
+    sender: str
+    to_user: str
+    text: str
+    id: str
+    devices: list[str]
+    expected: set[str]  # the enrolled devices it was sealed for (not a ghost)
+    delivered_to: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Console:
+    """A person's seat on the plane: the observer (reads every party's events, asks for
+    their rows) and the lab (gives the lab's controls). It holds no key. The demo needs
+    nothing else, so it can play on any deployment whose observer and lab it can log in
+    as (the one-process System here)."""
+
+    observer: Observer
+    lab: Party
+    cast: Cast
+    # (kind, sender, id) -> events, from the observer's mirror
+    seen: dict[tuple[str, str, str], list[Event]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.devices = set(self.cast.devices)
+        for event in self.observer.mirror.events():
+            self._index(event)
+        self.observer.mirror.subscribe(self._index)
+
+    def _index(self, event: Event) -> None:
+        sender, msg_id = event.get("from"), event.get("id")
+        if isinstance(sender, str) and isinstance(msg_id, str):
+            self.seen.setdefault((event["kind"], sender, msg_id), []).append(event)
+
+    def events_of(self, kind: str, message: Message) -> list[Event]:
+        return self.seen.get((kind, message.sender, message.id), [])
+
+    async def send(self, device: str, to_user: str, text: str) -> Message:
+        answer = await self.lab.call(device, "send", to_user=to_user, text=text, timeout=60.0)
+        devices = [str(d) for d in answer["devices"]]
+        return Message(device, to_user, text, str(answer["id"]), devices,
+                       {d for d in devices if d in self.devices})
+
+    async def delivered(self, message: Message, timeout: float = 10.0) -> bool:
+        """Until every enrolled device it was sealed for showed it and the relay
+        accepted every envelope (as the observer reads their ``device.received`` and
+        the relay's ``relay.accepted``), or ``timeout``."""
+
+        def done() -> bool:
+            message.delivered_to = {
+                e["actor"] for e in self.events_of("device.received", message)
+            }
+            accepted = len(self.events_of("relay.accepted", message))
+            return message.expected <= message.delivered_to and accepted >= len(
+                message.devices
+            )
+
+        try:
+            await self.observer.wait(done, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[str, Any]:
     say = narrator or Narrator(quiet=opts.quiet, color=opts.color)
     cast = generated_cast(opts.users) if opts.users else default_cast()
@@ -96,76 +168,18 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
     async with System(
         cast, broker=opts.broker, state_dir=opts.state, li=opts.li, backdoor=opts.backdoor
     ) as system:
-        seen: dict[str, dict[tuple[str, str], list[Event]]] = {
-            "relay.accepted": {},
-            "tap.captured": {},
-            "agency.received": {},
-        }
-
-        def on_event(e: Event) -> None:
-            if e["kind"] in seen:
-                seen[e["kind"]].setdefault((e["from"], e["id"]), []).append(e)
-
-        system.events.subscribe(on_event)
-        say.say(
-            f"{len(system.devices)} devices enrolled by their enterprises and published "
-            "their prekeys to the relay's directory."
-        )
-        conversation = script(cast, opts.messages, opts.seed)
+        assert system.observer is not None and system.lab is not None
         victim = cast.users[min(VICTIM_USER_INDEX, len(cast.users) - 1)].device_ids[0]
         # An image before any message: it holds every prekey the first contacts will use
         # (the report compares it with the image at the theft: what deletion prevents).
+        # (One-process only, like the two steps below: not yet on the plane.)
         early = _image(system, victim, 0, "before-any-message")
-        image: DeviceImage | None = None
-        say.heading(f"{len(conversation)} messages, end-to-end encrypted")
-        for i, (device, to_user, text) in enumerate(conversation, 1):
-            if i == len(conversation) // 2 + 1 and opts.li == "scoped":
-                await scoped_case(system, say)
-            if i == len(conversation) // 2 + 1:
-                image = take_image(system, victim, i - 1)
-                say.say(
-                    say.paint(
-                        f"-- an attacker extracts an image of {victim} now, after "
-                        f"{i - 1} messages --",
-                        "magenta",
-                    )
-                )
-            delivery = await system.send(device, to_user, text)
-            await system.wait_delivered(delivery)
-            await _settle(system, delivery, opts.li)
-            if opts.li == "scoped":
-                await asyncio.sleep(0.05)  # the agency's copies travel relay -> interceptor
-            key = (device, delivery.sent.id)
-            _narrate_message(say, i, delivery, {k: v.get(key, []) for k, v in seen.items()}, system)
-        if image is None:
-            image = take_image(system, victim, len(conversation))
-        await asyncio.sleep(0.2)  # let the last X2/X3 records and journal copies land
-        observers = observers_of(system, image)
-        ledger = _close_ledger(system, say)
-        # Every device audits its own user's entries in the directory log.
-        await system.monitor()
-        alarms = system.alarms()
-        before = {(d.sender, d.sent.id) for d in list(system.deliveries.values())[: image.taken_at]}
-        fs = forward_secrecy(system, image, before)
-        first_contact = await _first_contact(system, image, early, before)
-        result = report(
-            scenario={
-                "broker": opts.broker,
-                "seed": opts.seed,
-                "messages": opts.messages,
-                "cast": cast.describe() if not opts.users else {"users": opts.users},
-                "li": opts.li,
-                "backdoor": opts.backdoor,
-            },
-            messages_sent=system.messages_sent,
-            messages_delivered=system.messages_delivered,
-            observers=observers,
-            alarms=alarms,
-            forward_secrecy=fs,
-            first_contact=first_contact,
-            ledger=ledger,
-            elapsed_s=round(time.monotonic() - started, 3),
-        )
+        console = Console(system.observer, system.lab, cast)
+        result = await play(console, opts, say, started)
+        held = system.attacker.loot.image
+        assert held is not None and held.image.device == victim
+        first_contact = await _first_contact(system, held.image, early, held.before)
+        result = _with(result, "first_contact", first_contact, after="forward_secrecy")
         if opts.active_relay:
             result["active_relay"] = await _active_relay(system, say)
     # The report is printed even with --quiet: it is the result.
@@ -174,6 +188,85 @@ async def run_demo(opts: DemoOptions, narrator: Narrator | None = None) -> dict[
         opts.report.write_text(json.dumps(result, indent=2) + "\n")
         say.say(f"Report written to {opts.report}")
     return result
+
+
+async def play(
+    console: Console, opts: DemoOptions, say: Narrator, started: float
+) -> dict[str, Any]:
+    """The seeded conversation, the scoped case and the attacks, through ``console``;
+    the report from the observers' rows."""
+    cast, lab = console.cast, console.lab
+    say.say(
+        f"{len(cast.devices)} devices enrolled by their enterprises and published "
+        "their prekeys to the relay's directory."
+    )
+    conversation = script(cast, opts.messages, opts.seed)
+    victim = cast.users[min(VICTIM_USER_INDEX, len(cast.users) - 1)].device_ids[0]
+    imaged = False
+    sent: list[Message] = []
+    say.heading(f"{len(conversation)} messages, end-to-end encrypted")
+    for i, (device, to_user, text) in enumerate(conversation, 1):
+        if i == len(conversation) // 2 + 1 and opts.li == "scoped":
+            await scoped_case(lab, say)
+        if i == len(conversation) // 2 + 1:
+            await lab.call(ATTACKER_ID, "attack.image-device", device=victim, timeout=120.0)
+            imaged = True
+            say.say(
+                say.paint(
+                    f"-- an attacker extracts an image of {victim} now, after "
+                    f"{i - 1} messages --",
+                    "magenta",
+                )
+            )
+        message = await console.send(device, to_user, text)
+        await console.delivered(message)
+        await _settle(console, message, opts.li)
+        if opts.li == "scoped":
+            await asyncio.sleep(0.05)  # the agency's copies travel relay -> interceptor
+        sent.append(message)
+        _narrate_message(say, i, message, console)
+    if not imaged:
+        await lab.call(ATTACKER_ID, "attack.image-device", device=victim, timeout=120.0)
+    await asyncio.sleep(0.2)  # let the last X2/X3 records and journal copies land
+    # What an attacker holds at the end: a copy of the relay's store, and the escrow
+    # key if the government has one to steal.
+    await lab.call(ATTACKER_ID, "attack.breach-relay", timeout=120.0)
+    await lab.call(ATTACKER_ID, "attack.steal-escrow-key", timeout=120.0)
+    ledger = await _close_ledger(lab)
+    # Every device audits its own user's entries in the directory log.
+    await asyncio.gather(*(lab.call(d, "kt.monitor", timeout=60.0) for d in cast.devices))
+    alarms = kt_alarms(console.observer.mirror.events(kind="device.kt_alarm"))
+    services = [*MEASURED_SERVICES[:3], *(e.name for e in cast.enterprises),
+                *MEASURED_SERVICES[3:]]
+    rows = await gather_rows(console.observer, services)
+    counts = aggregate(rows)
+    return report(
+        {
+            "broker": opts.broker,
+            "seed": opts.seed,
+            "messages": opts.messages,
+            "cast": cast.describe() if not opts.users else {"users": opts.users},
+            "li": opts.li,
+            "backdoor": opts.backdoor,
+        },
+        counts,
+        alarms=alarms,
+        forward_secrecy=counts.forward_secrecy,
+        ledger=ledger,
+        elapsed_s=round(time.monotonic() - started, 3),
+    )
+
+
+def kt_alarms(events: list[Event]) -> list[dict[str, Any]]:
+    """Key-transparency alarms, one per (user, device, kind)."""
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for e in events:
+        seen.setdefault(
+            (e["user"], e["device"], e["alarm_kind"]),
+            {"user": e["user"], "device": e["device"], "t": e["time"],
+             "kind": e["alarm_kind"], "reason": e["reason"], "raised_by": e["actor"]},
+        )
+    return list(seen.values())
 
 
 def _image(system: System, device: str, taken_at: int, label: str) -> DeviceImage:
@@ -240,53 +333,44 @@ async def _active_relay(system: System, say: Narrator) -> dict[str, Any]:
     return out
 
 
+def _with(result: dict[str, Any], key: str, value: Any, *, after: str) -> dict[str, Any]:
+    """``result`` with ``key`` placed right after ``after`` (the report's order)."""
+    out: dict[str, Any] = {}
+    for k, v in result.items():
+        out[k] = v
+        if k == after:
+            out[key] = value
+    out.setdefault(key, value)
+    return out
+
+
 # The scoped case's targets: one user whose enterprise archives, one whose does not.
 SCOPED_TARGETS = ("user:alice@acme", "user:carol@globex")
 
 
-async def scoped_case(system: System, say: Narrator) -> None:
-    """Four refused warrants, then one accepted: narrated step by step."""
+async def scoped_case(lab: Party, say: Narrator) -> None:
+    """Four refused warrants, then one accepted: narrated step by step. The lab applies
+    to the court, whose approvers sign and which hands each to the interceptor."""
     say.heading("A scoped, warranted case (no back door)")
     # A window that starts on a fresh second: everything sent so far is outside it.
     await asyncio.sleep(1.01 - time.time() % 1)
     now = int(time.time())
-    legal = system.legal
-    good = legal.warrant(
-        case="OP-DOORMAT-1",
-        targets=list(SCOPED_TARGETS),
-        categories=["IRI", "CC"],
-        not_before=now,
-        not_after=now + 3600,
-    )
-    forged = json.loads(good.encode())
-    forged["targets"][0]["value"] = "bob@acme"  # changed after both approvers signed
-    attempts = [
-        ("forged (target changed after signing)", json.dumps(forged).encode()),
-        (
-            "expired",
-            legal.warrant(
-                case="OP-OLD",
-                targets=["user:alice@acme"],
-                categories=["IRI"],
-                not_before=now - 7200,
-                not_after=now - 3600,
-            ).encode(),
-        ),
-        (
-            "wildcard target",
-            legal.warrant(
-                case="OP-ALL",
-                targets=["user:*"],
-                categories=["IRI", "CC"],
-                not_before=now,
-                not_after=now + 3600,
-            ).encode(),
-        ),
-        ("valid: exact targets, both approvals, one hour", good.encode()),
-        ("replayed (the same warrant again)", good.encode()),
+    window = {"not_before": now, "not_after": now + 3600}
+    good = {"case": "OP-DOORMAT-1", "targets": list(SCOPED_TARGETS),
+            "categories": ["IRI", "CC"], **window}
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("forged (target changed after signing)", "warrant.apply", {**good, "tamper": True}),
+        ("expired", "warrant.apply",
+         {"case": "OP-OLD", "targets": ["user:alice@acme"], "categories": ["IRI"],
+          "not_before": now - 7200, "not_after": now - 3600}),
+        ("wildcard target", "warrant.apply",
+         {"case": "OP-ALL", "targets": ["user:*"], "categories": ["IRI", "CC"], **window}),
+        ("valid: exact targets, both approvals, one hour", "warrant.apply", good),
+        ("replayed (the same warrant again)", "warrant.replay", {}),
     ]
-    for label, data in attempts:
-        decision = await system.submit_warrant(data)
+    for label, op, args in attempts:
+        answer = await lab.call(COURT_ID, op, timeout=60.0, **args)
+        decision = Decision.from_json(answer["decision"])
         if decision.accepted:
             say.party(
                 "interceptor", say.paint(f"ACCEPTED {label}: {decision.message}", "green"), "green"
@@ -302,28 +386,25 @@ async def scoped_case(system: System, say: Narrator) -> None:
     )
 
 
-def _close_ledger(system: System, say: Narrator) -> dict[str, Any]:
-    """A witnessed checkpoint, then the whole ledger verified as oversight would: with
-    the court's pinned keys and its witness's latest cosigned checkpoint."""
-    result = system.verify_ledger()
-    return {"entries": result["entries"], "verified": result["ok"]}
+async def _close_ledger(lab: Party) -> dict[str, Any]:
+    """A witnessed checkpoint, then the whole ledger verified by oversight (the court):
+    with its pinned keys and its witness's latest cosigned checkpoint."""
+    result = await lab.call(COURT_ID, "ledger.verify", timeout=120.0)
+    return {"entries": result["entries"], "verified": result["verified"]}
 
 
-async def _settle(system: System, delivery: Delivery, li: str) -> None:
-    """Wait (briefly) until the tap has every envelope of the message, so the narration
-    shows what it captured. The report does not depend on this wait."""
-    if system.tap is None:
-        return
-    want = len(delivery.sent.devices) if li == "blanket" else 0
-    for _ in range(100):
-        got = sum(
-            1
-            for e in system.events.events(kind="tap.captured")
-            if e["id"] == delivery.sent.id and e["channel"] == "mirror"
-        )
-        if got >= want:
-            return
-        await asyncio.sleep(0.01)
+async def _settle(console: Console, message: Message, li: str) -> None:
+    """Wait (briefly) until the observer saw the tap capture every envelope of the
+    message, so the narration shows what it captured. The report does not depend on
+    this wait."""
+    want = len(message.devices) if li == "blanket" else 0
+
+    def captured() -> bool:
+        got = [e for e in console.events_of("tap.captured", message) if e["channel"] == "mirror"]
+        return len(got) >= want
+
+    with contextlib.suppress(TimeoutError):
+        await console.observer.wait(captured, timeout=1.0)
 
 
 MANDATES = {
@@ -347,28 +428,22 @@ def _narrate_mandate(say: Narrator, backdoor: str) -> None:
     say.say(say.paint(MANDATES.get(backdoor, ""), "magenta"))
 
 
-def _narrate_message(
-    say: Narrator,
-    i: int,
-    delivery: Delivery,
-    seen: dict[str, list[Event]],
-    system: System,
-) -> None:
-    sender_user, _, device_name = delivery.sender.rpartition(".")
+def _narrate_message(say: Narrator, i: int, message: Message, console: Console) -> None:
+    sender_user, _, device_name = message.sender.rpartition(".")
     say.say(say.paint(f"#{i}", "dim"))
     say.party(
         sender_user,
-        f"({device_name}) writes to {delivery.to_user}: {say.paint(repr(delivery.text), 'green')}",
+        f"({device_name}) writes to {message.to_user}: {say.paint(repr(message.text), 'green')}",
         "green",
     )
-    for e in seen["relay.accepted"]:
+    for e in console.events_of("relay.accepted", message):
         say.party(
             "relay",
             f"sees {e['from']} -> {e['to']}, {e['bucket']}-byte ciphertext "
             f"{say.paint(_excerpt(str(e.get('excerpt', ''))), 'yellow')}  [cannot read: no key]",
             "yellow",
         )
-    for e in seen["agency.received"]:
+    for e in console.events_of("agency.received", message):
         if e.get("readable"):
             say.party(
                 "agency",
@@ -383,7 +458,7 @@ def _narrate_message(
                 f"{e['category']} from {e['source']}: {e['from']} -> {e['to']} ({what})",
                 "yellow",
             )
-    for e in seen["tap.captured"]:
+    for e in console.events_of("tap.captured", message):
         if e.get("readable"):
             say.party(
                 "tap",
@@ -397,20 +472,16 @@ def _narrate_message(
                 f"captured {e['from']} -> {e['to']}  [cannot read: no key opens it]",
                 "yellow",
             )
-    readers = sorted(delivery.delivered_to)
-    for dev in readers:
-        texts = [
-            e["text"]
-            for e in system.events.events(kind="device.received", actor=dev)
-            if e["id"] == delivery.sent.id
-        ]
+    received = console.events_of("device.received", message)
+    for dev in sorted(message.delivered_to):
+        texts = [e["text"] for e in received if e["actor"] == dev]
         say.party(
             dev.split("@")[0],
             f"({dev.rpartition('.')[2]}) reads: "
             f"{say.paint(repr(texts[0] if texts else '?'), 'cyan')}",
             "cyan",
         )
-    missing = delivery.expected - delivery.delivered_to
+    missing = message.expected - message.delivered_to
     for dev in sorted(missing):
         say.party(dev, say.paint("NOT DELIVERED", "red", "bold"), "red")
 

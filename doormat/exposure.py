@@ -1,46 +1,54 @@
-"""The exposure report: for each observer, what it captured and what it could read.
+"""The exposure report: what each observer captured and could read, from the rows the
+observers computed of themselves. This module holds no key and decrypts nothing.
 
-This is the lab's central measurement, so every number comes from an action, never
-from the mode a scenario ran in:
+Each observer (the relay, the blanket tap, the agency, each enterprise archive, each
+attacker) measures itself in its own process, over the bytes in its own store, with the
+keys it holds, and publishes its row (``wire.plane.ExposureRow``, the ``exposure.row``
+event and the answer to ``measure``). ``aggregate`` combines the rows; it trusts no
+claim it can check against the relay's record of the envelopes it carried (the relay's
+row, ``carried``):
 
-* ``captured`` - distinct messages (as users sent them: a message fanned out to several
-  devices counts once) of which the observer holds at least one envelope's bytes;
-* ``readable`` - of those, how many it actually opened: some key it actually holds
-  decrypted at least one captured envelope of the message, and the AEAD tag verified;
-* ``metadata_records`` - the metadata records it holds (one per captured envelope:
-  sender, recipient, time, size).
+* ``messages_sent``: distinct messages (sender, id) the relay carried;
+* ``messages_delivered``: those every recipient device acknowledged to the relay;
+* per observer, ``captured``: the messages the relay carried of which the observer holds
+  an envelope or a record; ``readable``: those of them it opened with a key it holds;
+  ``metadata_records``: its records about messages the relay carried;
+* a journal record of an enterprise archive counts only if its journalling device was
+  the message's sender (``out``) or a recipient the relay carried it to (``in``): a
+  device that seals records "of" messages that were never sent, or that it never
+  received, inflates nothing (issue 12, point 5).
 
-An observer is given the raw envelope bytes it captured and a list of ``Reader``s, one
-per key it holds. An observer with no keys (the relay) runs no reader, so it reads
-nothing - and the tests check the converse too: plaintexts never occur in its bytes.
-
-``observers_of(system, image)`` assesses every observer of a running ``System``: the
-relay, the tap, the agency, each enterprise archive, and the attackers (a stolen escrow
-key, one stolen device image); the demo, the dashboard and the tests all use it.
+What was left out is reported too (``ignored``: per observer, the messages and journal
+records that did not count), so that a fabricated claim is visible rather than silently
+dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from doormat.attacks import DeviceImage, steal_escrow_key
-from doormat.system import System
-from interceptor.readers import Reader
-from wire import envelope as wire_envelope
-from wire.envelope import EnvelopeError
+from wire.plane import ExposureRow, MessageKey
+
+RELAY_ROW = "relay"
+# The report's order of observers (enterprises in the order they come).
+_ORDER = ("relay", "blanket-tap", "agency", "enterprise:", "attacker:escrow-key",
+          "attacker:device-image")
+#: The observers ``doormat demo`` and the dashboard ask for rows.
+MEASURED_SERVICES = ("relay", "tap", "agency", "attacker")
+
+# Whose phone the device-image attacker extracts (another enterprise than most senders).
+VICTIM_USER_INDEX = 2
 
 
 @dataclass
-class ObserverResult:
+class ObserverCount:
     name: str
     captured: int
     readable: int
     metadata_records: int
     keys: list[str] = field(default_factory=list)
-    # (sender device, message id) -> plaintext, for every message it opened
-    opened: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,128 +59,110 @@ class ObserverResult:
         }
 
 
-def assess(name: str, captured: Iterable[bytes], readers: Sequence[Reader] = ()) -> ObserverResult:
-    """Try every captured envelope with every key the observer holds."""
-    messages: set[tuple[str, str]] = set()
-    opened: dict[tuple[str, str], bytes] = {}
-    records = 0
-    for raw in captured:
-        try:
-            env = wire_envelope.parse(raw)
-        except EnvelopeError:
-            continue  # the relay only captures envelopes it accepted; nothing to count
-        records += 1
-        key = (env.sender, env.id)
-        messages.add(key)
-        if key in opened:
-            continue
-        for reader in readers:
-            text = reader.try_open(env)
-            if text is not None:
-                opened[key] = text
-                break
-    return ObserverResult(
-        name=name,
-        captured=len(messages),
-        readable=len(opened),
-        metadata_records=records,
-        keys=[r.name for r in readers],
-        opened=opened,
-    )
+@dataclass
+class Aggregate:
+    messages_sent: int
+    messages_delivered: int
+    observers: list[ObserverCount]
+    forward_secrecy: dict[str, Any] | None = None
+    ignored: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def observer(self, name: str) -> ObserverCount | None:
+        return next((o for o in self.observers if o.name == name), None)
+
+
+def _rank(name: str) -> tuple[int, int]:
+    for i, prefix in enumerate(_ORDER):
+        if name == prefix or (prefix.endswith(":") and name.startswith(prefix)):
+            return (i, 0)
+    return (len(_ORDER), 0)
+
+
+def aggregate(rows: Iterable[ExposureRow]) -> Aggregate:
+    """The report's counts from the observers' own rows (module doc)."""
+    latest: dict[str, ExposureRow] = {}
+    for row in rows:
+        latest[row.observer] = row  # a later row of the same observer replaces it
+    relay = latest.get(RELAY_ROW)
+    carried: dict[MessageKey, set[str]] = {}
+    delivered = 0
+    if relay is not None and relay.carried is not None:
+        for sender, msg_id, recipients, _ in relay.carried:
+            carried.setdefault((sender, msg_id), set()).update(recipients)
+        delivered = sum(1 for *_, done in relay.carried if done)
+    counts: list[ObserverCount] = []
+    ignored: dict[str, dict[str, int]] = {}
+    for name in sorted(latest, key=lambda n: (_rank(n), list(latest).index(n))):
+        row = latest[name]
+        if row.journal is not None:
+            count, dropped = _journal_count(row, carried)
+        else:
+            count, dropped = _count(row, carried)
+        counts.append(count)
+        if any(dropped.values()):
+            ignored[name] = dropped
+    fs = None
+    image = latest.get("attacker:device-image")
+    if image is not None and isinstance(image.detail.get("forward_secrecy"), dict):
+        fs = dict(image.detail["forward_secrecy"])
+    return Aggregate(len(carried), delivered, counts, fs, ignored)
+
+
+def _count(row: ExposureRow, carried: dict[MessageKey, set[str]]) -> tuple[ObserverCount,
+                                                                            dict[str, int]]:
+    captured = {k for k in row.captured if k in carried}
+    readable = {k for k in row.readable if k in captured}
+    records = sum(n for s, i, n in row.records if (s, i) in carried)
+    dropped = {
+        "messages": len(set(row.captured) - captured),
+        "readable": len(set(row.readable) - readable),
+        "records": sum(n for s, i, n in row.records if (s, i) not in carried),
+    }
+    return ObserverCount(row.observer, len(captured), len(readable), records,
+                         list(row.keys_held)), dropped
+
+
+def _journal_count(row: ExposureRow, carried: dict[MessageKey, set[str]]) -> tuple[
+        ObserverCount, dict[str, int]]:
+    assert row.journal is not None
+    counted = [
+        (device, direction, sender, msg_id)
+        for device, direction, sender, msg_id in row.journal
+        if (sender, msg_id) in carried
+        and ((direction == "out" and device == sender)
+             or (direction == "in" and device in carried[(sender, msg_id)]))
+    ]
+    messages = {(s, i) for _, _, s, i in counted}
+    opened = set(row.readable)
+    readable = {k for k in messages if k in opened}
+    dropped = {"journal_records": len(row.journal) - len(counted)}
+    return ObserverCount(row.observer, len(messages), len(readable), len(counted),
+                         list(row.keys_held)), dropped
 
 
 def report(
     scenario: dict[str, Any],
-    messages_sent: int,
-    messages_delivered: int,
-    observers: Sequence[ObserverResult],
+    result: Aggregate,
     **extra: Any,
 ) -> dict[str, Any]:
-    return {
+    """The report's JSON: scenario, messages_sent, messages_delivered, observers{...},
+    then ``extra`` (alarms, forward_secrecy, ledger, ...)."""
+    out: dict[str, Any] = {
         "scenario": scenario,
-        "messages_sent": messages_sent,
-        "messages_delivered": messages_delivered,
-        "observers": {o.name: o.to_json() for o in observers},
-        **extra,
+        "messages_sent": result.messages_sent,
+        "messages_delivered": result.messages_delivered,
+        "observers": {o.name: o.to_json() for o in result.observers},
     }
+    out.update(extra)
+    return out
 
 
-# -- the observers of a running system ------------------------------------------------
-
-# Whose phone the device-image attacker extracts (another enterprise than most senders).
-VICTIM_USER_INDEX = 2
-
-
-def take_image(system: System, device: str, taken_at: int) -> DeviceImage:
-    return DeviceImage.take(
-        device,
-        system.state_dir / f"{device}.sqlite",
-        system.state_dir / "stolen" / f"{device}.image.sqlite",
-        taken_at,
-    )
-
-
-def observers_of(system: System, image: DeviceImage) -> list[ObserverResult]:
-    """Every observer, from the bytes it captured and the keys it holds."""
-    assert system.relay is not None
-    relay_bytes = list(system.relay.captured())
-    observers = [assess("relay", relay_bytes, readers=())]
-    if system.tap is not None and (system.li == "blanket" or system.government.ghosts):
-        # A ghost's envelope reaches the tap twice (mirror and ghost inbox): count it once.
-        tap_bytes = list(
-            dict.fromkeys([*system.tap.captured("mirror"), *system.tap.captured("ghost")])
-        )
-        observers.append(assess("blanket-tap", tap_bytes, readers=system.tap.readers))
-    received = system.agency.received
-    if received:
-        captured, readable, iri = system.agency.exposure()
-        observers.append(
-            ObserverResult("agency", captured, readable, iri, keys=["agency delivery key"])
-        )
-    for name, server in system.servers.items():
-        if server.archive is not None:
-            records = server.archive.records()
-            messages = {(r.sender, r.id) for r in records}
-            # Each record was opened (HPKE) with the archive key by ingest(): real reads.
-            observers.append(
-                ObserverResult(
-                    f"enterprise:{name}",
-                    len(messages),
-                    len(messages),
-                    len(records),
-                    keys=[f"{name} archive key"],
-                )
-            )
-    if system.government.escrow_key is not None:
-        observers.append(
-            assess(
-                "attacker:escrow-key",
-                relay_bytes,
-                readers=[steal_escrow_key(system.government.escrow_key)],
-            )
-        )
-    observers.append(assess("attacker:device-image", relay_bytes, readers=image.readers()))
-    return observers
-
-
-def forward_secrecy(
-    system: System, image: DeviceImage, before: set[tuple[str, str]]
-) -> dict[str, Any]:
-    """What one stolen device image reveals of the messages sent *before* it was taken:
-    with the ratchet alone (its own state), and with everything in the image."""
-    assert system.relay is not None
-    earlier = [raw for raw in system.relay.captured() if _key(raw) in before]
-    ratchet_only = assess("ratchet", earlier, readers=[image.ratchet_reader()])
-    whole_image = assess("image", earlier, readers=image.readers())
-    return {
-        "device": image.device,
-        "image_taken_after_message": image.taken_at,
-        "messages_before": len(before),
-        "readable_with_ratchet_alone": ratchet_only.readable,
-        "readable_with_whole_image": whole_image.readable,
-    }
-
-
-def _key(raw: bytes) -> tuple[str, str]:
-    env = wire_envelope.parse(raw)
-    return (env.sender, env.id)
+__all__ = [
+    "MEASURED_SERVICES",
+    "RELAY_ROW",
+    "VICTIM_USER_INDEX",
+    "Aggregate",
+    "ObserverCount",
+    "aggregate",
+    "report",
+]

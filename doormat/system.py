@@ -1,8 +1,21 @@
-"""The whole system in one process: broker, relay, enterprise servers and devices.
+"""The whole system in one process: every party a service with its own broker account.
 
-``System`` is what the demo narrates, and what tests, the dashboard and benchmarks
-drive. Each part is the same code that runs as a separate service in docker-compose;
-only the wiring (one asyncio loop, one event log) is shared here.
+``System`` starts, over one broker (the embedded one by default), the same parties that
+run as separate services in docker compose - the relay, the government (its tap, its
+mandates and keys), the vendor, the court, the agency, the scoped interceptor, each
+enterprise server, each device, an attacker - and the three consoles a person uses: the
+observer (reads every party's events, asks for their rows), the operator (the LI
+switch) and the lab (a teacher's or student's actions: send as a user, mandate, warrant,
+attack). Each party holds only its own keys and talks to the others only over the
+broker (``infra.plane``: events and controls; ``infra.link``: envelopes through the
+relay). The System wires nothing between them: what it does, it does as the lab or the
+operator, by control, exactly as ``doormat dashboard --attach`` will against compose.
+
+For tests and in-process consumers, ``events`` is every party's events merged in the
+order they were emitted (each party has its own log, published on the plane); the
+observer's view of the plane is ``observed``. The service objects stay reachable
+(``relay``, ``tap``, ``agency``, ``servers``, ``interceptor``, ``devices``, ...) for tests
+that look inside one party.
 """
 
 from __future__ import annotations
@@ -11,38 +24,53 @@ import asyncio
 import contextlib
 import functools
 import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clients.crypto import DeviceCrypto
-from clients.device import Device, Sent, emit_alarm
+from clients.device import Device, Sent
+from clients.device_plane import DeviceControls
 from clients.enterprise import EnterpriseServer
+from clients.enterprise_plane import EnterpriseControls
+from clients.vendor import Vendor, VendorControls
+from doormat.attacker import Attacker, AttackerControls
 from doormat.broker import start_broker
 from doormat.broker.accounts import Account
 from doormat.cast import Cast, enrol
-from doormat.legal import LegalWorld
+from infra.observer import Observer
+from infra.plane import Party, Plane
 from interceptor.agency import Agency
+from interceptor.agency_plane import AgencyControls
+from interceptor.court import AgencyKeyPair
+from interceptor.court_service import Bench, CourtControls
 from interceptor.government import Government
-from interceptor.ledger import (
-    DEFAULT_ORIGIN,
-    Ledger,
-    WitnessError,
-    Witnessing,
-    witness_now,
-)
-from interceptor.ledger import verify as verify_ledger_file
+from interceptor.government_plane import GovernmentControls
+from interceptor.interceptor_plane import InterceptorControls, InterceptorLinks
+from interceptor.ledger import DEFAULT_ORIGIN, Ledger, WitnessError, Witnessing
 from interceptor.scoped import ScopedInterceptor
 from interceptor.service import InterceptorService
 from interceptor.tap import Tap
 from interceptor.witness import DEFAULT_WITNESS_NAME, Witness
 from relay.service import RelayService
 from wire.events import Event, EventLog, now_ms
-from wire.ids import INTERCEPTOR_ID, RELAY_ID, TAP_ID, enterprise_of, user_of
+from wire.ids import (
+    AGENCY_ID,
+    ATTACKER_ID,
+    COURT_ID,
+    INTERCEPTOR_ID,
+    LAB_ID,
+    OBSERVER_ID,
+    OPERATOR_ID,
+    RELAY_ID,
+    TAP_ID,
+    VENDOR_ID,
+    enterprise_of,
+    user_of,
+)
+from wire.li.builds import ClientBuild
 from wire.li.checks import Decision
 from wire.note import Signer
-from wire.witness import Cosigner, WitnessResponse
+from wire.witness import Cosigner
 
 # How many devices start at once (see System.start).
 DEVICE_START_CONCURRENCY = 50
@@ -76,15 +104,17 @@ class System:
         events: EventLog | None = None,
         li: str = "off",
         backdoor: str = "none",
+        measure_interval: float = 1.0,
     ) -> None:
         self.cast = cast
         self.broker_kind = broker
         self.li = li
-        # The back door is a mandate: the government's keys, and the client build every
-        # device must run because of it.
-        self.government = Government(backdoor)
-        self.build = self.government.client_build()
+        self.backdoor = "none"
+        self._initial_backdoor = backdoor
+        self.measure_interval = measure_interval
         self.events = events if events is not None else EventLog()
+        # What the observer sees of the plane (every party's events, with ``svc``).
+        self.observed = EventLog()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="doormat-")
@@ -103,63 +133,106 @@ class System:
         self.relay: RelayService | None = None
         self.tap: Tap | None = None
         self.servers: dict[str, EnterpriseServer] = {}
-        # The legal side: court, agency, policy; the interceptor and its audit ledger.
-        self.legal = LegalWorld()
-        self.agency = Agency(self.legal.agency, self.events)
-        self.ledger_signer = Signer.generate(DEFAULT_ORIGIN)
+        self._enterprise_controls: dict[str, EnterpriseControls] = {}
+        self.observer: Observer | None = None
+        self.lab: Party | None = None
+        self.operator: Party | None = None
+        # Each party's keys are made where they belong and stay there; the others get
+        # the public halves they pin.
+        self.government = Government()  # the government's (the tap's) keys
+        self.agency = Agency(AgencyKeyPair.generate(), self._log(AGENCY_ID))
+        self.bench = Bench.generate(self.agency.keys.public)  # the court's approvers
+        self.ledger_signer = Signer.generate(DEFAULT_ORIGIN)  # the interceptor's
+        self.witness_cosigner = Cosigner.generate(DEFAULT_WITNESS_NAME)  # the court's
+        self.vendor = Vendor(self.state_dir / "vendor")
+        self.vendor_plane: Plane | None = None
+        self.attacker = Attacker(self.state_dir / "attacker")
         self.ledger: Ledger | None = None
         # Separate directories model separate trust domains: the interceptor's (its
         # ledger) and the court's (the witness's key and state, and the court's pinned
-        # copy of the ledger's verifier key). Whoever can rewrite the ledger cannot
-        # rewrite what the court holds - in a deployment they are separate machines;
-        # here, separate directories of one process.
+        # copy of the ledger's verifier key).
         self.interceptor_dir = self.state_dir / "interceptor"
         self.court_dir = self.state_dir / "court"
-        self.witness_cosigner = Cosigner.generate(DEFAULT_WITNESS_NAME)
         self.witness: Witness | None = None
+        self.court: CourtControls | None = None
         self.interceptor: InterceptorService | None = None
         self._interceptor_stop_registered = False
-        self._ghosts: asyncio.Task[None] | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
     def account(self, username: str) -> Account:
         return self.enrolment.account(username)
 
+    def _password(self, username: str) -> str:
+        return self.account(username).password
+
+    def _log(self, svc: str) -> EventLog:
+        """A party's own event log (published on the plane by its Plane), also merged
+        into ``events`` as emitted."""
+        log = EventLog(keep=False)
+        merged = self.events
+
+        def forward(event: Event) -> None:
+            merged.append(event)
+
+        log.subscribe(forward)
+        return log
+
+    @property
+    def legal(self) -> Bench:
+        """The court's approvers (tests sign warrants with them directly)."""
+        return self.bench
+
+    @property
+    def build(self) -> ClientBuild:
+        """The client build the government's mandate calls for now."""
+        return self.government.client_build()
+
+    def _party(self, svc: str, kind: str, **kw: Any) -> Party:
+        return Party(svc, kind, self._password(svc), self.broker.host, self.broker.port, **kw)
+
+    async def _started(self, party: Party) -> Party:
+        await party.start()
+        self._stack.push_async_callback(party.stop)
+        return party
+
     async def start(self) -> None:
         self.broker = await self._stack.enter_async_context(
             start_broker(self.broker_kind, self.accounts, self.state_dir / "broker")
         )
+        host, port = self.broker.host, self.broker.port
+        # The observer first: it sees every party's events from their first.
+        self.observer = Observer(host, port, self._password(OBSERVER_ID), mirror=self.observed)
+        await self.observer.start()
+        self._stack.push_async_callback(self.observer.stop)
+        self.lab = await self._started(self._party(
+            LAB_ID, "lab", events=None, publish_events=False, clean_session=True))
+        self.operator = await self._started(self._party(
+            OPERATOR_ID, "operator", events=None, publish_events=False, clean_session=True))
         self.relay = RelayService(
-            host=self.broker.host,
-            port=self.broker.port,
-            password=self.account(RELAY_ID).password,
+            host=host,
+            port=port,
+            password=self._password(RELAY_ID),
             db_path=self.state_dir / "relay.sqlite",
-            events=self.events,
+            events=self._log(RELAY_ID),
             li_mode=self.li,
+            plane=True,
+            measure_interval=self.measure_interval,
         )
         await self.relay.start()
         self._stack.push_async_callback(self._stop_relay)
-        # The government's tap is always connected; the relay's LI switch decides
-        # whether anything reaches it, and its keys decide what it can read.
-        self.tap = Tap(
-            self.broker.host,
-            self.broker.port,
-            self.account(TAP_ID).password,
-            self.state_dir / "tap.sqlite",
-            self.events,
-            readers=self.government.readers,
-        )
-        await self.tap.start()
-        self._stack.push_async_callback(self.tap.stop)
+        await self._start_vendor()
+        await self._start_agency()
+        await self._start_court()
+        await self._start_tap()
         self._stack.push_async_callback(self._stop_servers)
         for name in self.enterprises:
             await self._start_enterprise(name)
         await self._start_interceptor()
+        await self._start_attacker()
         # Devices start a few dozen at a time: every start is a connect, a key
         # publication and a sync on this one event loop (shared with the relay and,
-        # by default, the broker), and a thousand at once push single starts past
-        # Device.start's timeout although the whole finishes sooner in batches.
+        # by default, the broker).
         gate = asyncio.Semaphore(DEVICE_START_CONCURRENCY)
 
         async def start_one(device: str) -> None:
@@ -167,30 +240,83 @@ class System:
                 await self.start_device(device)
 
         await asyncio.gather(*(start_one(d) for d in self.credentials))
-        if self.government.backdoor == "ghost":
-            self._ghosts = asyncio.get_running_loop().create_task(self._install_ghosts())
-            await self._ghosts
+        if self._initial_backdoor != "none":
+            await self.set_backdoor(self._initial_backdoor)
+
+    async def _start_vendor(self) -> None:
+        log = self._log(VENDOR_ID)
+        party = self._party(VENDOR_ID, "vendor", events=log)
+        VendorControls(self.vendor, party.plane, log, devices=lambda: list(self.credentials))
+        self.vendor_plane = party.plane  # the vendor's own seat (tests ship forged builds)
+        await self._started(party)
+
+    async def _start_agency(self) -> None:
+        party = self._party(AGENCY_ID, "agency", events=self.agency.events)
+        controls = AgencyControls(self.agency, party.plane, self.measure_interval)
+        await self._started(party)
+        self._stack.push_async_callback(controls.close)
+
+    async def _start_court(self) -> None:
+        self._start_witness()
+        assert self.witness is not None
+        log = self._log(COURT_ID)
+        party = self._party(COURT_ID, "court", events=log)
+        self.court = CourtControls(
+            self.bench, party.plane, log, court_dir=self.court_dir, witness=self.witness,
+            pinned_keys_path=self.pinned_keys_path,
+        )
+        await self._started(party)
+
+    async def _start_tap(self) -> None:
+        log = self._log(TAP_ID)
+        plane = Plane(TAP_ID, "tap", log)
+        # The government's tap is always connected; the relay's LI switch decides
+        # whether anything reaches it, and its keys decide what it can read.
+        self.tap = Tap(self.broker.host, self.broker.port, self._password(TAP_ID),
+                       self.state_dir / "tap.sqlite", log, readers=self.government.readers,
+                       plane=plane)
+        self.government_controls = GovernmentControls(
+            self.tap, self.government, plane, users=[u.user for u in self.cast.users],
+            measure_interval=self.measure_interval,
+        )
+        await self.tap.start()
+        self._stack.push_async_callback(self.tap.stop)
+        self._stack.push_async_callback(self.government_controls.close)
+
+    async def _start_attacker(self) -> None:
+        log = self._log(ATTACKER_ID)
+        party = self._party(ATTACKER_ID, "attacker", events=log)
+        controls = AttackerControls(self.attacker, party.plane, log)
+        await self._started(party)
+        self._stack.push_async_callback(controls.close)
 
     async def _start_enterprise(self, name: str) -> None:
+        log = self._log(name)
+        plane = Plane(name, "enterprise", log)
+        holder: list[EnterpriseControls] = []
         server = EnterpriseServer(
-            self.enterprises[name],
-            self.account(name).password,
-            self.broker.host,
-            self.broker.port,
-            self.events,
-            self.state_dir,
-            deliver_cc=functools.partial(self._cc_from_archive, name),
-        )
+            self.enterprises[name], self._password(name), self.broker.host, self.broker.port,
+            log, self.state_dir, plane=plane,
+            deliver_cc=lambda aid, sealed: holder[0].export(aid, sealed),
+        )  # fmt: skip
+        controls = EnterpriseControls(
+            server, plane, trust=self.bench.trust, policy=self.bench.policy,
+            agency=self.agency.keys.public, measure_interval=self.measure_interval,
+        )  # fmt: skip
+        holder.append(controls)
         self.servers[name] = server
+        self._enterprise_controls[name] = controls
         await server.start()
 
     async def _stop_servers(self) -> None:
-        for server in list(self.servers.values()):
+        for name, server in list(self.servers.items()):
+            await self._enterprise_controls[name].close()
             await server.stop()
 
     async def restart_enterprise(self, name: str) -> None:
         """Stop an enterprise server and start a new one built from its files alone
         (its archive, and the authorisations it serves)."""
+        await self._enterprise_controls[name].close()
         await self.servers[name].stop()
         await self._start_enterprise(name)
 
@@ -220,15 +346,14 @@ class System:
             f"{self.ledger_signer.verifier().vkey()}\n{self.witness_cosigner.verifier().vkey()}\n"
         )
         self.pinned_keys_path.write_text(keys)
+        if self.court is not None:
+            self.court.witness = self.witness
 
     def restart_witness(self) -> None:
         """Rebuild the court's witness from its key and state file."""
         self._start_witness()
 
     async def _start_interceptor(self) -> None:
-        if self.witness is None:
-            self._start_witness()
-        assert self.witness is not None
         self.interceptor_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.interceptor_dir / "ledger.sqlite", signer=self.ledger_signer)
         witnessing = Witnessing(
@@ -238,14 +363,18 @@ class System:
         )
         known_users = {u.user for u in self.cast.users}
         known_devices = set(self.credentials)
+        archiving = {e.name for e in self.cast.enterprises if e.archive}
+        log = self._log(INTERCEPTOR_ID)
+        plane = Plane(INTERCEPTOR_ID, "interceptor", log)
+        links = InterceptorLinks(plane)
         core = ScopedInterceptor(
             self.ledger,
-            trust=self.legal.trust,
-            policy=self.legal.policy,
-            agency=self.legal.agency.public,
+            trust=self.bench.trust,
+            policy=self.bench.policy,
+            agency=self.agency.keys.public,
             directory=lambda fmt, v: v in (known_devices if fmt == "device" else known_users),
-            archives=lambda ent: ent in self.servers and self.servers[ent].archive is not None,
-            events=self.events,
+            archives=lambda ent: ent in archiving,
+            events=log,
             clock_ms=now_ms,
             witnessing=witnessing,
         )
@@ -253,12 +382,14 @@ class System:
             core,
             self.broker.host,
             self.broker.port,
-            self.account(INTERCEPTOR_ID).password,
-            self.events,
-            deliver=self.agency.receive,
-            ask_enterprise=self._ask_enterprise,
-            witness=self._witness_call,
+            self._password(INTERCEPTOR_ID),
+            log,
+            deliver=links.deliver,
+            ask_enterprise=links.ask_enterprise,
+            witness=links.witness,
+            plane=plane,
         )
+        InterceptorControls(self.interceptor, plane)
         if not self._interceptor_stop_registered:
             self._stack.push_async_callback(self._stop_interceptor)
             self._interceptor_stop_registered = True
@@ -270,56 +401,6 @@ class System:
             self.ledger = None
             self.interceptor = None
             raise
-
-    def _witness_call(self, request: bytes) -> WitnessResponse:
-        """The interceptor asks the court's witness to cosign (a direct call here; a
-        control message when the court runs as its own service)."""
-        assert self.witness is not None
-        return self.witness.add_checkpoint(request)
-
-    def verify_ledger(self) -> dict[str, Any]:
-        """Oversight verifies the audit ledger: the interceptor checkpoints it and gets
-        the checkpoint witnessed; then every entry and checkpoint is checked against the
-        court's pinned keys (not the interceptor's) and the witness's latest cosigned
-        checkpoint. Reports ``ledger.verified``, and ``ledger.tamper_detected`` at the
-        first problem (``ledger.rollback_detected`` when the witness shows it)."""
-        if self.ledger is None or self.witness is None:
-            raise RuntimeError("this system has no running audit ledger")
-        problems: list[str] = []
-        if self.interceptor is not None and self.interceptor.core.witnessing is not None:
-            try:
-                witness_now(self.interceptor.core.witnessing, self._witness_call)
-            except WitnessError as exc:
-                problems.append(f"witness: {exc}")
-        keys = [
-            line.strip()
-            for line in self.pinned_keys_path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
-        report = verify_ledger_file(
-            self.ledger.path, keys, witnessed=self.witness.latest(self.ledger.origin)
-        )
-        problems += [str(p) for p in report.problems]
-        ok = not problems
-        self.events.emit(
-            "oversight",
-            "ledger.verified",
-            ok=ok,
-            problems=problems,
-            entries=report.entries,
-            checkpoints=report.checkpoints,
-            witnessed=None if report.witnessed is None else report.witnessed.size,
-        )
-        if not ok:
-            where = problems[0].split(":", 1)[0]
-            self.events.emit(
-                "oversight", "ledger.tamper_detected", location=where, problems=problems
-            )
-            if any(p.startswith("witness:") and "rolled back" in p for p in problems):
-                self.events.emit(
-                    "oversight", "ledger.rollback_detected", problems=problems
-                )
-        return {"ok": ok, "problems": problems, "entries": report.entries}
 
     async def _stop_interceptor(self) -> None:
         if self.interceptor is not None:
@@ -334,106 +415,76 @@ class System:
         self.interceptor = None
         await self._start_interceptor()
 
-    def _cc_from_archive(self, enterprise: str, authorisation_id: str, sealed: list[bytes]) -> None:
-        """CC an enterprise exported, handed to the interceptor running *now* (which
-        forwards it to the agency only under a task it runs)."""
-        if self.interceptor is not None:
-            self.interceptor.archive_export(enterprise, authorisation_id, sealed)
-
-    def _ask_enterprise(self, enterprise: str, warrant: bytes) -> None:
-        """The interceptor serves the warrant on the enterprise, which checks it itself."""
-        self.servers[enterprise].accept_warrant(
-            warrant,
-            agency=self.legal.agency.public,
-            trust=self.legal.trust,
-            policy=self.legal.policy,
-            now=now_ms() // 1000,
-        )
-
-    async def submit_warrant(self, warrant: bytes) -> Decision:
-        """Hand a warrant (JSON bytes) to the scoped interceptor (HI-1)."""
-        assert self.interceptor is not None
-        return await self.interceptor.submit(warrant)
-
     async def _stop_relay(self) -> None:
         if self.relay is not None:
             await self.relay.stop()
 
-    # -- switches -----------------------------------------------------------------------
+    # -- what the lab and the operator do, by control -------------------------------------
 
-    def set_li(self, mode: str) -> None:
-        """Flip the relay's LI switch (off | scoped | blanket) while the system runs."""
-        assert self.relay is not None
-        self.relay.li.set_mode(mode)
+    def _lab(self) -> Party:
+        if self.lab is None:
+            raise RuntimeError("the system is not started")
+        return self.lab
+
+    async def submit_warrant(self, warrant: bytes) -> Decision:
+        """The court hands a warrant (its bytes, as they are) to the interceptor (HI-1)."""
+        assert self.court is not None
+        return await self.court.submit(warrant)
+
+    async def verify_ledger(self) -> dict[str, Any]:
+        """Oversight (the court) verifies the audit ledger: a witnessed checkpoint, then
+        every entry and checkpoint of a copy against the court's pinned keys and its
+        witness's latest cosigned checkpoint (``ledger.verified``, ...)."""
+        answer = await self._lab().call(COURT_ID, "ledger.verify", timeout=120.0)
+        return {"ok": answer["verified"], "problems": answer["problems"],
+                "entries": answer["entries"], "checkpoints": answer["checkpoints"],
+                "witnessed": answer["witnessed"]}
+
+    async def set_li(self, mode: str) -> None:
+        """The operator flips the relay's LI switch (off | scoped | blanket)."""
+        if self.operator is None:
+            raise RuntimeError("the system is not started")
+        await self.operator.call(RELAY_ID, "li.set", mode=mode)
         self.li = mode
 
-    def set_backdoor(self, backdoor: str) -> None:
-        """Impose a mandate: every device from now on runs the mandated client build, or
-        (ghost) the directory lists a government device for every user - installed in
-        the background; ``await system.ghosts_installed()`` waits for it."""
-        self.government.mandate(backdoor)
-        self.build = self.government.client_build()
-        for dev in self.devices.values():
-            dev.set_build(self.build)
-        if backdoor == "ghost" and self._ghosts is None:
-            self._ghosts = asyncio.get_running_loop().create_task(self._install_ghosts())
-        elif backdoor != "ghost" and self._ghosts is not None and self.relay is not None:
-            # Lifting the mandate: the directory stops listing the ghosts (their log
-            # entries stay: the log is append-only).
-            self.relay.relay.set_ghost(False)
-            self._ghosts = None
-            for dev in self.devices.values():
-                dev.forget_device_lists()
-        self.events.emit(
-            "government", "government.mandate", backdoor=backdoor, build=self.build.name
-        )
+    async def set_backdoor(self, backdoor: str) -> dict[str, Any]:
+        """The lab has the government mandate a back door: its keys made, a build signed
+        by the vendor and installed by every device (or, ghost, a government device
+        listed for every user). Returns the government's answer."""
+        was = self.backdoor
+        answer = await self._lab().call(TAP_ID, "mandate.set", backdoor=backdoor,
+                                        timeout=600.0)
+        self.backdoor = backdoor
+        if "ghost" in (was, backdoor):
+            # The directory changed: every device fetches its lists afresh.
+            await asyncio.gather(*(self._lab().call(d, "directory.refresh")
+                                   for d in list(self.devices)))
+        return answer
 
     async def ghosts_installed(self) -> None:
-        if self._ghosts is not None:
-            await self._ghosts
-
-    async def _install_ghosts(self) -> None:
-        """The ghost back door: the relay's directory lets the government add a device
-        of its own to every user, and unmodified clients will encrypt to it."""
-        assert self.relay is not None and self.tap is not None
-        self.relay.relay.set_ghost(True)
-        for user in self.cast.users:
-            ghost = f"{user.user}.gov"
-            if ghost in self.government.ghosts:
-                continue
-            crypto = DeviceCrypto.create(ghost, one_time_prekeys=50)
-            await self.tap.link.request("enrol", user=user.user, device=ghost)
-            await self.tap.link.request("publish", device=ghost, **crypto.publish_material())
-            self.government.ghosts[ghost] = crypto
-        for dev in self.devices.values():
-            dev.forget_device_lists()
-
-    def _enrolled_devices(self, user: str) -> set[str]:
-        """What the user's enterprise says it enrolled (devices learn it from there, not
-        from the relay, or monitoring the relay's log would prove nothing)."""
-        ent = self.enterprises[enterprise_of(user)]
-        return {c.device for c in ent.devices.values() if c.user == user}
+        """(The ghost mandate is complete when ``set_backdoor`` returns.)"""
 
     async def monitor(self) -> list[dict[str, Any]]:
         """Every device audits its own user's directory entries; the alarms raised."""
-        alarms = []
-        for dev in list(self.devices.values()):
-            alarms += [a.to_json() for a in await dev.monitor()]
-        return alarms
+        answers = await asyncio.gather(
+            *(self._lab().call(d, "kt.monitor", timeout=60.0) for d in list(self.devices))
+        )
+        return [a for answer in answers for a in answer["alarms"]]
 
-    def gossip(self) -> list[dict[str, Any]]:
-        """Devices compare the checkpoints they hold, pairwise: a split view shows."""
+    async def gossip(self) -> list[dict[str, Any]]:
+        """Devices compare the checkpoints they hold, pairwise (the lab carries the
+        notes): a split view shows."""
+        lab = self._lab()
+        devices = list(self.devices)
+        notes = {d: (await lab.call(d, "kt.checkpoint"))["note"] for d in devices}
         alarms = []
-        devices = [d for d in self.devices.values() if d.kt is not None]
         for a in devices:
             for b in devices:
-                note = b.kt.gossip() if b.kt is not None else None
-                if a is b or note is None or a.kt is None:
+                if a == b or notes[b] is None:
                     continue
-                alarm = a.kt.compare(note)
-                if alarm is not None:
-                    emit_alarm(self.events, a.id, alarm)
-                    alarms.append(alarm.to_json())
+                answer = await lab.call(a, "kt.compare", note=notes[b])
+                if answer.get("alarm") is not None:
+                    alarms.append(answer["alarm"])
         return alarms
 
     def alarms(self) -> list[dict[str, Any]]:
@@ -453,18 +504,30 @@ class System:
             )
         return list(seen.values())
 
+    def _enrolled_devices(self, user: str) -> set[str]:
+        """What the user's enterprise says it enrolled (provisioned with the device, as
+        its activation would: devices learn it from there, not from the relay, or
+        monitoring the relay's log would prove nothing)."""
+        ent = self.enterprises[enterprise_of(user)]
+        return {c.device for c in ent.devices.values() if c.user == user}
+
     async def start_device(self, device: str) -> Device:
+        log = self._log(device)
+        plane = Plane(device, "device", log)
         dev = Device(
             self.credentials[device],
             self.broker.host,
             self.broker.port,
             self.state_dir / f"{device}.sqlite",
-            self.events,
-            build=self.build,
+            log,
+            # Its enterprise's IT policy (the archive key it pushes) and the pins a
+            # client ships with: the directory's checkpoint key, the vendor's key.
             archive_key=self.servers[enterprise_of(device)].archive_public_key,
             directory_vkey=self.relay.directory_vkey if self.relay is not None else None,
             enrolled=functools.partial(self._enrolled_devices, user_of(device)),
+            plane=plane,
         )
+        DeviceControls(dev, plane, vendor_key=self.vendor.public_key)
         await dev.start()
         self.devices[device] = dev
         return dev
@@ -499,7 +562,10 @@ class System:
                 delivery.delivered_to.add(event["actor"])
 
     async def send(self, device: str, to_user: str, text: str) -> Delivery:
-        sent = await self.devices[device].send(to_user, text)
+        """The lab has ``device`` send ``text`` to ``to_user`` (a ``send`` control)."""
+        answer = await self._lab().call(device, "send", to_user=to_user, text=text,
+                                        timeout=60.0)
+        sent = Sent(id=str(answer["id"]), devices=[str(d) for d in answer["devices"]])
         expected = {d for d in sent.devices if d in self.credentials}
         delivery = Delivery(sent, device, to_user, text, set(), expected)
         # Events from a fast delivery may already be in; count them.
@@ -523,7 +589,3 @@ class System:
     @property
     def messages_delivered(self) -> int:
         return sum(1 for d in self.deliveries.values() if d.complete)
-
-    def relay_capture(self) -> AsyncIterator[bytes] | Any:
-        assert self.relay is not None
-        return self.relay.captured()

@@ -47,6 +47,12 @@ relay sends without a request id (``{"req": null, "ok": false, ...}``: an envelo
 journal record it would not take) goes to ``on_refusal``; anything on another kind of
 inbox topic goes to ``on_other(kind, payload)``. The callbacks must not call ``request``
 (the answer could only be read by the loop that is waiting for the callback).
+
+The plane (``infra.plane``): with ``plane=`` the link also subscribes to what other
+parties send the account (``doormat/to/<id>/+/+``) and to the observer's hello, and its
+transport hands those messages to the plane as they arrive (never behind a handler: a
+handler may wait for a control's answer), so that the account's events and controls
+share its one connection.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.failures import describe, is_transient
 from infra.setaside import EVENTS_PER_SECOND, SetAside
@@ -71,6 +77,9 @@ from infra.transport import (
 )
 from wire import strictjson, topics
 from wire.events import EventLog
+
+if TYPE_CHECKING:
+    from infra.plane import Plane
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +143,10 @@ class Link:
         max_in_flight: int = MAX_IN_FLIGHT,
         events: EventLog | None = None,
         set_aside: SetAside | str | Path | None = None,
+        plane: Plane | None = None,
     ) -> None:
         self.owner = owner
+        self.plane = plane
         self._on_envelope = on_envelope
         self._on_envelopes = on_envelopes
         self._on_connect = on_connect
@@ -156,12 +167,13 @@ class Link:
             username=owner,
             password=password,
             identifier=owner,
-            subscriptions=[f"{topics.IN}/{owner}/#"],
+            subscriptions=[f"{topics.IN}/{owner}/#", *(plane.subscriptions if plane else ())],
             clean_session=False,
             keepalive=30,
             max_in_flight=max_in_flight,
             name=owner,
             on_subscribed=self._subscribed,
+            route=plane.route if plane else None,
         )
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ask_again: dict[str, asyncio.Future[None]] = {}  # by req
@@ -179,6 +191,8 @@ class Link:
         """Return once connected and subscribed (the ``on_connect`` hook is started).
         LinkError at once if the broker refuses the login; TimeoutError if there is no
         connection in time."""
+        if self.plane is not None:
+            self.plane.bind(self.transport)
         # Reading from the start: amqtt's SUBACK waits for the acks of what it re-sends.
         self._reader = asyncio.create_task(self._read(), name=f"link:{self.owner}")
         try:
@@ -197,6 +211,8 @@ class Link:
             self._hook_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._hook_task
+        if self.plane is not None:
+            await self.plane.close()
         if self.connected:
             # An ack lost here would only make the relay re-send the envelope next time
             # (harmless, de-duplicated), but a clean stop should not cause that.

@@ -189,8 +189,13 @@ class Transport:
         on_connect: Callback | None = None,
         on_subscribed: Callback | None = None,
         on_lost: LostCallback | None = None,
+        route: Callable[[str, bytes], bool] | None = None,
     ) -> None:
         self.host, self.port, self.username = host, port, username
+        # Takes a message as it arrives, before any reader (the plane's, infra/plane.py:
+        # a control or an answer must not wait behind the owner's handler, which may be
+        # waiting for that very answer). True: taken, and acknowledged in arrival order.
+        self._route = route
         self.identifier = identifier or username
         self.subscriptions = list(subscriptions)
         self.max_in_flight = max(1, max_in_flight)
@@ -439,6 +444,9 @@ class Transport:
         message = Message(topic, payload, incoming.qos, incoming.mid, conn)
         if incoming.qos:
             conn._arrivals.append(message)
+        if self._route is not None and self._route(topic, payload):
+            message.ack()
+            return
         self._inbox.append(message)
         if self._waiters:
             self.wake()

@@ -4,8 +4,8 @@ It logs in to the broker as ``interceptor``: X1 requests go to the relay on
 ``doormat/out/interceptor/x1``; X1 answers and the X2/X3 records a task yields arrive on
 ``doormat/in/interceptor/{x1,x2,x3}``. Sealed HI-2/HI-3 records are handed to the
 agency, CC requests to enterprises, and add-checkpoint requests to the witness, through
-callables (in the one-process system they are direct calls; across machines they would
-be their own handover interfaces, or control messages).
+callables: on the plane (interceptor/interceptor_plane.py) each is a control to that
+party (``handover``, ``warrant.serve``, ``witness.add``), party to party over the broker.
 
 Witnessing: on start, before anything is re-provisioned, the ledger's head is cosigned
 by the witness - or the interceptor refuses to start (a ledger behind, or not consistent
@@ -23,6 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from infra.link import Link
+from infra.plane import Plane
 from interceptor.ledger.errors import LedgerError
 from interceptor.ledger.witnessing import WitnessError
 from interceptor.scoped import (
@@ -55,8 +56,9 @@ class InterceptorService:
         events: EventLog,
         *,
         deliver: Callable[[bytes], object],
-        ask_enterprise: Callable[[str, bytes], None],
+        ask_enterprise: Callable[[str, bytes], object],
         witness: WitnessCall | None = None,
+        plane: Plane | None = None,
     ) -> None:
         if (witness is None) != (core.witnessing is None):
             raise ValueError("a witness call and the core's witnessing go together")
@@ -66,20 +68,37 @@ class InterceptorService:
         self._ask_enterprise = ask_enterprise
         self._witness = witness
         self._pending: set[asyncio.Task[None]] = set()
+        # One exchange with the witness at a time: Witnessing holds the one request it
+        # is waiting on, and over the plane the calls of two batches could overlap.
+        self._witness_lock = asyncio.Lock()
         # What it cannot parse is set aside (kept in memory, bounded), not in the way.
         self._link = Link(
-            INTERCEPTOR_ID, password, host, port, on_other=self._on_message, events=events
+            INTERCEPTOR_ID,
+            password,
+            host,
+            port,
+            on_other=self._on_message,
+            events=events,
+            plane=plane,
         )
 
+    @property
+    def events(self) -> EventLog:
+        return self._events
+
     async def start(self) -> None:
-        # First make sure the ledger is not behind what the witness cosigned: a
+        # Connected first: the witness may be a party on the plane, reached over this
+        # connection. Nothing acts on the ledger before it is witnessed: every batch of
+        # actions (a record arriving meanwhile) starts with a WitnessCheckpoint.
+        await self._link.start()
+        # Then make sure the ledger is not behind what the witness cosigned: a
         # rolled-back ledger would re-provision a cancelled task.
         try:
             await self._witness_now()
         except WitnessError as exc:
             self.core.halt(str(exc))
+            await self._link.stop()
             raise
-        await self._link.start()
         # The ledger is the source of truth: re-send what it says should be running.
         await self.perform(self.core.reprovision())
 
@@ -115,7 +134,15 @@ class InterceptorService:
         except WitnessError as exc:
             log.error("interceptor halted: %s", exc)
 
+    async def witness_now(self) -> None:
+        """Get the ledger's current head cosigned by the witness (WitnessError if not)."""
+        await self._witness_now()
+
     async def _witness_now(self) -> None:
+        async with self._witness_lock:
+            await self._witness_locked()
+
+    async def _witness_locked(self) -> None:
         witnessing = self.core.witnessing
         if witnessing is None or self._witness is None:
             return
@@ -155,9 +182,13 @@ class InterceptorService:
         if isinstance(action, SendX1):
             await self._link.publish(topics.X1, json.dumps(action.request).encode())
         elif isinstance(action, Deliver):
-            self._deliver(action.sealed)
+            done = self._deliver(action.sealed)
+            if inspect.isawaitable(done):
+                await done
         elif isinstance(action, AskEnterprise):
-            self._ask_enterprise(action.enterprise, action.warrant)
+            done = self._ask_enterprise(action.enterprise, action.warrant)
+            if inspect.isawaitable(done):
+                await done
 
     async def _on_message(self, kind: str, payload: bytes) -> None:
         if kind == topics.X1:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from infra.link import Link
+from infra.plane import Plane
 from infra.setaside import store_path as set_aside_path
 from infra.sqlite import Schema, open_store
 from interceptor.readers import Reader
@@ -47,6 +48,7 @@ class Tap:
         db_path: str | Path,
         events: EventLog,
         readers: Sequence[Reader] | Callable[[], Sequence[Reader]] = (),
+        plane: Plane | None = None,
     ) -> None:
         self._events = events
         # A callable lets the key set change while the tap runs (a new mandate).
@@ -65,6 +67,7 @@ class Tap:
             on_other=self._on_message,
             events=events,
             set_aside=set_aside_path(db_path),
+            plane=plane,
         )
 
     async def start(self, timeout: float = 15.0) -> None:
@@ -142,6 +145,10 @@ class Tap:
             "SELECT envelope FROM captures WHERE kind = ? ORDER BY n", (kind,)
         ):
             yield bytes(raw)
+
+    @property
+    def events(self) -> EventLog:
+        return self._events
 
     def count(self, kind: str | None = None) -> int:
         if kind is None:

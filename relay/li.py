@@ -57,6 +57,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS li_tasks (
     task_id TEXT PRIMARY KEY, spec TEXT NOT NULL, active INTEGER NOT NULL,
     records INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS li_switch (
+    one INTEGER PRIMARY KEY CHECK (one = 1), mode TEXT NOT NULL, set_by TEXT NOT NULL);
 """
 
 
@@ -156,7 +158,7 @@ class LawfulIntercept:
         # Tasks survive a relay restart: they live in the relay's database (its store
         # has set it up; this is a second connection to it, in autocommit mode).
         self._db = connect(db_path or ":memory:", wal=False)
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
         self.tasks: dict[str, Task] = {}
         for spec, active in self._db.execute("SELECT spec, active FROM li_tasks"):
             if active:
@@ -213,12 +215,33 @@ class LawfulIntercept:
         if self.tasks.pop(task_id, None) is not None:
             self._events.emit(ACTOR, "relay.task_ended", task_id=task_id, reason=reason)
 
-    def set_mode(self, mode: str) -> None:
+    def set_mode(self, mode: str, *, by: str | None = None) -> None:
+        """Flip the switch. ``by``: the account that gave the control (the operator's
+        console): then the position is persisted in the relay's database, and a relay
+        started again on it comes back in that position (``restore``)."""
         if mode not in MODES:
             raise ValueError(f"unknown LI mode {mode!r}: use one of {', '.join(MODES)}")
         if mode != self.mode:
-            self._events.emit(ACTOR, "relay.li_mode", mode=mode, previous=self.mode)
+            fields: dict[str, Any] = {"mode": mode, "previous": self.mode}
+            if by is not None:
+                fields["by"] = by
+            self._events.emit(ACTOR, "relay.li_mode", **fields)
         self.mode = mode
+        if by is not None:
+            self._db.execute(
+                "INSERT INTO li_switch (one, mode, set_by) VALUES (1, ?, ?)"
+                " ON CONFLICT (one) DO UPDATE SET mode = excluded.mode, set_by = excluded.set_by",
+                (mode, by),
+            )
+
+    def restore(self) -> None:
+        """Take the position the operator last set by control (if any): it wins over the
+        one the relay was started with."""
+        row = self._db.execute("SELECT mode, set_by FROM li_switch").fetchone()
+        if row is not None and row[0] in MODES and row[0] != self.mode:
+            self._events.emit(ACTOR, "relay.li_mode", mode=row[0], previous=self.mode,
+                              by=row[1], restored=True)
+            self.mode = row[0]
 
     def on_accepted(self, envelope: Envelope, raw: bytes, seq: int) -> Sequence[Action]:
         if self.mode == "scoped":

@@ -56,6 +56,7 @@ from typing import Any, Literal
 
 from infra.failures import describe, is_transient
 from infra.files import load_or_create_signer
+from infra.plane import Plane
 from infra.retry import Backoff
 from infra.setaside import SetAside
 from infra.setaside import store_path as set_aside_path
@@ -67,6 +68,7 @@ from infra.transport import (
     Transport,
     TransportError,
 )
+from relay.controls import RelayControls
 from relay.intake import DeferredEvents, Intake, Item, item_of
 from relay.li import LawfulIntercept
 from relay.router import Action, Limits, Publish, Relay
@@ -111,6 +113,8 @@ class RelayService:
         kt_signer: Signer | None = None,
         kt_key_path: str | Path | None = None,
         ghost: bool = False,
+        plane: bool = False,
+        measure_interval: float = 1.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -121,6 +125,10 @@ class RelayService:
         # subscription="$share/relay/doormat/out/+/+".
         self.identifier = identifier or username
         self.subscription = subscription
+        # The relay's place on the plane (its events, the operator's controls,
+        # relay/controls.py): on its one connection, subscribed to doormat/to/relay/+/+
+        # and the hello too.
+        self.plane: Plane | None = Plane(username, "relay", events) if plane else None
         self.events = events
         # What the router and the LI switch emit through: held while a group commit is
         # open, so that every event describes committed work (relay/intake.py).
@@ -152,6 +160,11 @@ class RelayService:
             ghost=ghost,
         )
         self.relay.x1 = self.li.handle_x1
+        self.li.restore()  # the operator's last position, if it set one by control
+        self.controls: RelayControls | None = None
+        if self.plane is not None:
+            self.controls = RelayControls(self, measure_interval)
+            self.plane.serve_all(self.controls.handlers())
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -232,7 +245,7 @@ class RelayService:
             username=self.username,
             password=self._password,
             identifier=self.identifier,
-            subscriptions=[self.subscription],
+            subscriptions=[self.subscription, *(self.plane.subscriptions if self.plane else ())],
             clean_session=False,
             keepalive=self.keepalive,
             max_in_flight=self.publish_window,
@@ -241,7 +254,10 @@ class RelayService:
             on_connect=self._on_connect,
             on_subscribed=self._on_subscribed,
             on_lost=self._on_lost,
+            route=self.plane.route if self.plane else None,
         )
+        if self.plane is not None:
+            self.plane.bind(transport)
         try:
             transport.start_soon()
             await self._serve(transport)
@@ -252,13 +268,20 @@ class RelayService:
                 f"the broker refused the subscription {self.subscription!r}"
             ) from None
         finally:
+            if self.plane is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._emit("relay.stopped", pending=self.store.pending_count())
+                if self.controls is not None:
+                    await self.controls.close()
+                await self.plane.close()
             # Drains publishes (up to 5 s), then DISCONNECT.
             await transport.stop()
             maintenance.cancel()
             if watcher is not None:
                 watcher.cancel()
-            with contextlib.suppress(sqlite3.Error):
-                self._emit("relay.stopped", pending=self.store.pending_count())
+            if self.plane is None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._emit("relay.stopped", pending=self.store.pending_count())
             self.store.close()
             self.li.close()
             self.set_aside.close()

@@ -48,8 +48,8 @@ STANDARD_USERNAMES = (
 def role_for(username: str) -> str:
     if username == ids.RELAY_ID or username.startswith("relay-"):
         return "relay"
-    if username == "tap":
-        return "tap"
+    if username in ids.SERVICE_ROLES:
+        return ids.SERVICE_ROLES[username]
     if ids.is_device(username):
         return "device"
     return "enterprise"

@@ -50,6 +50,7 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "relay.task_record": "an X2 (metadata) or X3 (ciphertext) record went to a task",
         "relay.x1_refused": "an X1 request to the relay was refused",
         "operator.searched": "the relay operator searched its store for a word",
+        "relay.breached": "an attacker took a copy of the relay's store (lab breach)",
         # -- devices and enterprises (clients/) ------------------------------------------
         "device.sent": "a device sent a message (sealed per recipient device)",
         "device.received": "a device opened a message and shows its text",
@@ -65,6 +66,9 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "device.prekeys": "a device checked its prekeys at the relay: refilled, rotated, deleted",
         "device.undelivered": "the relay refused an envelope the device sent",
         "device.resent": "a device re-sent envelopes after a rate-limit refusal",
+        "device.build_installed": "a device installed a client build the vendor signed",
+        "device.build_refused": "a device refused a build: unsigned, not the vendor's, older",
+        "device.breached": "an attacker took an image of the device's storage (lab breach)",
         "enterprise.enrolled": "an enterprise server enrolled its devices at the relay",
         "enterprise.archived": "an enterprise archive stored a journal record it opened",
         "enterprise.rejected": "an enterprise server refused a journal record",
@@ -72,10 +76,13 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "enterprise.cc_exported": "an enterprise exported archived content under a warrant",
         "enterprise.case_stopped": "an enterprise stopped exporting CC for an authorisation",
         "enterprise.policy": "an enterprise service started with its archive policy",
+        "vendor.signed": "the vendor signed a client build (its name and version)",
+        "vendor.shipped": "the vendor shipped a build: how many devices installed or refused it",
         "bot.failed": "a device service's automatic message could not be sent",
         # -- the government side (interceptor/) ------------------------------------------
         "tap.captured": "the blanket tap stored a copy, readable only with a key it holds",
         "tap.rejected": "the blanket tap refused a record it could not parse",
+        "tap.breached": "an attacker took a copy of a government key (lab breach)",
         "government.mandate": "the government mandated a back door (a client build)",
         "interceptor.warrant_accepted": "the interceptor accepted a warrant (logged first)",
         "interceptor.warrant_refused": "the interceptor refused a warrant, with a reason code",
@@ -94,6 +101,11 @@ KINDS: Mapping[str, str] = MappingProxyType(
         "ledger.tampered": "an insider altered a stored audit ledger entry",
         "ledger.rolled_back": "an insider rolled the audit ledger back to an older state",
         "attacker.read": "an attacker tried a stolen key on captured traffic",
+        # -- the observation and control plane (infra/plane.py, infra/observer.py) -------
+        "control.accepted": "a service carried out a control (op, sender and its role)",
+        "control.refused": "a service refused a control, with why (op, sender, reason)",
+        "exposure.row": "an observer measured what it holds and reads (its own row)",
+        "plane.gap": "the observer lost some of a service's events for good (which numbers)",
         # -- every service (doormat serve) -----------------------------------------------
         "service.starting": "a service is starting",
         "service.retry": "a service is waiting for the broker or the relay (backoff)",

@@ -66,6 +66,21 @@ class EventLog:
             listener(event)
         return event
 
+    def append(self, event: Event) -> Event:
+        """Record an event as it is (another log emitted it: an observer's mirror of the
+        plane), kept, written and handed to listeners like an emitted one."""
+        with self._lock:
+            if self._keep:
+                self._events.append(event)
+            if self._sink is not None:
+                self._sink.write(json.dumps(event, sort_keys=True) + "\n")
+                if not self._deferring:
+                    self._sink.flush()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event)
+        return event
+
     @contextlib.contextmanager
     def deferred_flush(self) -> Iterator[None]:
         """Several events, one flush of the sink (when the block ends)."""

@@ -16,6 +16,21 @@ Kinds:
     archive  a device's sealed journal record (device -> relay -> its enterprise)
     x1    an LI task (interceptor -> relay) or its answer; x2 / x3 the records a task
           yields (relay -> interceptor), named after ETSI TS 103 221's X1/X2/X3
+
+The observation and control plane (docs/architecture.md) adds three subtrees, keyed the
+same way, so the same ACL patterns cover every account:
+
+    doormat/ev/<id>              <id>'s events, in batches (written by <id> only,
+                                 read by the observer role only)
+    doormat/ev/<id>/status       <id>'s presence: its kind, when it started, its last seq
+    doormat/to/<to>/<from>/<kind>  party to party, not through the relay: written by
+                                 <from> only, read by <to> only; kinds ``ctl`` (a control
+                                 request), ``ans`` (its answer) and ``ev`` (replayed events)
+    doormat/hello                the observer asks every service for its status (written
+                                 by the observer role, read by everyone)
+
+As with envelopes, a receiver takes the sender of a control from the topic's
+``<from>`` level, which the broker let only ``<from>`` write.
 """
 
 from __future__ import annotations
@@ -40,6 +55,64 @@ KINDS = (MSG, ACK, DIR, X1, ARCHIVE)
 #: largest directory answer (``relay.actions.MAX_ANSWER_BYTES``, refused beyond) - and
 #: bounds what one half-sent packet can make a broker hold.
 MAX_PACKET_BYTES = 1024 * 1024
+
+
+# -- the observation and control plane --------------------------------------------------
+
+EV = f"{ROOT}/ev"
+TO = f"{ROOT}/to"
+HELLO = f"{ROOT}/hello"
+STATUS = "status"
+#: The kinds of a party-to-party topic (doormat/to/<to>/<from>/<kind>).
+CTL = "ctl"  # a control request {"req", "op", "args"}
+ANS = "ans"  # a control answer {"req", "ok", ...}
+REPLAY = "ev"  # replayed event batches, before the answer to events.replay
+TO_KINDS = (CTL, ANS, REPLAY)
+#: What the observer role subscribes to: every service's events.
+OBSERVER_SUBSCRIPTION = f"{EV}/#"
+
+
+def events_topic(svc: str) -> str:
+    """``doormat/ev/<svc>``: where ``svc`` publishes its event batches."""
+    return f"{EV}/{svc}"
+
+
+def status_topic(svc: str) -> str:
+    """``doormat/ev/<svc>/status``: ``svc``'s presence (on start, on hello, on stop)."""
+    return f"{EV}/{svc}/{STATUS}"
+
+
+def to_topic(to: str, sender: str, kind: str) -> str:
+    """``doormat/to/<to>/<sender>/<kind>``: from one party to another."""
+    return f"{TO}/{to}/{sender}/{kind}"
+
+
+def plane_subscriptions(me: str) -> list[str]:
+    """What every service subscribes to for the plane: what other parties send it, and
+    the observer's hello."""
+    return [f"{TO}/{me}/+/+", HELLO]
+
+
+def parse_to(topic: str) -> tuple[str, str, str] | None:
+    """``doormat/to/relay/operator/ctl`` -> ``("relay", "operator", "ctl")``; None for
+    anything that is not exactly such a topic."""
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TO or parts[4] not in TO_KINDS:
+        return None
+    if not parts[2] or not parts[3]:
+        return None
+    return parts[2], parts[3], parts[4]
+
+
+def parse_events(topic: str) -> tuple[str, bool] | None:
+    """``doormat/ev/relay`` -> ``("relay", False)``; ``doormat/ev/relay/status`` ->
+    ``("relay", True)``; None otherwise."""
+    parts = topic.split("/")
+    if f"{parts[0]}/{parts[1] if len(parts) > 1 else ''}" != EV or len(parts) not in (3, 4):
+        return None
+    if not parts[2] or (len(parts) == 4 and parts[3] != STATUS):
+        return None
+    return parts[2], len(parts) == 4
 
 
 def outbound(owner: str, kind: str) -> str:

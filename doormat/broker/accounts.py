@@ -24,9 +24,12 @@ from typing import Any
 from infra.files import write_atomic
 from wire import ids
 
-ROLES = ("relay", "device", "enterprise", "tap", "interceptor")
+# Every role an account can hold: the reserved services' (wire.ids.SERVICE_ROLES; the
+# government's account is "tap", its role too), devices and enterprise servers.
+ROLES = ("relay", "device", "enterprise", "tap", "interceptor", "vendor", "court", "agency",
+         "attacker", "operator", "lab", "observer")
 # The reserved service names (wire.ids.RESERVED) and the one role each may log in as.
-_RESERVED_ROLE = {ids.RELAY_ID: "relay", ids.TAP_ID: "tap", ids.INTERCEPTOR_ID: "interceptor"}
+_RESERVED_ROLE = dict(ids.SERVICE_ROLES)
 
 # Service accounts (relay, tap) are not ids of users or enterprises, but their names
 # land in ACL patterns and topics all the same, so they get the same safe alphabet.

@@ -4,14 +4,25 @@ Mosquitto gets it as an ``acl_file`` (``mosquitto_acl``); the embedded amqtt bro
 topic plugin evaluates the very same rules with the functions below, so the two brokers
 cannot drift apart.
 
-    every account   write doormat/out/%u/#      (its own outbound topics)
-                    read  doormat/in/%u/#       (its own inbox)
-    role "relay"    readwrite doormat/#         (everything under doormat/)
+    every account   write doormat/out/%u/#      (its own outbound topics, to the relay)
+                    read  doormat/in/%u/#       (its own inbox, from the relay)
+                    write doormat/ev/%u/#       (its own events and status)
+                    write doormat/to/+/%u/#     (to another party, in its own name)
+                    read  doormat/to/%u/#       (what other parties send it)
+                    read  doormat/hello         (the observer asks for its status)
+    role "relay"    read  doormat/out/+/+       (everything every account sends it)
+                    write doormat/in/+/+        (every inbox)
+    role "observer" read  doormat/ev/#          (every party's events)
+                    write doormat/hello
 
 ``%u`` is the account's username (Mosquitto's ``pattern`` substitution). A tap account
 named ``tap`` therefore reads ``doormat/in/tap/#``, like any other non-relay account.
-Nothing else is allowed: nobody but a relay may subscribe to ``#`` or ``doormat/#``, and
-anything outside ``doormat/`` (``$SYS`` included) is closed to everyone.
+Nothing else is allowed: the relay can neither forge another party's events (it writes
+only ``doormat/ev/relay``) nor send a control in another's name, nor read one meant for
+another party; nobody but the observer reads events; nobody may subscribe to ``#`` or
+``doormat/#``; anything outside ``doormat/`` (``$SYS`` included) is closed to everyone.
+A receiver therefore learns the sender of a control from the topic's ``<from>`` level,
+as the relay learns the sender of an envelope from its topic.
 
 Semantics, as Mosquitto 2 applies them:
 
@@ -25,6 +36,7 @@ Semantics, as Mosquitto 2 applies them:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -55,28 +67,31 @@ class Rule:
 PATTERN_RULES: tuple[Rule, ...] = (
     Rule("write", f"{topics.OUT}/%u/#"),
     Rule("read", f"{topics.IN}/%u/#"),
+    Rule("write", f"{topics.EV}/%u/#"),
+    Rule("write", f"{topics.TO}/+/%u/#"),
+    Rule("read", f"{topics.TO}/%u/#"),
+    Rule("read", topics.HELLO),
 )
 
 # Extra rules by role (Mosquitto ``user`` blocks, one per account holding the role).
 ROLE_RULES: dict[str, tuple[Rule, ...]] = {
-    "relay": (Rule("readwrite", f"{topics.ROOT}/#"),),
-    "device": (),
-    "enterprise": (),
-    "tap": (),
-    "interceptor": (),
+    "relay": (Rule("read", f"{topics.OUT}/+/+"), Rule("write", f"{topics.IN}/+/+")),
+    "observer": (Rule("read", f"{topics.EV}/#"), Rule("write", topics.HELLO)),
 }
 
 
 def rules_for(account: Account) -> tuple[Rule, ...]:
-    return PATTERN_RULES + ROLE_RULES[account.role]
+    return PATTERN_RULES + ROLE_RULES.get(account.role, ())
 
 
-def _filters(account: Account, want: Literal["read", "write"]) -> list[str]:
-    return [
+@functools.lru_cache(maxsize=65536)
+def _filters(account: Account, want: Literal["read", "write"]) -> tuple[str, ...]:
+    # Cached: the brokers ask for every message they route (an account is immutable).
+    return tuple(
         r.for_user(account.username)
         for r in rules_for(account)
         if (r.reads() if want == "read" else r.writes())
-    ]
+    )
 
 
 def topic_matches(topic: str, topic_filter: str) -> bool:
@@ -144,12 +159,13 @@ def mosquitto_acl(accounts: Iterable[Account]) -> str:
     """The same rules as a Mosquitto 2 ``acl_file``."""
     lines = [
         "# Written by `doormat broker config` from doormat/broker/acl.py; regenerate, don't edit.",
-        "# %u is the username: each account writes only its outbound topics and reads only",
-        "# its own inbox.",
+        "# %u is the username: each account writes only its outbound topics, its events and",
+        "# what it sends other parties in its own name, and reads only its own inbox and",
+        "# what other parties send it.",
     ]
     lines += [f"pattern {r.access} {r.topic}" for r in PATTERN_RULES]
     for acc in sorted(accounts, key=lambda a: a.username):
-        extra = ROLE_RULES[acc.role]
+        extra = ROLE_RULES.get(acc.role, ())
         if extra:
             lines += ["", f"# role {acc.role}", f"user {acc.username}"]
             lines += [f"topic {r.access} {r.for_user(acc.username)}" for r in extra]

@@ -89,6 +89,7 @@ from . import acl
 from .accounts import Account, check_unique
 from .embedded_limits import LimitedBroker, PacketTooLarge
 from .limits import DEFAULT, BrokerLimits
+from .topic_index import FilterIndex
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,13 @@ def _take_received(session: Session) -> list[Any]:
     return [queue.get_nowait() for _ in range(queue.qsize())]
 
 
+class _Table(dict[str, list[Any]]):
+    """amqtt's subscription table (topic filter -> subscribers), with a short repr."""
+
+    def __repr__(self) -> str:
+        return f"<subscriptions: {len(self)} topic filters>"
+
+
 class _DoormatBroker(LimitedBroker):
     """amqtt's Broker with authentication before any session is touched (and the limits
     of ``embedded_limits.LimitedBroker``)."""
@@ -221,6 +229,13 @@ class _DoormatBroker(LimitedBroker):
         # Messages a connection published (and was PUBACKed for) that were still waiting
         # to be broadcast when it ended, by handler; see _client_message_loop.
         self._undelivered: dict[BrokerProtocolHandler, list[Any]] = {}
+        # The subscription table's filters by literal prefix, and each client's filters.
+        self._filter_index = FilterIndex()
+        self._filters_of: dict[str, set[str]] = {}
+        self._filters_changed = True
+        # amqtt logs repr(self._subscriptions) at debug level on every SUBSCRIBE, built
+        # even when debug is off: the whole table each time. The same dict, a short repr.
+        self._subscriptions = _Table(vars(self)["_subscriptions"])
 
     async def _initialize_client_session(
         self,
@@ -360,8 +375,13 @@ class _DoormatBroker(LimitedBroker):
         # received messages (docs/benchmarks.md, "Found" 3). Otherwise unchanged.
         broadcast = await self._broadcast_queue.get()
         topic = broadcast["topic"]
-        for k_filter, subscriptions in list(self._subscriptions.items()):
-            if not self._matches(topic, k_filter):
+        # Only the filters that can match (doormat/broker/topic_index.py), not the table.
+        if self._filters_changed:
+            self._filters_changed = False
+            self._filter_index.sync(self._subscriptions)
+        for k_filter in self._filter_index.candidates(topic):
+            subscriptions = self._subscriptions.get(k_filter)
+            if subscriptions is None or not self._matches(topic, k_filter):
                 continue
             for target_session, sub_qos in list(subscriptions):
                 qos = broadcast.get("qos", sub_qos)
@@ -388,6 +408,37 @@ class _DoormatBroker(LimitedBroker):
                             handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
                         )
                     )
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        # No retained messages are ever kept (retain_message below): nothing to send. Stock
+        # amqtt would await this once per filter of the whole table on every CONNECT.
+        return None
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        # Stock amqtt tries every filter of the table for each session it drops; only the
+        # filters that can hold this session's subscriptions need looking at: those it
+        # subscribed to (recorded in add_subscription).
+        filters = self._filters_of.pop(session.client_id, set())
+        self._filters_changed = True
+        for topic_filter in filters:
+            if self._del_subscription(topic_filter, session) and not self._subscriptions.get(
+                topic_filter, True
+            ):
+                del self._subscriptions[topic_filter]
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        granted: int = await super().add_subscription(subscription, session)
+        if granted != 0x80:
+            self._filters_of.setdefault(session.client_id, set()).add(subscription[0])
+            self._filters_changed = True
+        return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        self._filters_changed = True
+        deleted: int = super()._del_subscription(a_filter, session)
+        return deleted
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # Messages queued while a persistent session was away are ordinary deliveries;

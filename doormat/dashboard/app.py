@@ -130,10 +130,10 @@ def create_app(hub: Hub, *, allowed_hosts: list[str] | None = None) -> Starlette
         return await hub.send(body.get("device"), body.get("to_user"), body.get("text"))
 
     async def li(body: dict[str, Any]) -> dict[str, Any]:
-        return hub.set_li(body.get("mode"))
+        return await hub.set_li(body.get("mode"))
 
     async def backdoor(body: dict[str, Any]) -> dict[str, Any]:
-        return hub.set_backdoor(body.get("backdoor"))
+        return await hub.set_backdoor(body.get("backdoor"))
 
     async def exposure_get(body: dict[str, Any]) -> dict[str, Any]:
         return {"exposure": hub.exposure}

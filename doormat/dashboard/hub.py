@@ -38,7 +38,7 @@ RECENT = 800  # events a page that connects late gets
 QUEUE = 2000  # messages a slow page may fall behind before it is dropped (it reconnects)
 # Events after which the exposure matrix is recomputed (debounced).
 EXPOSURE_KINDS = ("relay.accepted", "tap.captured", "government.mandate", "relay.li_mode",
-                  "agency.received", "relay.ghost")
+                  "agency.received", "relay.ghost", "attacker.read")
 MAX_TEXT = 2000
 
 WARRANT_NOTE = (
@@ -326,17 +326,17 @@ class Hub:
 
     # -- controls -----------------------------------------------------------------------
 
-    def set_li(self, mode: Any) -> dict[str, Any]:
+    async def set_li(self, mode: Any) -> dict[str, Any]:
         if mode not in MODES:
             raise ActionError(f"unknown LI mode {mode!r}: use one of {', '.join(MODES)}")
-        self.system.set_li(mode)
+        await self.system.set_li(mode)
         return self.modes()
 
-    def set_backdoor(self, backdoor: Any) -> dict[str, Any]:
+    async def set_backdoor(self, backdoor: Any) -> dict[str, Any]:
         if backdoor not in BACKDOORS:
             raise ActionError(
                 f"unknown back door {backdoor!r}: use one of {', '.join(BACKDOORS)}")
-        self.system.set_backdoor(backdoor)
+        await self.system.set_backdoor(backdoor)
         return self.modes()
 
     async def send(self, device: Any, to_user: Any, text: Any) -> dict[str, Any]:
@@ -422,9 +422,7 @@ class Hub:
 
     async def verify_ledger(self) -> dict[str, Any]:
         try:
-            # In the loop's thread: the ledger's connection belongs to it (and a lab's
-            # ledger verifies in milliseconds).
-            return oversight.verify_ledger(self.system)
+            return await oversight.verify_ledger(self.system)
         except oversight.OversightError as exc:
             raise ActionError(str(exc), 409) from None
 

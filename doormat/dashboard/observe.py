@@ -1,68 +1,30 @@
 """The dashboard's measurements: the exposure matrix, the attackers, the operator's search.
 
-Each does real work on real bytes - decryption attempts with the keys a party holds -
-and the slow part runs in a worker thread so the event loop (broker, relay, devices,
-the page's stream) keeps going. What must be read in the loop's thread (the tap's SQLite
-connection belongs to it) is copied first; the thread works on the copy.
-
-The attackers and the operator's search report what they found as events on the
-system's log (``attacker.read``, ``operator.searched``): they are actions a student
-takes in the lab, and exercises are solved by them like by any other event.
+The matrix is read over the plane: every observer computes its own row (real
+decryption with the keys it holds, in its own service) and the dashboard only combines
+them (``doormat.exposure.aggregate``, which holds no key). The attacks are lab controls
+to the attacker service, which breaches the owner of what it steals and reports what it
+read (``attacker.read``); the operator's search runs over the relay's own store
+(``operator.searched``). Exercises are solved by these events like by any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from doormat.attacks import DeviceImage, steal_escrow_key
-from doormat.exposure import VICTIM_USER_INDEX, assess, observers_of
+from doormat.exposure import MEASURED_SERVICES, VICTIM_USER_INDEX, aggregate
 from doormat.system import System
+from infra.observer import Observer, gather_rows
+from infra.plane import ControlError, Party
 from wire import envelope as wire_envelope
 from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
-from wire.ids import user_of
+from wire.ids import ATTACKER_ID
 
 OPERATOR = "relay-operator"
-ATTACKER = "attacker"
-
-
-class _Captured:
-    """Stands in for a relay or a tap in a worker thread: the same ``captured()`` over a
-    copy of the bytes, everything else from the real object."""
-
-    def __init__(self, real: Any, copies: dict[str, list[bytes]]) -> None:
-        self._real = real
-        self._copies = copies
-
-    def captured(self, kind: str = "mirror") -> Iterator[bytes]:
-        return iter(self._copies.get(kind, self._copies.get("*", [])))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-
-class _Snapshot:
-    """A system whose relay and tap answer ``captured()`` from copies (see module doc)."""
-
-    def __init__(self, system: System) -> None:
-        self._system = system
-        assert system.relay is not None
-        self.relay = _Captured(system.relay, {"*": list(system.relay.captured())})
-        self.tap = None
-        if system.tap is not None:
-            self.tap = _Captured(system.tap, {
-                "mirror": list(system.tap.captured("mirror")),
-                "ghost": list(system.tap.captured("ghost")),
-            })
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._system, name)
 
 
 def victim_device(system: System) -> str:
@@ -71,114 +33,58 @@ def victim_device(system: System) -> str:
     return users[min(VICTIM_USER_INDEX, len(users) - 1)].device_ids[0]
 
 
+def _observer(system: System) -> Observer:
+    if system.observer is None:
+        raise ValueError("the system is not started")
+    return system.observer
+
+
+def _lab(system: System) -> Party:
+    if system.lab is None:
+        raise ValueError("the system is not started")
+    return system.lab
+
+
 async def exposure(system: System) -> dict[str, Any]:
-    """The exposure matrix now, from ``observers_of``: every observer's captured, readable
-    and metadata counts, by real decryption with the keys it holds."""
+    """The exposure matrix now: every observer's own row (``measure``: each computes it
+    in its own service, from its own store, with the keys it holds), combined by
+    ``doormat.exposure.aggregate``, which holds no key. The attackers' rows are what the
+    attacker really stole (the attackers' pane's actions)."""
     started = time.monotonic()
-    snapshot = _Snapshot(system)
-    taken_at = system.messages_sent
-    victim = victim_device(system)
-    image_path = system.state_dir / "stolen" / f"{victim}.dashboard.sqlite"
-
-    def work() -> list[dict[str, Any]]:
-        image = DeviceImage.take(victim, system.state_dir / f"{victim}.sqlite", image_path,
-                                 taken_at)
-        return [{"name": o.name, **o.to_json()} for o in observers_of(snapshot, image)]  # type: ignore[arg-type]
-
-    try:
-        observers = await asyncio.to_thread(work)
-    except sqlite3.ProgrammingError:
-        # Some observer reads through a connection owned by the loop's thread: measure
-        # in the loop instead (correct, only not concurrent).
-        snapshot = system  # type: ignore[assignment]
-        observers = work()
+    services = [*MEASURED_SERVICES[:3], *system.enterprises, *MEASURED_SERVICES[3:]]
+    counts = aggregate(await gather_rows(_observer(system), services))
     return {
         "computed_ms": time.time_ns() // 1_000_000,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
-        "messages_sent": system.messages_sent,
-        "messages_delivered": system.messages_delivered,
+        "messages_sent": counts.messages_sent,
+        "messages_delivered": counts.messages_delivered,
         "li": system.li,
-        "backdoor": system.government.backdoor,
-        "image_of": victim,
-        "observers": observers,
+        "backdoor": system.backdoor,
+        "image_of": victim_device(system),
+        "observers": [{"name": o.name, **o.to_json()} for o in counts.observers],
     }
 
 
-def _recipients(raws: list[bytes]) -> dict[tuple[str, str], set[str]]:
-    out: dict[tuple[str, str], set[str]] = {}
-    for raw in raws:
-        try:
-            env = wire_envelope.parse(raw)
-        except EnvelopeError:
-            continue
-        out.setdefault((env.sender, env.id), set()).add(env.recipient)
-    return out
-
-
-def _attack_fields(result: Any, raws: list[bytes], victim_user: str | None) -> dict[str, Any]:
-    to = _recipients(raws)
-    opened = result.opened
-    users = {user_of(sender) for sender, _ in opened}
-    others = 0
-    if victim_user is not None:
-        for (sender, mid) in opened:
-            involved = {user_of(sender)} | {user_of(r) for r in to.get((sender, mid), set())}
-            if victim_user not in involved:
-                others += 1
-    sample = next(iter(opened.values()), None)
-    fields: dict[str, Any] = {
-        "captured": result.captured,
-        "readable": result.readable,
-        "users_read": len(users),
-        "others_read": others,
-        "keys": ", ".join(result.keys) or "none",
-    }
-    if sample is not None:
-        fields["sample"] = sample.decode(errors="replace")[:200]
-    return fields
+async def _attack(system: System, op: str, **args: Any) -> dict[str, Any]:
+    try:
+        answer = await _lab(system).call(ATTACKER_ID, op, timeout=120.0, **args)
+    except ControlError as exc:
+        raise ValueError(str(exc)) from None
+    return {k: v for k, v in answer.items() if k not in ("req", "ok")}
 
 
 async def steal_escrow(system: System) -> dict[str, Any]:
-    """An attacker steals the government's escrow key and tries it on the relay's store
-    (what an insider, a breach or a court order against the operator yields)."""
-    assert system.relay is not None
-    raws = list(system.relay.captured())
-    key = system.government.escrow_key
-    if key is None:
-        fields = {"attack": "escrow-key", "device": "", "captured": len(_recipients(raws)),
-                  "readable": 0, "users_read": 0, "others_read": 0,
-                  "keys": "none: the government holds no escrow key (no escrow mandate yet)"}
-    else:
-        def work() -> dict[str, Any]:
-            result = assess("attacker:escrow-key", raws, readers=[steal_escrow_key(key)])
-            return _attack_fields(result, raws, None)
-
-        fields = {"attack": "escrow-key", "device": "", **(await asyncio.to_thread(work))}
-    system.events.emit(ATTACKER, "attacker.read", **fields)
-    return fields
+    """The lab has the attacker steal the government's escrow key (a breach of the tap)
+    and try it on its copy of the relay's store; the attacker emits ``attacker.read``."""
+    return await _attack(system, "attack.steal-escrow-key")
 
 
 async def image_device(system: System, device: str) -> dict[str, Any]:
-    """An attacker extracts an image of one device's storage and tries everything in it
-    on the relay's store."""
-    assert system.relay is not None
+    """The lab has the attacker extract an image of one device's storage (a breach of
+    the device) and try everything in it on its copy of the relay's store."""
     if device not in system.devices:
         raise ValueError(f"no running device {device!r}")
-    raws = list(system.relay.captured())
-    path = system.state_dir / "stolen" / f"{device}.attack-{time.time_ns()}.sqlite"
-
-    def work() -> dict[str, Any]:
-        image = DeviceImage.take(device, system.state_dir / f"{device}.sqlite", path,
-                                 system.messages_sent)
-        try:
-            result = assess("attacker:device-image", raws, readers=image.readers())
-        finally:
-            Path(path).unlink(missing_ok=True)
-        return _attack_fields(result, raws, user_of(device))
-
-    fields = {"attack": "device-image", "device": device, **(await asyncio.to_thread(work))}
-    system.events.emit(ATTACKER, "attacker.read", **fields)
-    return fields
+    return await _attack(system, "attack.image-device", device=device)
 
 
 def _contains(raw: bytes, needle: bytes) -> bool:

@@ -16,6 +16,7 @@ unless the system offers ``verify_ledger()`` itself, which then reports.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import sqlite3
 import time
@@ -87,11 +88,13 @@ def draft_warrant(system: System, form: dict[str, Any]) -> bytes:
     return data
 
 
-def verify_ledger(system: System) -> dict[str, Any]:
-    """Oversight verifies the whole audit ledger now."""
+async def verify_ledger(system: System) -> dict[str, Any]:
+    """Oversight verifies the whole audit ledger now (the court's ``ledger.verify``)."""
     own = getattr(system, "verify_ledger", None)
     if callable(own):
         result = own()
+        if inspect.isawaitable(result):
+            result = await result
         return result if isinstance(result, dict) else {"result": str(result)}
     ledger = getattr(system, "ledger", None)
     signer = getattr(system, "ledger_signer", None)

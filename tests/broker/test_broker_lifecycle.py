@@ -202,7 +202,8 @@ def test_write_config_local_paths_and_modes(tmp_path: Path) -> None:
     users = dict(line.split(":", 1) for line in files.passwd.read_text().splitlines())
     assert set(users) == {"relay", ALICE}
     assert verify_password("a", users[ALICE])
-    assert "user relay\ntopic readwrite doormat/#" in files.acl.read_text()
+    relay_rules = "user relay\ntopic read doormat/out/+/+\ntopic write doormat/in/+/+"
+    assert relay_rules in files.acl.read_text()
 
 
 # -- Mosquitto, the process ------------------------------------------------------------

@@ -111,6 +111,8 @@ async def test_dashboard_in_chromium(served: Any, tmp_path: Path) -> None:
             await expect(page.locator("#seq")).to_contain_text("READ: Merger term sheet")
 
             # 5. The exposure matrix changed: the tap and a stolen escrow key now read.
+            # (Attackers' rows are what the attacker service really stole: steal the key.)
+            await page.get_by_role("button", name="Steal the escrow key").click()
             await expect(matrix.locator('tr[data-observer="blanket-tap"]')).to_contain_text(
                 re.compile(r"READS 1\b"))
             await expect(matrix.locator('tr[data-observer="attacker:escrow-key"]')).to_contain_text(

@@ -87,7 +87,7 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     await lab.until("relay-sees-no-plaintext")
 
     # Blanket, no back door: everything mirrored, nothing read.
-    lab.hub.set_li("blanket")
+    await lab.hub.set_li("blanket")
     await lab.send("carol@globex.phone", "dave@globex", "Supplier list, lima-7")
     await lab.send("dave@globex.phone", "bob@acme", "Price sheet, mike-3")
     await lab.settle_tap()
@@ -95,7 +95,7 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     assert not [e for e in lab.system.events.events(kind="tap.captured") if e["readable"]]
 
     # Escrow: the tap reads; a stolen escrow key reads every user.
-    lab.hub.set_backdoor("escrow")
+    await lab.hub.set_backdoor("escrow")
     await lab.send("carol@globex.phone", "dave@globex", "Escrowed: november-1")
     await lab.send("bob@acme.phone", "alice@acme", "Escrowed: oscar-2")
     await lab.settle_tap()
@@ -105,7 +105,7 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     await lab.until("escrow-key-stolen")
 
     # Global key: the tap reads; one phone's image reads other people's messages.
-    lab.hub.set_backdoor("global-key")
+    await lab.hub.set_backdoor("global-key")
     await lab.send("bob@acme.phone", "dave@globex", "Global: papa-5")
     await lab.settle_tap()
     await lab.until("global-key-opens-the-tap")
@@ -115,7 +115,7 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
 
     # Ghost: the directory lists a government device for everyone; the tap reads what
     # unmodified clients encrypt to it, and alice's phone's audit of the log catches it.
-    lab.hub.set_backdoor("ghost")
+    await lab.hub.set_backdoor("ghost")
     await lab.system.ghosts_installed()
     await lab.send("alice@acme.phone", "bob@acme", "Ghosted: sierra-6")
     await lab.until("ghost-reads")
@@ -124,8 +124,8 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     assert {a["device"] for a in alarms if a["user"] == "alice@acme"} == {"alice@acme.gov"}
 
     # Warrants, refused for three reasons (scoped, no back door from here on).
-    lab.hub.set_backdoor("none")
-    lab.hub.set_li("scoped")
+    await lab.hub.set_backdoor("none")
+    await lab.hub.set_li("scoped")
     base = {"categories": ["IRI", "CC"], "approvals": ["executive", "judicial"],
             "starts_in_s": 0, "duration_s": 3600, "tamper": False}
     d = await lab.hub.submit_warrant({**base, "targets": ["user:alice@acme"], "tamper": True})

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from doormat.cast import default_cast
-from doormat.exposure import ObserverResult, observers_of, take_image
 from doormat.system import System
 from tests.support.processes import skip_without_mosquitto
+from tests.system.observers import Observed, forward_secrecy, observers
 from tests.system.system_helpers import converse
+from wire.ids import ATTACKER_ID
 
 SCRIPT = [
     ("alice@acme.phone", "bob@acme", "acme internal: merger plan"),
@@ -27,17 +28,13 @@ SCRIPT = [
 ]
 
 
-def by_name(observers: list[ObserverResult]) -> dict[str, ObserverResult]:
-    return {o.name: o for o in observers}
-
-
-def assert_reads_exactly(o: ObserverResult, truth: dict[tuple[str, str], str]) -> None:
+def assert_reads_exactly(o: Observed, truth: dict[tuple[str, str], str]) -> None:
     assert {k: v.decode() for k, v in o.opened.items()} == truth
 
 
 async def run(
     tmp_path: Path, li: str, backdoor: str, broker: str = "embedded"
-) -> tuple[System, dict[tuple[str, str], str], dict[str, ObserverResult]]:
+) -> tuple[System, dict[tuple[str, str], str], dict[str, Observed]]:
     system = System(default_cast(), broker=broker, state_dir=tmp_path, li=li, backdoor=backdoor)
     await system.start()
     truth = await converse(system, SCRIPT)
@@ -48,8 +45,7 @@ async def run(
             if system.tap.count("mirror") >= envelopes:
                 break
             await asyncio.sleep(0.01)
-    image = take_image(system, "carol@globex.phone", len(SCRIPT))
-    return system, truth, by_name(observers_of(system, image))
+    return system, truth, await observers(system, "carol@globex.phone")
 
 
 @pytest.mark.parametrize(
@@ -117,8 +113,6 @@ async def test_global_key_one_device_image_reads_everyone(tmp_path: Path) -> Non
 async def test_forward_secrecy_lost_only_with_the_back_door(tmp_path: Path) -> None:
     """A device image taken mid-run: the ratchet alone opens none of the earlier messages;
     with the global-key build the same image opens them all."""
-    from doormat.exposure import forward_secrecy
-
     for backdoor, expect_whole in (("none", 0), ("global-key", 3)):
         system = System(default_cast(), state_dir=tmp_path / backdoor, backdoor=backdoor)
         await system.start()
@@ -126,12 +120,13 @@ async def test_forward_secrecy_lost_only_with_the_back_door(tmp_path: Path) -> N
             for device, to_user, text in SCRIPT[:3]:
                 d = await system.send(device, to_user, text)
                 assert await system.wait_delivered(d)
-            image = take_image(system, "carol@globex.phone", 3)
+            assert system.lab is not None
+            await system.lab.call(ATTACKER_ID, "attack.image-device", device="carol@globex.phone")
             for device, to_user, text in SCRIPT[3:]:
                 d = await system.send(device, to_user, text)
                 assert await system.wait_delivered(d)
-            before = {(d.sender, d.sent.id) for d in list(system.deliveries.values())[:3]}
-            fs = forward_secrecy(system, image, before)
+            fs = await forward_secrecy(system)
+            assert fs is not None
             assert fs["messages_before"] == 3
             assert fs["readable_with_ratchet_alone"] == 0
             assert fs["readable_with_whole_image"] == expect_whole
@@ -145,8 +140,8 @@ async def test_switching_at_runtime(tmp_path: Path) -> None:
     await system.start()
     try:
         first = await converse(system, SCRIPT)
-        system.set_li("blanket")
-        system.set_backdoor("escrow")
+        await system.set_li("blanket")
+        await system.set_backdoor("escrow")
         second = await converse(system, SCRIPT)
         assert system.tap is not None
         envelopes = sum(len(d.sent.devices) for d in system.deliveries.values())
@@ -154,8 +149,7 @@ async def test_switching_at_runtime(tmp_path: Path) -> None:
             if system.tap.count("mirror") >= envelopes // 2:
                 break
             await asyncio.sleep(0.01)
-        image = take_image(system, "carol@globex.phone", len(first) + len(second))
-        obs = by_name(observers_of(system, image))
+        obs = await observers(system, "carol@globex.phone")
         assert obs["blanket-tap"].captured == len(second)
         assert_reads_exactly(obs["blanket-tap"], second)
         # The thief with the escrow key reads exactly the escrowed half of the archive.

@@ -16,9 +16,10 @@ import sqlite3
 from pathlib import Path
 
 from doormat.cast import default_cast
-from doormat.exposure import ObserverResult, forward_secrecy, observers_of, take_image
 from doormat.system import System
 from tests.support.polling import until
+from tests.system.observers import Observed, forward_secrecy, observers
+from wire.ids import ATTACKER_ID
 
 CAROL = "carol@globex.phone"
 ALICE = "alice@acme.phone"
@@ -42,7 +43,7 @@ async def withhold_one_time_prekeys(system: System, device: str) -> None:
         db.execute("DELETE FROM one_time_prekeys WHERE device = ?", (device,))
 
 
-def texts(o: ObserverResult) -> set[str]:
+def texts(o: Observed) -> set[str]:
     return {v.decode() for v in o.opened.values()}
 
 
@@ -53,8 +54,9 @@ async def test_image_opens_what_it_really_holds_and_nothing_else(tmp_path: Path)
         sent["p2"] = await say(system, CAROL, "alice@acme", "p2 carol answers before the theft")
         await withhold_one_time_prekeys(system, CAROL)
         sent["p3"] = await say(system, DAVE, "carol@globex", "p3 first contact, no one-time prekey")
-        before = set(sent.values())
-        image = take_image(system, CAROL, len(sent))
+        # The attacker images carol's phone now (a lab breach of the device).
+        assert system.lab is not None
+        await system.lab.call(ATTACKER_ID, "attack.image-device", device=CAROL)
         sent["a1"] = await say(system, CAROL, "alice@acme", "a1 carol, same sending chain")
         sent["a2"] = await say(system, ALICE, "carol@globex", "a2 alice answers carol")
         sent["a3"] = await say(system, CAROL, "alice@acme", "a3 carol after alice's DH step")
@@ -62,7 +64,7 @@ async def test_image_opens_what_it_really_holds_and_nothing_else(tmp_path: Path)
         sent["a6"] = await say(system, DAVE, "carol@globex", "a6 dave answers carol")
         sent["a7"] = await say(system, CAROL, "dave@globex", "a7 carol after dave's DH step")
         sent["x"] = await say(system, ALICE, "bob@acme", "x not carol's conversation")
-        stolen = {o.name: o for o in observers_of(system, image)}["attacker:device-image"]
+        stolen = (await observers(system))["attacker:device-image"]
         opened = texts(stolen)
         truth = {k: system.deliveries[v].text for k, v in sent.items()}
         # Every read is a message really sent, with its exact text.
@@ -79,6 +81,7 @@ async def test_image_opens_what_it_really_holds_and_nothing_else(tmp_path: Path)
         for k in ("p1", "p2", "a7", "x"):
             assert truth[k] not in opened
         assert stolen.readable == len(expected)
-        fs = forward_secrecy(system, image, before)
+        fs = await forward_secrecy(system)
+        assert fs is not None
         assert fs["messages_before"] == 3
         assert fs["readable_with_ratchet_alone"] == 1  # p3: X3DH without a one-time prekey

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 from doormat.cast import default_cast
-from doormat.exposure import observers_of, take_image
 from doormat.system import System
+from tests.system.observers import observers
 from tests.system.system_helpers import converse
 
 SCRIPT = [
@@ -33,11 +33,11 @@ async def test_ghost_reads_everything_after_it_was_added_and_is_detected(
     async with System(default_cast(), state_dir=tmp_path, li="blanket") as system:
         before = await converse(system, SCRIPT)  # no ghost yet
         assert await system.monitor() == []
-        system.set_backdoor("ghost")
+        await system.set_backdoor("ghost")
         await system.ghosts_installed()
         after = await converse(system, SCRIPT)
         await settle(system)
-        obs = {o.name: o for o in observers_of(system, take_image(system, "bob@acme.phone", 8))}
+        obs = await observers(system, "bob@acme.phone")
         tap = obs["blanket-tap"]
         # Real decryption by the ghosts' ratchets: exactly the messages after the ghost.
         assert {k: v.decode() for k, v in tap.opened.items()} == after
@@ -58,7 +58,7 @@ async def test_no_ghost_no_alarm(tmp_path: Path) -> None:
     ) as system:
         await converse(system, SCRIPT)
         await system.monitor()
-        assert system.gossip() == []
+        assert await system.gossip() == []
         assert system.alarms() == []
 
 
@@ -67,13 +67,13 @@ async def test_split_view_is_caught_when_devices_compare_checkpoints(tmp_path: P
         assert system.relay is not None
         # Hide the ghosts from alice's devices only, then add them.
         system.relay.relay.set_split_view({"alice@acme"})
-        system.set_backdoor("ghost")
+        await system.set_backdoor("ghost")
         await system.ghosts_installed()
         for dev in system.devices.values():
             dev.forget_device_lists()
         await converse(system, SCRIPT)
         await system.monitor()
-        alarms = system.gossip()
+        alarms = await system.gossip()
         assert any(a["kind"] == "split-view" for a in alarms)
         # alice's own devices saw no ghost in their (forked) view of the log...
         assert not any(

@@ -226,7 +226,7 @@ async def test_a_rollback_under_the_running_interceptor_halts_it(
     with pytest.raises(Exception, match="lost entries"):
         await system.submit_warrant(w.encode())
     assert system.interceptor is not None and system.interceptor.core.halted
-    result = system.verify_ledger()
+    result = await system.verify_ledger()
     assert not result["ok"]
     assert any("it was rolled back" in p for p in result["problems"]), result["problems"]
     kinds = [e["kind"] for e in system.events.events()]

@@ -173,7 +173,7 @@ async def test_crash_between_ledger_and_task_leaves_no_task_without_entry(
         system.ledger,
         trust=system.legal.trust,
         policy=system.legal.policy,
-        agency=system.legal.agency.public,
+        agency=system.legal.agency_key,
         directory=lambda f, v: True,
         archives=lambda e: False,
         events=system.events,

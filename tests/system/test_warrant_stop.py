@@ -167,7 +167,7 @@ async def test_cancel_after_enterprise_restart(scoped: System) -> None:
     server = system.servers["acme"]
     decision = server.accept_warrant(
         w.encode(),
-        agency=system.legal.agency.public,
+        agency=system.legal.agency_key,
         trust=system.legal.trust,
         policy=system.legal.policy,
         now=int(time.time()),

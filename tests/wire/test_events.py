@@ -63,3 +63,14 @@ def test_lines_are_sorted_json_objects() -> None:
     line = sink.getvalue()
     assert line.endswith("\n") and line.count("\n") == 1
     assert list(json.loads(line)) == sorted(json.loads(line))
+
+
+def test_append_records_an_event_emitted_elsewhere_as_it_is() -> None:
+    sink = io.StringIO()
+    mirror = EventLog(sink)
+    seen: list[dict[str, object]] = []
+    mirror.subscribe(seen.append)
+    event = {"t": 5, "actor": "relay", "kind": "relay.accepted", "svc": "relay"}
+    assert mirror.append(event) is event
+    assert mirror.events() == [event] and seen == [event]
+    assert json.loads(sink.getvalue()) == event

@@ -35,7 +35,11 @@ def test_unsafe_device_ids_refused(bad: str) -> None:
 def test_service_names_are_reserved() -> None:
     """No enterprise may take a service account's name: one called "tap" would enrol
     ghost devices at the relay, one called "relay" would share the relay's inbox."""
-    assert set(RESERVED) == {RELAY_ID, TAP_ID, INTERCEPTOR_ID}
+    assert {RELAY_ID, TAP_ID, INTERCEPTOR_ID} <= set(RESERVED)
+    assert set(RESERVED) == {
+        "relay", "tap", "interceptor", "vendor", "court", "agency", "attacker", "operator",
+        "lab", "observer",
+    }
     assert check_enterprise("acme") == "acme"
     for name in RESERVED:
         with pytest.raises(IdError, match=f"'{name}' is reserved for a service account"):

@@ -20,8 +20,12 @@ envelope fields, binds them to their envelope, and (de)serialises a build.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wire.b64 import B64Error, b64decode, b64encode
 from wire.envelope import Envelope
@@ -75,6 +79,59 @@ class ClientBuild:
         )
 
 
+# -- what the vendor signs, and what a device checks before it installs a build ---------
+
+#: Domain separation: a build signature is never a signature of anything else.
+BUILD_SIGNATURE_CONTEXT = b"doormat client build v1\n"
+
+
+class BuildError(ValueError):
+    """A build a device refuses: unsigned, wrongly signed, not newer, malformed."""
+
+
+def build_document(build: ClientBuild, version: int) -> dict[str, Any]:
+    """The build as the vendor ships it: its fields and its version (1, 2, ...)."""
+    return {**build.to_json(), "version": version}
+
+
+def build_message(document: dict[str, Any]) -> bytes:
+    """The bytes the vendor's Ed25519 key signs: a context line, then the document as
+    canonical JSON (sorted keys, no spaces)."""
+    return BUILD_SIGNATURE_CONTEXT + json.dumps(
+        document, sort_keys=True, separators=(",", ":")
+    ).encode()
+
+
+def verify_build(
+    vendor_key: bytes, document: Any, signature: bytes, installed_version: int
+) -> tuple[ClientBuild, int]:
+    """The build and its version, if ``signature`` is the vendor's (``vendor_key``: the
+    raw Ed25519 public key the device pinned) over ``document`` and the version is newer
+    than ``installed_version``; BuildError (one line: why) otherwise."""
+    if not isinstance(document, dict) or set(document) != {
+        "name", "escrow_public_key", "global_key", "version"
+    }:
+        raise BuildError("not a build document (name, escrow_public_key, global_key, version)")
+    version = document["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BuildError("the build's version must be a positive integer")
+    if not signature:
+        raise BuildError("unsigned build")
+    try:
+        Ed25519PublicKey.from_public_bytes(vendor_key).verify(signature, build_message(document))
+    except (InvalidSignature, ValueError):
+        raise BuildError("the build is not signed by the vendor key this device trusts") from None
+    if version <= installed_version:
+        raise BuildError(
+            f"version {version} is not newer than the installed version {installed_version}"
+        )
+    try:
+        build = ClientBuild.from_json(document)
+    except (B64Error, ValueError) as exc:
+        raise BuildError(f"malformed build: {exc}") from None
+    return build, version
+
+
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else b64encode(data)
 
@@ -87,10 +144,15 @@ def _key(text: Any, name: str) -> bytes | None:
 
 __all__ = [
     "BACKDOORS",
+    "BUILD_SIGNATURE_CONTEXT",
     "ESCROW_FIELD",
     "GLOBAL_FIELD",
+    "BuildError",
     "ClientBuild",
     "binding",
     "binding_of",
+    "build_document",
+    "build_message",
     "mandated_field",
+    "verify_build",
 ]
