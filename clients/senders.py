@@ -38,7 +38,7 @@ from wire.ids import user_of
 from wire.kt import InconsistentCheckpoint
 
 if TYPE_CHECKING:
-    from clients.device import _Opened
+    from clients.receiving import _Opened
 
 log = logging.getLogger(__name__)
 
