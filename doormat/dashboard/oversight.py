@@ -15,14 +15,13 @@ unless the system offers ``verify_ledger()`` itself, which then reports.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import sqlite3
 import time
 from typing import Any
 
 from doormat.system import System
+from interceptor import insider
 from wire.ids import is_device
 
 OVERSIGHT = "oversight"
@@ -121,44 +120,11 @@ def tamper_ledger(system: System) -> dict[str, Any]:
     ledger = getattr(system, "ledger", None)
     if ledger is None:
         raise OversightError("this system has no audit ledger")
-    db = sqlite3.connect(ledger.path, timeout=10)
     try:
-        rows = db.execute("SELECT idx, entry FROM entries ORDER BY idx").fetchall()
-        if not rows:
-            raise OversightError("the ledger is empty: submit a warrant first")
-        idx, raw = rows[0]
-        for i, r in rows:
-            try:
-                obj = json.loads(bytes(r))
-            except ValueError:
-                continue
-            # A warrant decision keeps its verdict in the entry's payload.
-            if isinstance(obj, dict) and _payload(obj).get("accepted") is False:
-                idx, raw = i, r
-                break
-        try:
-            obj = json.loads(bytes(raw))
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            payload = _payload(obj)
-            if payload.get("accepted") is False:
-                payload["accepted"] = True
-                payload["reason"] = "accepted"
-                what = "a refused warrant now reads as accepted"
-            else:
-                obj["edited_by"] = "insider"
-                what = "an entry's content was changed"
-            new = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-        else:
-            new = bytes(raw) + b" "
-            what = "an entry's bytes were changed"
-        leaf = hashlib.sha256(b"\x00" + new).digest()
-        with db:
-            db.execute("UPDATE entries SET entry = ?, leaf_hash = ? WHERE idx = ?",
-                       (new, leaf, idx))
-    finally:
-        db.close()
+        done = insider.tamper(ledger.path)
+    except insider.InsiderError as exc:
+        raise OversightError(str(exc)) from exc
+    idx, what = done["index"], done["what"]
     system.events.emit(INSIDER, "ledger.tampered", index=idx, what=what)
     return {"index": idx, "what": what}
 
@@ -172,21 +138,11 @@ def rollback_ledger(system: System) -> dict[str, Any]:
     ledger = getattr(system, "ledger", None)
     if ledger is None:
         raise OversightError("this system has no audit ledger")
-    db = sqlite3.connect(ledger.path, timeout=10)
     try:
-        (size,) = db.execute("SELECT count(*) FROM entries").fetchone()
-        if size < 2:
-            raise OversightError("the ledger is too short to roll back: submit warrants first")
-        keep = size // 2
-        with db:
-            db.execute("DELETE FROM entries WHERE idx >= ?", (keep,))
-            db.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))
-    finally:
-        db.close()
+        done = insider.rollback(ledger.path)
+    except insider.InsiderError as exc:
+        raise OversightError(str(exc)) from exc
+    keep, size = done["kept"], done["kept"] + done["removed"]
     system.events.emit(INSIDER, "ledger.rolled_back", kept=keep, removed=size - keep)
     return {"kept": keep, "removed": size - keep}
 
-
-def _payload(entry: dict[str, Any]) -> dict[str, Any]:
-    payload = entry.get("payload")
-    return payload if isinstance(payload, dict) else {}
