@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from clients.device import Device, emit_alarm
+from clients.limits import TextTooLong
 from infra.plane import Handler, Plane
 from wire.b64 import B64Error, b64decode, b64encode
 from wire.control import ControlRefused, Request
@@ -66,7 +67,10 @@ class DeviceControls:
         return {"name": build.name, "version": version}
 
     async def send(self, request: Request) -> dict[str, Any]:
-        sent = await self.device.send(request.args["to_user"], request.args["text"], lab=True)
+        try:
+            sent = await self.device.send(request.args["to_user"], request.args["text"], lab=True)
+        except TextTooLong as exc:  # refused at the sender, with the limit
+            raise ControlRefused(str(exc)) from None
         return {"id": sent.id, "devices": sent.devices}
 
     def breach_image(self, request: Request) -> dict[str, Any]:

@@ -30,7 +30,10 @@ from clients.crypto import CryptoError, DeviceCrypto, PublicIdentity, Sealed
 from clients.identities import Decision, Known, after_lookup, first_look, unverifiable
 from clients.kt import DirectoryView
 from clients.store import DeviceStore, Incoming
+from infra.failures import describe, is_transient
+from infra.link import Link
 from wire import envelope as wire_envelope
+from wire import topics
 from wire.b64 import b64decode, b64encode
 from wire.envelope import Envelope, EnvelopeError
 from wire.events import EventLog, now_ms
@@ -51,6 +54,7 @@ class SenderChecks:
     kt: DirectoryView | None
     check_identities: bool
     _store: DeviceStore
+    _link: Link
     _events: EventLog
     _checker: asyncio.Task[None] | None
     _check_again: bool
@@ -167,7 +171,7 @@ class SenderChecks:
                 except InconsistentCheckpoint as exc:
                     logged[user] = f"split view ({exc})"
             # Nothing awaits from here to the commit: no other message interleaves.
-            self._settle_held(env, logged.get(user))
+            self._settle_held(env, payload, logged.get(user))
 
     def _first_decision(self, env: Envelope) -> Decision:
         presented = self._presented(env)
@@ -175,7 +179,9 @@ class SenderChecks:
             return Decision("accept", how="same")
         return first_look(self._known(env.sender), presented, kt=self.kt is not None)
 
-    def _settle_held(self, env: Envelope, logged: dict[str, str] | str | None) -> None:
+    def _settle_held(
+        self, env: Envelope, payload: bytes, logged: dict[str, str] | str | None
+    ) -> None:
         presented = self._presented(env)
         decision = self._first_decision(env)
         if decision.verdict == "check":
@@ -197,7 +203,20 @@ class SenderChecks:
             self._store.refuse_held(env.sender, env.id)
             self._identity_alarm(env.sender, decision, presented, op="receive", msg_id=env.id)
             return
-        o = self._decrypt(env)
+        snapshot = self.crypto.to_bytes()
+        try:
+            o = self._decrypt(env)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            # One this device cannot process (a text too long for its journal record,
+            # from a client that skipped the sender's check): set aside, as in the
+            # receiving path (clients/receiving.py), no key spent, and the next goes on.
+            # It was acknowledged when it was held.
+            self.crypto = DeviceCrypto.from_bytes(snapshot)
+            self._link.set_aside(topics.inbox(self.id, topics.MSG), payload, describe(exc))
+            self._store.refuse_held(env.sender, env.id)
+            return
         record = None
         if presented is not None and o.text is not None and decision.how != "same":
             record = (env.sender, presented, False, decision.how)

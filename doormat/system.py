@@ -32,6 +32,7 @@ from clients.device import Device, Sent
 from clients.device_plane import DeviceControls
 from clients.enterprise import EnterpriseServer
 from clients.enterprise_plane import EnterpriseControls
+from clients.limits import check_text
 from clients.vendor import Vendor, VendorControls
 from doormat.attacker import Attacker, AttackerControls
 from doormat.broker import start_broker
@@ -562,7 +563,13 @@ class System:
                 delivery.delivered_to.add(event["actor"])
 
     async def send(self, device: str, to_user: str, text: str) -> Delivery:
-        """The lab has ``device`` send ``text`` to ``to_user`` (a ``send`` control)."""
+        """The lab has ``device`` send ``text`` to ``to_user`` (a ``send`` control).
+
+        TextTooLong if the text is longer than the device's build lets a user send: the
+        app refuses it before anything is sent (the device itself refuses the control
+        too, for a lab that does not ask first)."""
+        if device in self.devices:
+            check_text(text.encode(), self.devices[device].build)
         answer = await self._lab().call(device, "send", to_user=to_user, text=text,
                                         timeout=60.0)
         sent = Sent(id=str(answer["id"]), devices=[str(d) for d in answer["devices"]])

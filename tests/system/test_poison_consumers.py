@@ -38,7 +38,8 @@ async def test_the_tap_refuses_and_sets_aside_bad_mirror_records(
 ) -> None:
     d = await system.send("alice@acme.phone", "bob@acme", "a real envelope")
     assert await system.wait_delivered(d)
-    raw = next(iter(system.relay_capture()))
+    assert system.relay is not None
+    raw = next(iter(system.relay.captured()))
     events = EventLog()
     tap = Tap("127.0.0.1", 1, "unused", tmp_path / "tap.sqlite", events)  # not connected
     good = _good_mirror(raw)
@@ -102,7 +103,7 @@ def test_the_agency_reads_handover_records_strictly(body: bytes, why: str) -> No
 
 
 async def test_the_agency_refuses_a_record_that_does_not_parse(system: System) -> None:
-    sealed = seal_to(system.legal.agency.public.public_key, b'{"sequence": Infinity}',
+    sealed = seal_to(system.agency.keys.public.public_key, b'{"sequence": Infinity}',
                      info=HANDOVER_INFO)  # fmt: skip
     with pytest.raises(HandoverError):
         system.agency.receive(sealed)
