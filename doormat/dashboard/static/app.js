@@ -125,10 +125,10 @@ function paneTools(p) {
         el("label", {for: "attack-device", class: "visually-hidden", text: "Device to image"}),
         sel, el("button", {type: "button", id: "attack-image", text: "Image this device"})),
       el("div", {class: "active-relay"},
-        el("button", {type: "button", id: "attack-active-relay", text: "Active relay: forge a message"}),
         el("label", {class: "check"},
           el("input", {type: "checkbox", id: "identity-check", checked: S.identityCheck !== false}),
           " devices check a sender's new identity key"),
+        el("button", {type: "button", id: "attack-active-relay", text: "Active relay: forge a message"}),
         el("p", {class: "result", id: "active-relay-result", role: "status"})),
       el("button", {type: "button", id: "ledger-tamper", text: "Edit an audit-ledger entry (insider)"}),
       el("button", {type: "button", id: "ledger-rollback", text: "Roll the audit ledger back (insider)"}));
