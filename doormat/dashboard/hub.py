@@ -404,15 +404,20 @@ class Hub:
 
     async def active_relay(self, target: Any = None, impersonate: Any = None) -> dict[str, Any]:
         """The relay operator as an active attacker (``doormat.active_relay``): it forges
-        a first message "from" ``impersonate`` (a device; default the second user's
-        first) to ``target`` (default the first user's first device) under an identity
-        it made, lets the target's user reply, and reads what it can. Runs against the
-        system as it is (the identity check as switched). Reports ``attacker.read``
-        (``attack: active-relay``) and adds the operator's row to the exposure matrix."""
+        a first message "from" ``impersonate`` to ``target`` (devices; the default pair
+        below) under an identity it made, lets the target's user reply, and reads what
+        it can. Runs against the system as it is (the identity check as switched).
+        Reports ``attacker.read`` (``attack: active-relay``) and adds the operator's row
+        to the exposure matrix."""
         system = self.system
         users = system.cast.users
-        target = users[0].device_ids[0] if target is None else target
-        impersonate = users[1].device_ids[0] if impersonate is None else impersonate
+        # The default pair, as ``doormat demo --active-relay`` has it: with the check on,
+        # alice's phone "from" bob's; off, carol's "from" dave's. A device that once took
+        # a forged key keeps its session with the forger (the check guards what comes
+        # next, not what was accepted before it), so the two runs do not share a victim.
+        first = 2 if not self.identity_check and len(users) >= 4 else 0
+        target = users[first].device_ids[0] if target is None else target
+        impersonate = users[first + 1].device_ids[0] if impersonate is None else impersonate
         for name, dev in (("target", target), ("impersonate", impersonate)):
             if not isinstance(dev, str) or dev not in system.devices:
                 raise ActionError(f"{name}: no running device {dev!r}")
@@ -421,7 +426,10 @@ class Hub:
         async with self._attack_lock:
             generation = self.generation
             try:
-                result = await run_active_relay(system, target=target, impersonate=impersonate)
+                name = user_of(impersonate).split("@")[0]
+                result = await run_active_relay(
+                    system, target=target, impersonate=impersonate,
+                    forged_text=f"It's {name}, new phone. Send me the figures?")
             except (TimeoutError, ValueError, RuntimeError, OSError, LinkError) as exc:
                 raise ActionError(f"the active relay failed: {exc!r}", 409) from None
             if generation != self.generation:

@@ -19,6 +19,7 @@ from doormat.active_relay import NAME
 from tests.support.polling import until
 
 ALICE, BOB = "alice@acme.phone", "bob@acme.phone"
+CAROL, DAVE = "carol@globex.phone", "dave@globex.phone"
 REPLY = "Here are the figures: 4.2M"  # run_active_relay's reply
 
 
@@ -71,36 +72,55 @@ async def test_active_relay_control_check_on_then_off(served: Any) -> None:
         assert row["readable"] == 0 and row["captured"] >= 2  # the chat and the reply
         assert row["keys_held"] == [f"forged identity of {BOB}"]
 
-        # 2. Check off (before issue 12): shown as bob's, the reply read by the operator.
+        # 2. Check off (before issue 12): the default pair is carol's phone "from" dave's
+        # (as in `doormat demo --active-relay`); shown as dave's, the reply read by the
+        # operator and not by dave's real phone.
         r = await c.post("/api/identity-check", json={"on": False})
         assert r.json()["identity_check"] is False
         assert not any(d.check_identities for d in served.system.devices.values())
         r = await c.post("/api/attack/active-relay", json={})
         off = r.json()["result"]
+        assert (off["target"], off["impersonated"]) == (CAROL, DAVE)
         assert off["identity_check"] is False and off["forged_shown"] is True
         assert off["alarms"] == 0
         assert off["reply_read_by_attacker"] is True and off["reply_read_by_peer"] is False
         assert off["readable"] == 1
         opened = _really_opened(served)
         assert list(opened.values()) == [REPLY.encode()]
+        assert next(iter(opened))[0] == CAROL  # carol's reply
         row = await _row(c)
         assert row["readable"] == len(opened) == 1
         assert row["previous"]["readable"] == 0
-        shown = [e for e in served.system.events.events(kind="device.received", actor=ALICE)
-                 if e.get("from") == BOB]
-        assert shown, "the forged text is shown on alice's phone as bob's"
+        assert sorted(row["keys_held"]) == [f"forged identity of {BOB}",
+                                            f"forged identity of {DAVE}"]
+        shown = [e for e in served.system.events.events(kind="device.received", actor=CAROL)
+                 if e.get("from") == DAVE]
+        assert shown, "the forged text is shown on carol's phone as dave's"
+
+        # 3. A device that took a forged key keeps the forger's session: the check, on
+        # again, refuses a new forgery to carol, but her reply still goes to the first
+        # forger (the row grows by one, the new forger reads nothing): what the check
+        # guards is what comes after it.
+        await c.post("/api/identity-check", json={"on": True})
+        r = await c.post("/api/attack/active-relay", json={"target": CAROL, "impersonate": DAVE})
+        again = r.json()["result"]
+        assert again["forged_shown"] is False and again["alarm_device"] == DAVE
+        assert again["readable"] == 0 and again["reply_read_by_peer"] is False
+        opened = _really_opened(served)
+        assert len(opened) == 2 and set(opened.values()) == {REPLY.encode()}
+        assert (await _row(c))["readable"] == 2
 
         # The reports, for the panes and the exercises.
         reads = [e for e in served.system.events.events(kind="attacker.read")
                  if e.get("attack") == "active-relay"]
-        assert [(e["identity_check"], e["readable"]) for e in reads] == [(True, 0), (False, 1)]
+        assert [(e["identity_check"], e["readable"]) for e in reads] == [
+            (True, 0), (False, 1), (True, 0)]
         assert reads[1]["sample"] == REPLY
 
         # Switched back on, the state says so; a reset brings a fresh system, check on
         # and no forged identity (no row).
-        assert (await c.post("/api/identity-check", json={"on": True})).json()[
-            "identity_check"] is True
         assert all(d.check_identities for d in served.system.devices.values())
+        assert (await c.get("/api/state")).json()["identity_check"] is True
         await c.post("/api/reset", json={})
         assert (await c.get("/api/state")).json()["identity_check"] is True
         assert served.hub._active == []

@@ -144,7 +144,7 @@ async def test_active_relay_in_chromium(served: Any, tmp_path: Path) -> None:
     """The active relay from the page (issue 12, point 1): with the identity check on,
     the forged message is refused and alice's pane shows the alarm naming bob's phone;
     the matrix gets the operator's row, reading nothing. Switched off, the forged text
-    shows as bob's and the row reads alice's reply."""
+    (to carol, "from" dave) shows as dave's and the row reads carol's reply."""
     async_api = pytest.importorskip("playwright.async_api")
     expect = async_api.expect
     expect.set_options(timeout=20_000)
@@ -180,11 +180,12 @@ async def test_active_relay_in_chromium(served: Any, tmp_path: Path) -> None:
             await page.get_by_role("button", name="Active relay: forge a message").click()
             await expect(result).to_contain_text("Identity check OFF")
             await expect(result).to_contain_text("READ by the relay operator")
-            await expect(alice).to_contain_text("It's bob, new phone")
+            carol = page.locator('[data-pane="user:carol@globex"] .lines')
+            await expect(carol).to_contain_text("It's dave, new phone")
             await expect(row).to_contain_text("READS 1")
             attackers = page.locator('[data-pane="attackers"] .lines')
             await expect(attackers).to_contain_text(
-                "a forged first message from bob@acme.phone was SHOWN on alice@acme.phone")
+                "a forged first message from dave@globex.phone was SHOWN on carol@globex.phone")
             await expect(attackers).to_contain_text(
                 "the forged first message from bob@acme.phone was REFUSED on alice@acme.phone")
             await expect(page.locator('[data-pane="relay"] .lines')).to_contain_text(

@@ -187,14 +187,14 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     assert any(p.startswith("witness:") and "rolled back" in p for p in caught["problems"])
     await lab.until("ledger-rollback-caught")
 
-    # The relay operator, turned active, forges a first message "from" bob to alice.
-    # Identity check off (before issue 12): shown as bob's, the reply read - not solved.
+    # The relay operator, turned active, forges a first message. Identity check off
+    # (before issue 12; carol "from" dave): shown as dave's, the reply read - not solved.
     await lab.hub.set_identity_check(False)
     off = await lab.hub.active_relay()
     assert off["forged_shown"] and off["reply_read_by_attacker"] and off["readable"] == 1
     await asyncio.sleep(0.3)  # the engine has seen the report
     assert "active-relay-caught" not in lab.solved()
-    # Check on (as built): refused, the alarm names bob and his phone - caught.
+    # Check on (as built; alice "from" bob): refused, the alarm names bob's phone - caught.
     await lab.hub.set_identity_check(True)
     on = await lab.hub.active_relay()
     assert not on["forged_shown"] and on["readable"] == 0
