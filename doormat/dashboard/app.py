@@ -12,6 +12,7 @@
     GET  /api/exposure        the last exposure matrix (or null)
     POST /api/exposure        recompute it now
     POST /api/attack          {"attack": "escrow-key"} | {"attack": "device-image", "device"}
+                              | {"attack": "active-relay"} (the default pair)
     POST /api/attack/active-relay  {"target"?, "impersonate"?}: the relay operator forges
                               a first message (doormat.active_relay) and reads the reply
     POST /api/identity-check  {"on": true | false}: the devices' identity-key check

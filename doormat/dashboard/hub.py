@@ -387,7 +387,10 @@ class Hub:
                 return await observe.image_device(self.system, str(device))
             except ValueError as exc:
                 raise ActionError(str(exc)) from None
-        raise ActionError(f"unknown attack {attack!r}: use escrow-key or device-image")
+        if attack == "active-relay":
+            return await self.active_relay()
+        raise ActionError(
+            f"unknown attack {attack!r}: use escrow-key, device-image or active-relay")
 
     async def set_identity_check(self, on: Any) -> dict[str, Any]:
         """Every device's check of a sender's new or changed identity key (key

@@ -140,6 +140,8 @@ async def test_active_relay_control_validates_input(served: Any) -> None:
                          json={"target": "carol@globex.phone", "impersonate": "dave@globex.phone"})
         assert r.status_code == 200
         assert r.json()["result"]["alarm_device"] == "dave@globex.phone"
+        r = await c.post("/api/attack", json={"attack": "active-relay"})
+        assert r.status_code == 200 and r.json()["result"]["target"] == ALICE
         await until(lambda: served.hub.exposure is not None
                     and NAME in {o["name"] for o in served.hub.exposure["observers"]},
                     15, "the matrix recomputed after attacker.read")
