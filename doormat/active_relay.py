@@ -164,6 +164,9 @@ class AttackResult:
     reply_read_by_peer: bool  # the real impersonated device read the reply
     alarms: list[dict[str, Any]] = field(default_factory=list)  # device.identity_alarm
     observer: ObserverCount | None = None  # the attacker's exposure row (its counts)
+    #: the attacker itself (its forged identity's keys and sessions): the dashboard keeps
+    #: it to measure its row again over what the relay captures later. Not in the JSON.
+    attacker: ActiveRelay | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -244,4 +247,5 @@ async def run_active_relay(
         reply_read_by_peer=any(e["kind"] == "device.received" for e in peer_outcome()),
         alarms=alarms,
         observer=observer,
+        attacker=attacker,
     )

@@ -12,6 +12,10 @@
     GET  /api/exposure        the last exposure matrix (or null)
     POST /api/exposure        recompute it now
     POST /api/attack          {"attack": "escrow-key"} | {"attack": "device-image", "device"}
+                              | {"attack": "active-relay"} (the default pair)
+    POST /api/attack/active-relay  {"target"?, "impersonate"?}: the relay operator forges
+                              a first message (doormat.active_relay) and reads the reply
+    POST /api/identity-check  {"on": true | false}: the devices' identity-key check
     POST /api/relay/search    {"query"}: the operator searches its store
     POST /api/warrant         {"targets", "categories", "starts_in_s", "duration_s",
                                "approvals", "tamper"}: drafted by the system's court,
@@ -144,6 +148,12 @@ def create_app(hub: Hub, *, allowed_hosts: list[str] | None = None) -> Starlette
     async def attack(body: dict[str, Any]) -> dict[str, Any]:
         return {"result": await hub.attack(body.get("attack"), body.get("device"))}
 
+    async def active_relay(body: dict[str, Any]) -> dict[str, Any]:
+        return {"result": await hub.active_relay(body.get("target"), body.get("impersonate"))}
+
+    async def identity_check(body: dict[str, Any]) -> dict[str, Any]:
+        return await hub.set_identity_check(body.get("on"))
+
     async def search(body: dict[str, Any]) -> dict[str, Any]:
         return {"result": await hub.search(body.get("query"))}
 
@@ -189,6 +199,8 @@ def create_app(hub: Hub, *, allowed_hosts: list[str] | None = None) -> Starlette
         Route("/api/exposure", action(exposure_get), methods=["GET"]),
         Route("/api/exposure", action(exposure_post), methods=["POST"]),
         Route("/api/attack", action(attack), methods=["POST"]),
+        Route("/api/attack/active-relay", action(active_relay), methods=["POST"]),
+        Route("/api/identity-check", action(identity_check), methods=["POST"]),
         Route("/api/relay/search", action(search), methods=["POST"]),
         Route("/api/warrant", action(warrant), methods=["POST"]),
         Route("/api/ledger/verify", action(ledger_verify), methods=["POST"]),

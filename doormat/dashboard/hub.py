@@ -21,15 +21,20 @@ from collections.abc import Callable
 from typing import Any
 
 from clients.limits import TextTooLong
+from doormat.active_relay import NAME as ACTIVE_RELAY
+from doormat.active_relay import ActiveRelay, run_active_relay
+from doormat.attacker import read_fields
 from doormat.dashboard import observe, oversight
 from doormat.dashboard.panes import STATUSES, panes_of, route
 from doormat.lab.engine import LabEngine
 from doormat.system import System
 from infra.link import LinkError
 from interceptor.ledger import LedgerError
+from interceptor.measure import measure_envelopes
 from interceptor.scoped import InterceptorHalted
 from relay.li import MODES
 from wire.events import Event
+from wire.ids import user_of
 from wire.li.builds import BACKDOORS
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,11 @@ class Hub:
         self._exposure_task: asyncio.Task[None] | None = None
         self._exposure_dirty = False
         self._reset_lock = asyncio.Lock()
+        self._attack_lock = asyncio.Lock()
+        # The active relay: the identities the operator forged in this system (their
+        # keys measure its exposure row) and the devices' identity check (on, as built).
+        self._active: list[ActiveRelay] = []
+        self.identity_check = True
         self._closed = False
         if lab is not None:
             lab.subscribe(self._on_lab)
@@ -119,6 +129,8 @@ class Hub:
         self._cast = system.cast
         self._recent.clear()
         self._exposure = None
+        self._active = []
+        self.identity_check = all(d.check_identities for d in system.devices.values())
 
         def listener(event: Event) -> None:
             self._threadsafe(self._on_event, generation, event)
@@ -239,6 +251,7 @@ class Hub:
         return {
             "li": s.li if s else "off",
             "backdoor": s.government.backdoor if s else "none",
+            "identity_check": self.identity_check,
         }
 
     def warrant_status(self) -> dict[str, Any]:
@@ -306,7 +319,9 @@ class Hub:
         """Recompute the exposure matrix now (real decryption, in a worker thread)."""
         async with self._exposure_lock:
             generation = self.generation
-            result = await observe.exposure(self.system)
+            system = self.system
+            extra = [observe.active_relay_row(system, self._active)] if self._active else []
+            result = await observe.exposure(system, extra)
             if generation != self.generation:
                 raise ActionError("the system was reset during the computation", 409)
             previous = self._exposure
@@ -372,7 +387,81 @@ class Hub:
                 return await observe.image_device(self.system, str(device))
             except ValueError as exc:
                 raise ActionError(str(exc)) from None
-        raise ActionError(f"unknown attack {attack!r}: use escrow-key or device-image")
+        if attack == "active-relay":
+            return await self.active_relay()
+        raise ActionError(
+            f"unknown attack {attack!r}: use escrow-key, device-image or active-relay")
+
+    async def set_identity_check(self, on: Any) -> dict[str, Any]:
+        """Every device's check of a sender's new or changed identity key (key
+        transparency and verified safety numbers, issue 12): on as built; off shows what
+        a device did before it (takes any new key silently)."""
+        if not isinstance(on, bool):
+            raise ActionError("'on' must be true or false")
+        for device in self.system.devices.values():
+            device.check_identities = on
+        self.identity_check = on
+        modes = self.modes()
+        self._broadcast({"type": "modes", **modes})
+        return modes
+
+    async def active_relay(self, target: Any = None, impersonate: Any = None) -> dict[str, Any]:
+        """The relay operator as an active attacker (``doormat.active_relay``): it forges
+        a first message "from" ``impersonate`` to ``target`` (devices; the default pair
+        below) under an identity it made, lets the target's user reply, and reads what
+        it can. Runs against the system as it is (the identity check as switched).
+        Reports ``attacker.read`` (``attack: active-relay``) and adds the operator's row
+        to the exposure matrix."""
+        system = self.system
+        users = system.cast.users
+        # The default pair, as ``doormat demo --active-relay`` has it: with the check on,
+        # alice's phone "from" bob's; off, carol's "from" dave's. A device that once took
+        # a forged key keeps its session with the forger (the check guards what comes
+        # next, not what was accepted before it), so the two runs do not share a victim.
+        first = 2 if not self.identity_check and len(users) >= 4 else 0
+        target = users[first].device_ids[0] if target is None else target
+        impersonate = users[first + 1].device_ids[0] if impersonate is None else impersonate
+        for name, dev in (("target", target), ("impersonate", impersonate)):
+            if not isinstance(dev, str) or dev not in system.devices:
+                raise ActionError(f"{name}: no running device {dev!r}")
+        if user_of(target) == user_of(impersonate):
+            raise ActionError("the target and the impersonated device must be of two users")
+        async with self._attack_lock:
+            generation = self.generation
+            try:
+                name = user_of(impersonate).split("@")[0]
+                result = await run_active_relay(
+                    system, target=target, impersonate=impersonate,
+                    forged_text=f"It's {name}, new phone. Send me the figures?")
+            except (TimeoutError, ValueError, RuntimeError, OSError, LinkError) as exc:
+                raise ActionError(f"the active relay failed: {exc!r}", 409) from None
+            if generation != self.generation:
+                raise ActionError("the system was reset during the attack", 409)
+            assert result.attacker is not None and system.relay is not None
+            self._active.append(result.attacker)
+            # What this forgery read, measured again by real decryption, as attacker.read
+            # reports it for the other attacks (no key; one sample of what it opened).
+            raws = list(system.relay.captured())
+            measured = measure_envelopes(ACTIVE_RELAY, raws, [result.attacker])
+            fields = read_fields(measured, raws, None)
+            fields["keys"] = f"forged identity of {impersonate}"
+            alarm = result.alarms[0] if result.alarms else {}
+            summary = {
+                "impersonated": impersonate,
+                "impersonated_user": user_of(impersonate),
+                "identity_check": result.checked,
+                "forged_shown": result.forged_shown,
+                "reply_read_by_attacker": result.reply_read_by_attacker,
+                "reply_read_by_peer": result.reply_read_by_peer,
+                "alarms": len(result.alarms),
+                "alarm_user": alarm.get("user"),
+                "alarm_device": alarm.get("device"),
+                "alarm_kind": alarm.get("alarm_kind"),
+            }
+            system.events.emit(observe.OPERATOR, "attacker.read", attack="active-relay",
+                               device=target, **fields, **summary)
+        return {"attack": "active-relay", "target": target, **summary,
+                **{k: v for k, v in fields.items() if k != "sample"}}
 
     async def submit_warrant(self, form: dict[str, Any]) -> dict[str, Any]:
         """Draft the form as a warrant with the system's court (signed by the approvers

@@ -13,16 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from doormat.active_relay import NAME as ACTIVE_RELAY
+from doormat.active_relay import ActiveRelay
 from doormat.exposure import MEASURED_SERVICES, VICTIM_USER_INDEX, aggregate
 from doormat.system import System
 from infra.observer import Observer, gather_rows
 from infra.plane import ControlError, Party
+from interceptor.measure import measure_envelopes
 from wire import envelope as wire_envelope
 from wire.b64 import b64decode
 from wire.envelope import EnvelopeError
 from wire.ids import ATTACKER_ID
+from wire.plane import ExposureRow
 
 OPERATOR = "relay-operator"
 
@@ -45,14 +50,16 @@ def _lab(system: System) -> Party:
     return system.lab
 
 
-async def exposure(system: System) -> dict[str, Any]:
+async def exposure(system: System, extra: Sequence[ExposureRow] = ()) -> dict[str, Any]:
     """The exposure matrix now: every observer's own row (``measure``: each computes it
     in its own service, from its own store, with the keys it holds), combined by
     ``doormat.exposure.aggregate``, which holds no key. The attackers' rows are what the
-    attacker really stole (the attackers' pane's actions)."""
+    attacker really stole (the attackers' pane's actions). ``extra``: rows measured in
+    this process (the active relay's, ``active_relay_row``), counted like the others."""
     started = time.monotonic()
     services = [*MEASURED_SERVICES[:3], *system.enterprises, *MEASURED_SERVICES[3:]]
-    counts = aggregate(await gather_rows(_observer(system), services))
+    rows = [*await gather_rows(_observer(system), services), *extra]
+    counts = aggregate(rows)
     return {
         "computed_ms": time.time_ns() // 1_000_000,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
@@ -63,6 +70,16 @@ async def exposure(system: System) -> dict[str, Any]:
         "image_of": victim_device(system),
         "observers": [{"name": o.name, **o.to_json()} for o in counts.observers],
     }
+
+
+def active_relay_row(system: System, attackers: Sequence[ActiveRelay]) -> ExposureRow:
+    """The active relay's row: everything the relay's store holds, tried with the keys of
+    every identity the operator forged in this system (``doormat.active_relay``): real
+    decryption of what it really captured, the victims' replies sealed to its sessions."""
+    assert system.relay is not None
+    row = measure_envelopes(ACTIVE_RELAY, list(system.relay.captured()), list(attackers)).row
+    row.keys_held = sorted({f"forged identity of {a.impersonate}" for a in attackers})
+    return row
 
 
 async def _attack(system: System, op: str, **args: Any) -> dict[str, Any]:

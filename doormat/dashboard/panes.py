@@ -137,9 +137,20 @@ ROUTES: tuple[Route, ...] = (
     # -- attackers ----------------------------------------------------------------------
     R("attacker.read", "attackers", "{attack} {device}: read {readable} of {captured} "
       "messages ({users_read} users; {others_read} not to or from the victim). Keys: "
-      "{keys}", "plain", when={"readable_any": True}),
+      "{keys}", "plain", when={"readable_any": True, "active_relay": False}),
     R("attacker.read", "attackers", "{attack} {device}: read 0 of {captured} messages. "
-      "Keys: {keys}", "sealed", when={"readable_any": False}),
+      "Keys: {keys}", "sealed", when={"readable_any": False, "active_relay": False}),
+    # the relay operator, turned active (doormat.active_relay; the dashboard's control)
+    R("attacker.read", "attackers", "active relay: a forged first message from "
+      "{impersonated} was SHOWN on {device} (identity check off); the operator reads "
+      "{readable} of {captured} messages. Keys: {keys}", "plain",
+      when={"active_relay": True, "forged_shown": True}),
+    R("attacker.read", "attackers", "active relay: the forged first message from "
+      "{impersonated} was REFUSED on {device} (identity alarm: {alarm_kind}); the operator "
+      "reads {readable} of {captured} messages. Keys: {keys}", "refused",
+      when={"active_relay": True, "forged_shown": False}),
+    R("attacker.read", "relay", "the operator forged an identity key for {impersonated} "
+      "and wrote to {device} in its name", "alarm", when={"active_relay": True}),
 )
 
 
@@ -192,6 +203,7 @@ def _derived(event: Mapping[str, Any]) -> _Fields:
     f["device_short"] = short_device(event.get("device", "?"))
     r = event.get("readable")
     f["readable_any"] = bool(r) if not isinstance(r, bool) else r
+    f["active_relay"] = event.get("attack") == "active-relay"
     return f
 
 

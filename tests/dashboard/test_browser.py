@@ -138,3 +138,61 @@ async def test_dashboard_in_chromium(served: Any, tmp_path: Path) -> None:
             assert errors == []
         finally:
             await browser.close()
+
+
+async def test_active_relay_in_chromium(served: Any, tmp_path: Path) -> None:
+    """The active relay from the page (issue 12, point 1): with the identity check on,
+    the forged message is refused and alice's pane shows the alarm naming bob's phone;
+    the matrix gets the operator's row, reading nothing. Switched off, the forged text
+    (to carol, "from" dave) shows as dave's and the row reads carol's reply."""
+    async_api = pytest.importorskip("playwright.async_api")
+    expect = async_api.expect
+    expect.set_options(timeout=20_000)
+    shots = _shots(tmp_path)
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(served.url)
+            await expect(page.locator("#st-conn-text")).to_have_text("live")
+            check = page.locator("#identity-check")
+            await expect(check).to_be_checked()
+
+            # 1. Check on: refused, the alarm names bob and his phone.
+            await page.get_by_role("button", name="Active relay: forge a message").click()
+            result = page.locator("#active-relay-result")
+            await expect(result).to_contain_text("REFUSED")
+            await expect(result).to_contain_text("IDENTITY ALARM naming bob@acme / bob@acme.phone")
+            alice = page.locator('[data-pane="user:alice@acme"] .lines')
+            await expect(alice).to_contain_text("IDENTITY ALARM on")
+            await expect(alice).to_contain_text("bob.phone")
+            row = page.locator('#exposure table.matrix tr[data-observer="attacker:active-relay"]')
+            await expect(row).to_contain_text("READS NOTHING")
+            await expect(row).to_contain_text("forged identity of bob@acme.phone")
+            await row.scroll_into_view_if_needed()
+            await page.screenshot(path=str(shots / "5-active-relay-check-on.png"), full_page=True)
+
+            # 2. Check off: the forged text shows as bob's, the operator reads the reply.
+            await check.uncheck()
+            await expect(page.locator("#announcer")).to_contain_text("Identity check OFF")
+            await page.get_by_role("button", name="Active relay: forge a message").click()
+            await expect(result).to_contain_text("Identity check OFF")
+            await expect(result).to_contain_text("READ by the relay operator")
+            carol = page.locator('[data-pane="user:carol@globex"] .lines')
+            await expect(carol).to_contain_text("It's dave, new phone")
+            await expect(row).to_contain_text("READS 1")
+            attackers = page.locator('[data-pane="attackers"] .lines')
+            await expect(attackers).to_contain_text(
+                "a forged first message from dave@globex.phone was SHOWN on carol@globex.phone")
+            await expect(attackers).to_contain_text(
+                "the forged first message from bob@acme.phone was REFUSED on alice@acme.phone")
+            await expect(page.locator('[data-pane="relay"] .lines')).to_contain_text(
+                "the operator forged an identity key for bob@acme.phone")
+            await page.screenshot(path=str(shots / "6-active-relay-check-off.png"), full_page=True)
+            await page.locator('[data-pane="attackers"]').screenshot(
+                path=str(shots / "7-active-relay-pane.png"))
+            assert errors == []
+        finally:
+            await browser.close()

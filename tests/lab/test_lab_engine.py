@@ -171,7 +171,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_lab_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = str(tmp_path / "home")
     code, out, _ = run(capsys, "lab", "status", "--home", home)
-    assert code == 0 and "0 of 18 solved" in out and "first-message" in out
+    assert code == 0 and "0 of 19 solved" in out and "first-message" in out
     # solve one the only way there is: events through the engine
     with ScoreStore(home) as store:
         engine = LabEngine(load_exercises(), store)
@@ -180,7 +180,7 @@ def test_lab_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         log.emit("alice@acme.phone", "device.sent", id="1", to_user="bob@acme", text="hi")
         log.emit("bob@acme.phone", "device.received", id="1", text="hi")
     code, out, _ = run(capsys, "lab", "status", "--home", home)
-    assert "1 of 18 solved" in out and "[x] solved" in out
+    assert "1 of 19 solved" in out and "[x] solved" in out
     code, out, _ = run(capsys, "lab", "hint", "warrant-expired", "--home", home)
     assert code == 0 and out.startswith("hint 1/1:")
     code, out, _ = run(capsys, "lab", "select", "first-message", "warrant-expired", "--home", home)
@@ -190,13 +190,13 @@ def test_lab_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     code, _, err = run(capsys, "lab", "select", "nope", "--home", home)
     assert code == 2 and "no exercise 'nope'" in err
     code, out, _ = run(capsys, "lab", "list", "--home", home)
-    assert out.count("appears") == 2 and out.count("hidden") == 16
+    assert out.count("appears") == 2 and out.count("hidden") == 17
     code, out, _ = run(capsys, "lab", "reset", "--home", home)
     code, out, _ = run(capsys, "lab", "status", "--home", home)
     assert "0 of 2 solved" in out
     code, out, _ = run(capsys, "lab", "select", "--all", "--home", home)
     code, out, _ = run(capsys, "lab", "status", "--json", "--home", home)
-    assert '"total": 18' in out
+    assert '"total": 19' in out
 
 
 def test_lab_check_and_custom_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,6 +72,20 @@ async def test_fresh_run_solves_nothing(lab: Lab) -> None:
     assert lab.engine.board()["solved"] == 0
 
 
+async def test_an_active_relay_unchecked_does_not_solve_the_exercise(lab: Lab) -> None:
+    """With the identity check off, the forgery succeeds every time: no alarm, the
+    operator reads each reply, and the exercise stays open."""
+    await lab.send("alice@acme.phone", "bob@acme", "Before the forgery: tango-1")
+    await lab.hub.set_identity_check(False)
+    for target, impersonate in (("alice@acme.phone", "bob@acme.phone"),
+                                ("carol@globex.phone", "dave@globex.phone")):
+        r = await lab.hub.active_relay(target, impersonate)
+        assert r["forged_shown"] and r["reply_read_by_attacker"] and r["alarms"] == 0
+    await asyncio.sleep(0.5)
+    assert not lab.system.events.events(kind="device.identity_alarm")
+    assert "active-relay-caught" not in lab.solved()
+
+
 async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     keys = {e.key for e in lab.engine.active()}
     playable = keys
@@ -172,6 +186,20 @@ async def test_every_exercise_solved_by_driving_the_system(lab: Lab) -> None:
     caught = await lab.hub.verify_ledger()
     assert any(p.startswith("witness:") and "rolled back" in p for p in caught["problems"])
     await lab.until("ledger-rollback-caught")
+
+    # The relay operator, turned active, forges a first message. Identity check off
+    # (before issue 12; carol "from" dave): shown as dave's, the reply read - not solved.
+    await lab.hub.set_identity_check(False)
+    off = await lab.hub.active_relay()
+    assert off["forged_shown"] and off["reply_read_by_attacker"] and off["readable"] == 1
+    await asyncio.sleep(0.3)  # the engine has seen the report
+    assert "active-relay-caught" not in lab.solved()
+    # Check on (as built; alice "from" bob): refused, the alarm names bob's phone - caught.
+    await lab.hub.set_identity_check(True)
+    on = await lab.hub.active_relay()
+    assert not on["forged_shown"] and on["readable"] == 0
+    assert (on["alarm_user"], on["alarm_device"]) == ("bob@acme", "bob@acme.phone")
+    await lab.until("active-relay-caught")
 
     assert playable <= lab.solved(), f"not solved: {sorted(playable - lab.solved())}"
     board = lab.engine.board()

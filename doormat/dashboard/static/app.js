@@ -124,6 +124,12 @@ function paneTools(p) {
       el("div", {class: "row"},
         el("label", {for: "attack-device", class: "visually-hidden", text: "Device to image"}),
         sel, el("button", {type: "button", id: "attack-image", text: "Image this device"})),
+      el("div", {class: "active-relay"},
+        el("label", {class: "check"},
+          el("input", {type: "checkbox", id: "identity-check", checked: S.identityCheck !== false}),
+          " devices check a sender's new identity key"),
+        el("button", {type: "button", id: "attack-active-relay", text: "Active relay: forge a message"}),
+        el("p", {class: "result", id: "active-relay-result", role: "status"})),
       el("button", {type: "button", id: "ledger-tamper", text: "Edit an audit-ledger entry (insider)"}),
       el("button", {type: "button", id: "ledger-rollback", text: "Roll the audit ledger back (insider)"}));
   }
@@ -384,6 +390,7 @@ function arrow(g, x1, x2, y, state, label, title) {
 const OBS_NAMES = {
   "relay": "Relay operator", "blanket-tap": "Blanket tap", "attacker:escrow-key": "Attacker with the stolen escrow key",
   "attacker:device-image": "Attacker with one device image",
+  "attacker:active-relay": "Active relay (the operator forging identity keys)",
 };
 
 function observerName(name) {
@@ -499,6 +506,25 @@ function setModes(m) {
   $("#st-backdoor").dataset.value = m.backdoor;
   setRadio("li", m.li);
   setRadio("backdoor", m.backdoor);
+  if (typeof m.identity_check === "boolean") {
+    S.identityCheck = m.identity_check;
+    const ic = $("#identity-check");
+    if (ic) ic.checked = m.identity_check;
+  }
+}
+
+function activeRelayText(r) {
+  const who = `${r.impersonated_user} (${short(r.impersonated)})`;
+  if (r.forged_shown) {
+    return `Identity check OFF: the forged message was shown on ${short(r.target)} as ${who}'s. ` +
+      `The reply was ${r.reply_read_by_attacker ? "READ by the relay operator" : "not read by the operator"}` +
+      ` and ${r.reply_read_by_peer ? "read" : "NOT readable"} on the real ${short(r.impersonated)}. ` +
+      `The operator reads ${r.readable} of ${r.captured} messages.`;
+  }
+  const alarm = r.alarms ? `IDENTITY ALARM naming ${r.alarm_user} / ${r.alarm_device} (${r.alarm_kind})` : "no alarm";
+  return `Identity check on: the forged message was REFUSED on ${short(r.target)}: ${alarm}. ` +
+    `The reply went to the real ${short(r.impersonated)} (${r.reply_read_by_peer ? "read there" : "not read there"}); ` +
+    `the operator reads ${r.readable} of ${r.captured} messages.`;
 }
 
 function wireForms() {
@@ -605,6 +631,31 @@ function wirePaneTools() {
       announce(`Ledger rolled back: ${r.result.removed} entries removed, ${r.result.kept} kept.`);
     } catch (err) { toast(`Not rolled back: ${err.message}`, "error"); }
   });
+  const ar = $("#attack-active-relay");
+  if (ar) ar.addEventListener("click", async () => {
+    const out = $("#active-relay-result");
+    ar.disabled = true;
+    out.textContent = "Forging a first message…";
+    try {
+      const r = await api("/api/attack/active-relay", {});
+      out.textContent = activeRelayText(r.result);
+      out.dataset.outcome = r.result.forged_shown ? "forged" : "refused";
+      announce(out.textContent);
+    } catch (err) {
+      out.textContent = "";
+      toast(`Attack failed: ${err.message}`, "error");
+    } finally { ar.disabled = false; }
+  });
+  const ic = $("#identity-check");
+  if (ic) ic.addEventListener("change", async () => {
+    try {
+      const r = await api("/api/identity-check", {on: ic.checked});
+      announce(`Identity check ${r.identity_check ? "on" : "OFF"} on every device.`);
+    } catch (err) {
+      ic.checked = !ic.checked;
+      toast(`Not switched: ${err.message}`, "error");
+    }
+  });
   const img = $("#attack-image");
   if (img) img.addEventListener("click", async () => {
     try {
@@ -631,7 +682,7 @@ function applySnapshot(snap) {
   buildPanes(snap.panes);
   buildControls(snap);
   wirePaneTools();
-  setModes({li: snap.li, backdoor: snap.backdoor});
+  setModes({li: snap.li, backdoor: snap.backdoor, identity_check: snap.identity_check});
   for (const m of snap.events) handleEvent(m, false);
   scheduleDraw();
   S.exposure = snap.exposure;
